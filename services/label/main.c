@@ -1,0 +1,7 @@
+/* moda-label — placeholder main until the service lands. */
+#include <stdio.h>
+int main(void)
+{
+    puts("moda-label " MODA_VERSION);
+    return 0;
+}

@@ -1,0 +1,7 @@
+/* moda — command-line tool (placeholder). */
+#include <stdio.h>
+int main(void)
+{
+    puts("moda " MODA_VERSION);
+    return 0;
+}
