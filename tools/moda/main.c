@@ -1,7 +1,38 @@
-/* moda — command-line tool (placeholder). */
+/* moda — the command-line tool: dispatches `moda <command> ...` to cmd_<command>.c. */
 #include <stdio.h>
-int main(void)
+#include <string.h>
+
+#include "cmds.h"
+
+static const moda_cmd_t commands[] = {
+    /* add one row per command here (alphabetical) */
+    {NULL, NULL, NULL},
+};
+
+static void usage(FILE *f)
 {
-    puts("moda " MODA_VERSION);
-    return 0;
+    fprintf(f, "usage: moda <command> [options]\n\n"
+               "Continual SAM adaptation for plant cameras (MoDA).\n\ncommands:\n");
+    for (const moda_cmd_t *c = commands; c->name; c++) fprintf(f, "  %-14s %s\n", c->name, c->summary);
+    fprintf(f, "\n`moda <command> --help` describes a command. `moda --version` prints the version.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+        printf("moda %s\n", MODA_VERSION);
+        return 0;
+    }
+    for (const moda_cmd_t *c = commands; c->name; c++)
+        if (!strcmp(argv[1], c->name)) return c->run(argc - 1, argv + 1);
+    fprintf(stderr, "moda: unknown command '%s' (see `moda --help`)\n", argv[1]);
+    return 2;
 }

@@ -1,0 +1,15 @@
+/* cmds.h — the moda tool's subcommands. Each lives in its own cmd_<name>.c and is listed
+ * once in the table in main.c. A command returns the process exit status (0 ok, 2 usage,
+ * 1 failure) and prints its own errors; argv[0] is the subcommand name. */
+#ifndef MODA_CMDS_H
+#define MODA_CMDS_H
+
+typedef struct moda_cmd {
+    const char *name;
+    const char *summary;
+    int (*run)(int argc, char **argv);
+} moda_cmd_t;
+
+/* add one declaration per command here (alphabetical) */
+
+#endif
