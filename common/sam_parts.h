@@ -1,0 +1,61 @@
+/* sam_parts.h — the parts of the SAM model, each in its own module, glued by sam.c.
+ *
+ *   sam_tinyvit.c  TinyViT-5M image encoder (MobileSAM)
+ *   sam_vit.c      ViT-B/L/H image encoder (official SAM)
+ *   sam_decoder.c  prompt encoder + two-way mask decoder + IoU head
+ *
+ * Every part is built from kn_* ops only. A part borrows the wts_t it was made from: the
+ * weights must outlive it. Tensors are float32; images [C,H,W]; exact layer facts in
+ * ../shared/design/MODEL.md. Forward functions may be called from one thread at a time
+ * per part object (they reuse an internal activation arena).
+ */
+#ifndef MODA_SAM_PARTS_H
+#define MODA_SAM_PARTS_H
+
+#include "err.h"
+#include "wts.h"
+
+#define SAM_IMG 1024   /* encoder input side */
+#define SAM_EMB_C 256  /* embedding channels */
+#define SAM_EMB 64     /* embedding side */
+#define SAM_LOWRES 256 /* low-res mask side */
+#define SAM_NMASK 4    /* mask tokens: 0 = single-mask token, 1..3 multimask */
+
+/* ---- TinyViT-5M ------------------------------------------------------------------------- */
+typedef struct tinyvit tinyvit_t;
+/* Validates every tensor it needs (message names the tensor). Caller owns result. */
+tinyvit_t *tinyvit_new(const wts_t *w, err_t *err);
+void tinyvit_destroy(tinyvit_t **e);
+/* x[3,1024,1024] (preprocessed) -> emb[256,64,64]. early (may be NULL) receives the
+ * stage-1 output after its merge, [160,64,64] (adapter input, MODA.md). */
+int tinyvit_forward(tinyvit_t *e, const float *x, float *emb, float *early, err_t *err);
+
+/* ---- ViT-B/L/H -------------------------------------------------------------------------- */
+typedef struct vit vit_t;
+vit_t *vit_new(const wts_t *w, err_t *err);
+void vit_destroy(vit_t **v);
+/* Channels of the early feature (768 / 1024 / 1280). */
+int vit_early_channels(const vit_t *v);
+/* x[3,1024,1024] -> emb[256,64,64]; early (may be NULL) receives the output of the first
+ * global-attention block as [C,64,64]. */
+int vit_forward(vit_t *v, const float *x, float *emb, float *early, err_t *err);
+
+/* ---- prompt encoder + mask decoder ------------------------------------------------------ */
+/* One prompt point in the 1024 frame (already scaled by new_w/w, new_h/h; the +0.5 pixel
+ * centre shift is applied inside). label: 1 foreground, 0 background, -1 padding,
+ * 2 box top-left, 3 box bottom-right — exactly the ONNX export's point_labels. */
+typedef struct sam_point {
+    float x, y;
+    float label;
+} sam_point_t;
+
+typedef struct samdec samdec_t;
+samdec_t *samdec_new(const wts_t *w, err_t *err);
+void samdec_destroy(samdec_t **d);
+/* emb[256,64,64]; pts[n] (the caller appends the padding point when there is no box, as
+ * the official predictor does); mask_in[256,256] logits or NULL (no mask prompt).
+ * Writes lowres[4,256,256] (all 4 mask tokens' logits) and iou[4]. */
+int samdec_forward(samdec_t *d, const float *emb, const sam_point_t *pts, int n,
+                   const float *mask_in, float *lowres, float iou[SAM_NMASK], err_t *err);
+
+#endif
