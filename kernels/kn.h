@@ -97,4 +97,109 @@ void kn_attention_fwd(float *out, const float *q, int ldq, const float *k, int l
                       const float *v, int ldv, const float *bias, int heads, int Nq, int Nk,
                       int d, float scale, float *scratch);
 
+/* ==== backward ops (training: MoDA adapter and selector) =============================
+ * Gradients of the forward ops above, losses, point sampling and the optimiser step.
+ * Convention: dx (gradient of an op's input activation) is OVERWRITTEN; gradients of
+ * parameters (dw, db) are ACCUMULATED (+=) so a batch can sum into one buffer; any
+ * gradient pointer may be NULL when that gradient is not wanted. All ops are
+ * deterministic for a fixed thread count. Tests: tests/kernels (finite differences and
+ * PyTorch autograd goldens); tolerances in kernels/README.md. */
+
+/* Gradients of kn_attention_fwd (same q, k, v, bias, heads, Nq, Nk, d, scale).
+ * dout[Nq, heads*d] (row stride heads*d). dq, dk, dv are OVERWRITTEN and use the row
+ * strides of q, k, v (ldq, ldk, ldv), so a packed qkv buffer gets a packed dqkv; each may
+ * be NULL. The softmax is recomputed per head (nothing saved by the forward). `scratch`
+ * holds at least kn_attention_bwd_scratch(Nq, Nk) floats. dq/dk/dv must not alias
+ * q/k/v/dout. */
+size_t kn_attention_bwd_scratch(int Nq, int Nk);
+void kn_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                      int ldq, const float *k, int ldk, const float *v, int ldv,
+                      const float *bias, int heads, int Nq, int Nk, int d, float scale,
+                      float *scratch);
+
+/* Gradients of kn_layernorm2d_fwd on x[C, HW] (per-pixel statistics are recomputed with
+ * the same eps). w[C] may be NULL (weight 1). dx[C, HW] overwritten; dw[C], db[C]
+ * accumulated; any may be NULL. `scratch` holds 2*HW floats (per-pixel mean and rstd);
+ * it may be NULL only when dw and db are both NULL (else they are left untouched). */
+void kn_layernorm2d_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
+                        const float *w, int C, int HW, float eps, float *scratch);
+
+/* Gradients of kn_conv2d_fwd (same shapes and arguments). dy[Cout, Ho, Wo];
+ * dx[Cin, H, W] overwritten; dw[Cout, Cin/groups, k, k] and db[Cout] accumulated; any may
+ * be NULL. `scratch` holds at least kn_conv2d_scratch(Cin, H, W, k, stride, pad, groups)
+ * floats (the same buffer size as the forward). */
+void kn_conv2d_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
+                   const float *w, int Cin, int H, int W, int Cout, int k, int stride,
+                   int pad, int groups, float *scratch);
+
+/* Gradients of kn_convt2x2_fwd. dy[Cout, 2H, 2W]; dx[Cin, H, W] overwritten;
+ * dw[Cin, Cout, 2, 2] and db[Cout] accumulated; any may be NULL. `scratch` holds at least
+ * kn_convt2x2_bwd_scratch(H, W, Cout) floats (dy regrouped as [Cout*4, H*W]). */
+size_t kn_convt2x2_bwd_scratch(int H, int W, int Cout);
+void kn_convt2x2_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
+                     const float *w, int Cin, int H, int W, int Cout, float *scratch);
+
+/* ---- element-wise (in place allowed) ---- */
+/* y = 1 / (1 + exp(-x)), computed without overflow for any finite x. */
+void kn_sigmoid_fwd(float *y, const float *x, size_t n);
+/* dx = dy * y * (1 - y), where y is the forward OUTPUT. */
+void kn_sigmoid_bwd(float *dx, const float *dy, const float *y, size_t n);
+/* y = a * b element-wise (its gradient is itself: da = dy*b, db = dy*a). */
+void kn_mul(float *y, const float *a, const float *b, size_t n);
+/* y = alpha * a + beta * b (scaled sum; b may be NULL, meaning y = alpha * a). */
+void kn_axpby(float *y, float alpha, const float *a, float beta, const float *b, size_t n);
+
+/* ---- point sampling and losses (kernels/cpu/loss.c) ---- */
+/* Bilinear sampling of x[C, H, W] at P normalised points pts[P, 2] = (px, py) in [0, 1]
+ * (px along W, py along H), exactly detectron2's point_sample, i.e.
+ * grid_sample(x, 2*pts - 1, mode=bilinear, padding_mode=zeros, align_corners=False):
+ * the sample position in pixels is (px*W - 0.5, py*H - 0.5) with pixel centres at
+ * integers; corners outside the map contribute 0. out[C, P] overwritten. */
+void kn_point_sample_fwd(float *out, const float *x, const float *pts, int C, int H, int W,
+                         int P);
+/* Gradient w.r.t. x only (points are not learned): dx[C, H, W] is ACCUMULATED (+=) from
+ * dout[C, P] (a scatter, so the caller zeroes dx once per map). */
+void kn_point_sample_bwd(float *dx, const float *dout, const float *pts, int C, int H,
+                         int W, int P);
+
+/* Sigmoid BCE (with logits, mean over the P points) plus Dice (smooth 1) of one mask,
+ * as HQ-SAM/Mask2Former's sigmoid_ce_loss + dice_loss with num_masks folded into
+ * `weight` (pass 1/num_masks):
+ *   bce  = mean_i [ max(x,0) - x t + log(1 + exp(-|x|)) ]
+ *   dice = 1 - (2 Σ s t + 1) / (Σ s + Σ t + 1),  s = sigmoid(x)
+ * logits[P], targets[P] in [0, 1] (point-sampled ground truth). Returns
+ * weight * (bce + dice). dlogits[P] (d loss / d logits, weight included) is OVERWRITTEN
+ * when not NULL; parts[2] receives the unweighted (bce, dice) when not NULL. P >= 1. */
+float kn_bce_dice_loss(float *dlogits, float parts[2], const float *logits,
+                       const float *targets, int P, float weight);
+
+/* Deterministic RNG for training: splitmix64 (Steele, Lea, Flood 2014). The state is
+ * any uint64 (seed it with the run's seed); every call advances it by 0x9E3779B97F4A7C15
+ * and returns the mixed value. kn_rng_uniform returns the top 24 bits / 2^24, a float in
+ * [0, 1). Same seed, same sequence on every platform. */
+uint64_t kn_rng_next(uint64_t *state);
+float kn_rng_uniform(uint64_t *state);
+
+/* Uncertainty point selection (detectron2's get_uncertain_point_coords_with_randomness
+ * with uncertainty = -|logit|), on one logit map logits[H, W]:
+ *   M = P * oversample candidate points, uniform in [0,1)^2 from the RNG (x then y per
+ *   point); their logits by kn_point_sample_fwd; the n_imp = (int)(importance * P) most
+ *   uncertain candidates (ties: lower candidate index first), kept in candidate order;
+ *   then P - n_imp fresh uniform points from the RNG.
+ * pts[P, 2] overwritten (layout of kn_point_sample_fwd). `scratch` holds at least
+ * kn_uncertain_points_scratch(P, oversample) floats. Returns 0, or -1 when an argument
+ * is out of range (P < 1, oversample < 1, importance outside [0, 1]). */
+size_t kn_uncertain_points_scratch(int P, int oversample);
+int kn_uncertain_points(float *pts, const float *logits, int H, int W, int P, int oversample,
+                        float importance, uint64_t *rng, float *scratch);
+
+/* ---- optimiser (kernels/cpu/bwd_optim.c) ---- */
+/* One Adam step on n parameters, exactly torch.optim.Adam (amsgrad off):
+ *   g' = g + weight_decay * p;  m = b1 m + (1-b1) g';  v = b2 v + (1-b2) g'^2;
+ *   p -= lr / (1 - b1^step) * m / (sqrt(v) / sqrt(1 - b2^step) + eps).
+ * step is 1 for the first update. p, m, v updated in place (m, v start at 0); g borrowed.
+ * Element-wise, so deterministic under any threading. */
+void kn_adam_step(float *p, const float *g, float *m, float *v, size_t n, float lr,
+                  float beta1, float beta2, float eps, float weight_decay, int step);
+
 #endif
