@@ -57,5 +57,9 @@ void samdec_destroy(samdec_t **d);
  * Writes lowres[4,256,256] (all 4 mask tokens' logits) and iou[4]. */
 int samdec_forward(samdec_t *d, const float *emb, const sam_point_t *pts, int n,
                    const float *mask_in, float *lowres, float iou[SAM_NMASK], err_t *err);
+/* The ONNX export's single-mask rule: argmax over i of iou[i] + (npoints − 2.5)·[1000,0,0,0]
+ * (first index on ties). npoints counts every prompt point given to samdec_forward,
+ * padding and box corners included. Returns 0..3. */
+int samdec_pick_single(const float iou[SAM_NMASK], int npoints);
 
 #endif
