@@ -39,6 +39,10 @@ typedef struct wts_tensor {
 
 typedef struct wts wts_t;
 
+/* "F32", "F16", ... ("?" when out of range) and the element size in bytes (0 when out of range). */
+const char *wts_dtype_name(wts_dtype_t d);
+size_t wts_dtype_size(wts_dtype_t d);
+
 /* Open and validate a file. Caller owns result (wts_destroy). NULL + err on failure. */
 wts_t *wts_open(const char *path, err_t *err);
 /* Parse from memory (copied). Caller owns result. */
