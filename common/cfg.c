@@ -431,7 +431,11 @@ void cfg_write_help(const cfg_t *c, FILE *f)
     for (int i = 0; i < c->nkeys; i++) {
         const cfg_key_t *k = &c->schema[i];
         char opt[128], range[96] = "";
-        snprintf(opt, sizeof opt, "--%s %s", k->name,
+        char dashed[96];
+        snprintf(dashed, sizeof dashed, "%s", k->name);
+        for (char *p = dashed; *p; p++)
+            if (*p == '_') *p = '-';
+        snprintf(opt, sizeof opt, "--%s %s", dashed,
                  k->type == CFG_BOOL ? "[true|false]" : k->type == CFG_ENDPOINT ? "ENDPOINT"
                                                                                : "VALUE");
         if ((k->type == CFG_INT || k->type == CFG_DOUBLE) && !(k->min == 0 && k->max == 0))

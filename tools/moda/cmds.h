@@ -11,5 +11,6 @@ typedef struct moda_cmd {
 } moda_cmd_t;
 
 /* add one declaration per command here (alphabetical) */
+int cmd_health(int argc, char **argv);
 
 #endif

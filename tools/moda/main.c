@@ -6,6 +6,7 @@
 
 static const moda_cmd_t commands[] = {
     /* add one row per command here (alphabetical) */
+    {"health", "ask a service for its health and counters", cmd_health},
     {NULL, NULL, NULL},
 };
 
