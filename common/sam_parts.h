@@ -29,6 +29,10 @@ void tinyvit_destroy(tinyvit_t **e);
 /* x[3,1024,1024] (preprocessed) -> emb[256,64,64]. early (may be NULL) receives the
  * stage-1 output after its merge, [160,64,64] (adapter input, MODA.md). */
 int tinyvit_forward(tinyvit_t *e, const float *x, float *emb, float *early, err_t *err);
+/* With MODA_PROFILE=1 in the environment at tinyvit_new, forward passes add up time per op
+ * kind; writes "runs=N total_ms=.. gemm_ms=..(share%) ..." (per-run means) into buf[n].
+ * Returns 0, or ERR_STATE (text still written, all zero) when profiling is off. */
+int tinyvit_profile_text(const tinyvit_t *e, char *buf, size_t n);
 
 /* ---- ViT-B/L/H -------------------------------------------------------------------------- */
 typedef struct vit vit_t;

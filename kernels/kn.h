@@ -209,4 +209,58 @@ void kn_transpose(float *y, const float *x, int rows, int cols);
  * ≤ 2e-7 · max(1, |x|) against the exact value. In place allowed. */
 void kn_gelu_fast_fwd(float *y, const float *x, size_t n);
 
+/* ---- TinyViT / encoder ops (kernels/cpu/gemm_pk.c, dwconv.c, winattn.c) -------------
+ * Inference-only fast paths for the image encoders. Maps are channel-last ([H, W, C] =
+ * token-major [H*W, C]) unless an op says otherwise. */
+
+#define KN_PK_NR 32 /* output columns per packed weight panel */
+enum { KN_ACT_NONE = 0, KN_ACT_GELU = 1 /* exact erf GELU, vectorised (≤ 2e-7 abs) */ };
+
+/* Floats needed to pack a weight W[N, K] for kn_linear_pk_fwd. */
+size_t kn_pack_size(int N, int K);
+/* Packs W[N, K] (PyTorch [out, in]) into dst (kn_pack_size floats, 64-byte aligned). */
+void kn_pack_w(float *dst, const float *W, int N, int K);
+/* y[M, N] = act(x[M, K] · Wᵀ + b[N] + res[M, N]) with Wp = kn_pack_w(W). Row strides
+ * ldy, ldx, ldr (floats). b and res may be NULL. res may alias y when ldr == ldy (in-place
+ * residual); otherwise outputs never alias inputs. */
+void kn_linear_pk_fwd(float *y, int ldy, const float *x, int ldx, const float *Wp,
+                      const float *b, const float *res, int ldr, int M, int N, int K, int act);
+
+/* Depthwise 3×3 conv, pad 1: y[Ho, Wo, C] = act(b[c] + Σ w9c[ky*3+kx, c] · x[...]),
+ * Ho = (H-1)/stride + 1 (same for W). w9c is [9, C] (tap-major); b may be NULL. */
+void kn_dwconv3_nhwc_fwd(float *y, const float *x, const float *w9c, const float *b, int H,
+                         int W, int C, int stride, int act);
+/* 3×3 pad-1 im2col: col[Ho*Wo, 9*C], column (ky*3+kx)*C + c; zeros outside the map.
+ * _nhwc reads x[H, W, C]; _chw reads x[C, H, W]. Ho as for kn_dwconv3_nhwc_fwd. */
+void kn_im2col3_nhwc(float *col, const float *x, int H, int W, int C, int stride);
+void kn_im2col3_chw(float *col, const float *x, int C, int H, int W, int stride);
+
+/* TinyViT windowed attention. qkv[H*W, 3*heads*d] in image order, per head h the columns
+ * [h*3d, h*3d+d) = q, then k, then v. The map is padded bottom/right to multiples of ws;
+ * a pad position uses the row padrow[3*heads*d] and is a key like any other (not masked).
+ * logits[h,i,j] = scale · q_i·k_j + bias[h, i, j] (bias [heads, ws², ws²] or NULL), i, j
+ * window positions in row-major order; out[p, h*d + c] (row stride ldo) = softmax · v for
+ * every real position p (pad outputs are dropped). Returns 0, or -1 when ws² >
+ * KN_WINATTN_MAXN or d > 64. */
+#define KN_WINATTN_MAXN 256
+int kn_winattn_fwd(float *out, int ldo, const float *qkv, const float *padrow,
+                   const float *bias, int H, int W, int heads, int d, int ws, float scale);
+
+/* ---- ViT ops (SAM ViT-B/L/H encoder; kernels/cpu/relpos_attn.c) ---------------------- */
+
+/* Query rows per task of kn_relpos_attention_fwd (bounds one logits block). */
+#define KN_RELPOS_ROWS 256
+/* Floats of scratch kn_relpos_attention_fwd needs when run on `threads` threads
+ * (pass kn_get_threads()). */
+size_t kn_relpos_attention_scratch(int S, int threads);
+/* Attention with decomposed relative position (official SAM ViT), per window and head.
+ * qkv[nwin, S*S, 3*C], C = heads*d, each token row [q | k | v], head h at columns h*d of
+ * each part; tokens row-major in the S×S window. rel_h, rel_w [2S−1, d].
+ * logits[i, j] = scale·q_i·k_j + q_i·rel_h[ih−jh+S−1] + q_i·rel_w[iw−jw+S−1] (the rel-pos
+ * terms use the UNSCALED q), i = ih*S+iw, j = jh*S+jw; no masking.
+ * out[nwin, S*S, C] (head h at columns h*d) = softmax_j(logits) · v. */
+void kn_relpos_attention_fwd(float *out, const float *qkv, const float *rel_h,
+                             const float *rel_w, int nwin, int S, int heads, int d, float scale,
+                             float *scratch);
+
 #endif

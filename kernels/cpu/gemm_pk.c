@@ -1,0 +1,139 @@
+/* gemm_pk.c — linear layer on pre-packed weights with a fused epilogue (TinyViT / encoder).
+ *
+ *   y[M,N] = act(x[M,K] · W[N,K]ᵀ + b[N] + res[M,N])
+ *
+ * W is packed once at load time into panels of KN_PK_NR = 32 output columns, K-major
+ * ([panel][k][32], zero-padded past N), so the inner loop reads 2 vectors of W and
+ * broadcasts one x element per row. The AVX-512 micro-kernel keeps a 12×32 tile of y in 24
+ * registers over the whole K; row blocks of 96 go to OpenMP threads and each packed panel
+ * is reused by the 8 tiles of a block while it sits in L1/L2. Tail rows reuse the last row
+ * pointer and are not stored; tail columns use store masks. Builds without AVX-512 use a
+ * plain loop over the same packed layout.
+ */
+#include "kn.h"
+#include "vmath.h"
+
+#include <string.h>
+
+#define NR KN_PK_NR
+#define MR 12
+#define MB (MR * 8)
+
+size_t kn_pack_size(int N, int K)
+{
+    return (size_t)((N + NR - 1) / NR) * NR * (size_t)K;
+}
+
+void kn_pack_w(float *dst, const float *W, int N, int K)
+{
+    int np = (N + NR - 1) / NR;
+    for (int p = 0; p < np; p++)
+        for (int k = 0; k < K; k++) {
+            float *d = dst + ((size_t)p * K + k) * NR;
+            for (int j = 0; j < NR; j++) {
+                int n = p * NR + j;
+                d[j] = n < N ? W[(size_t)n * K + k] : 0.0f;
+            }
+        }
+}
+
+#if KN_HAVE_AVX512
+static inline void ep_store(float *y, const float *res, __m512 c0, __m512 c1, __m512 b0,
+                            __m512 b1, __mmask16 m0, __mmask16 m1, int act)
+{
+    c0 = _mm512_add_ps(c0, b0);
+    c1 = _mm512_add_ps(c1, b1);
+    if (res) {
+        c0 = _mm512_add_ps(c0, _mm512_maskz_loadu_ps(m0, res));
+        c1 = _mm512_add_ps(c1, _mm512_maskz_loadu_ps(m1, res + 16));
+    }
+    if (act == KN_ACT_GELU) {
+        c0 = kn_gelu16(c0);
+        c1 = kn_gelu16(c1);
+    }
+    _mm512_mask_storeu_ps(y, m0, c0);
+    _mm512_mask_storeu_ps(y + 16, m1, c1);
+}
+
+/* One 12×32 tile: rows x[0..mr) (row stride ldx), panel bp [K][32]. */
+static void tile(float *y, int ldy, const float *x, int ldx, int mr, const float *bp, int K,
+                 __m512 b0, __m512 b1, __mmask16 m0, __mmask16 m1, const float *res, int ldr,
+                 int act)
+{
+    const float *a[MR];
+    for (int i = 0; i < MR; i++) a[i] = x + (size_t)(i < mr ? i : mr - 1) * ldx;
+    const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
+    const float *a6 = a[6], *a7 = a[7], *a8 = a[8], *a9 = a[9], *a10 = a[10], *a11 = a[11];
+    __m512 z = _mm512_setzero_ps();
+    __m512 c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z;
+    __m512 c40 = z, c41 = z, c50 = z, c51 = z, c60 = z, c61 = z, c70 = z, c71 = z;
+    __m512 c80 = z, c81 = z, c90 = z, c91 = z, cA0 = z, cA1 = z, cB0 = z, cB1 = z;
+    for (int k = 0; k < K; k++) {
+        __m512 w0 = _mm512_load_ps(bp + (size_t)k * NR);
+        __m512 w1 = _mm512_load_ps(bp + (size_t)k * NR + 16);
+        __m512 v;
+#define ROW(ai, ca, cb)                                                                    \
+    v = _mm512_set1_ps(ai[k]);                                                             \
+    ca = _mm512_fmadd_ps(v, w0, ca);                                                       \
+    cb = _mm512_fmadd_ps(v, w1, cb);
+        ROW(a0, c00, c01) ROW(a1, c10, c11) ROW(a2, c20, c21) ROW(a3, c30, c31)
+        ROW(a4, c40, c41) ROW(a5, c50, c51) ROW(a6, c60, c61) ROW(a7, c70, c71)
+        ROW(a8, c80, c81) ROW(a9, c90, c91) ROW(a10, cA0, cA1) ROW(a11, cB0, cB1)
+#undef ROW
+    }
+#define ST(i, ca, cb)                                                                      \
+    if (i < mr)                                                                            \
+        ep_store(y + (size_t)(i) * ldy, res ? res + (size_t)(i) * ldr : NULL, ca, cb, b0, b1, \
+                 m0, m1, act);
+    ST(0, c00, c01) ST(1, c10, c11) ST(2, c20, c21) ST(3, c30, c31)
+    ST(4, c40, c41) ST(5, c50, c51) ST(6, c60, c61) ST(7, c70, c71)
+    ST(8, c80, c81) ST(9, c90, c91) ST(10, cA0, cA1) ST(11, cB0, cB1)
+#undef ST
+}
+#endif
+
+void kn_linear_pk_fwd(float *y, int ldy, const float *x, int ldx, const float *Wp,
+                      const float *b, const float *res, int ldr, int M, int N, int K, int act)
+{
+    int np = (N + NR - 1) / NR;
+    int nblk = (M + MB - 1) / MB;
+#if KN_HAVE_AVX512
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int blk = 0; blk < nblk; blk++) {
+        int m0 = blk * MB, m1 = m0 + MB < M ? m0 + MB : M;
+        for (int p = 0; p < np; p++) {
+            int n0 = p * NR, nr = N - n0 < NR ? N - n0 : NR;
+            __mmask16 k0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
+            __mmask16 k1 = nr >= 32 ? 0xffff : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
+            __m512 b0 = b ? _mm512_maskz_loadu_ps(k0, b + n0) : _mm512_setzero_ps();
+            __m512 b1 = b ? _mm512_maskz_loadu_ps(k1, b + n0 + 16) : _mm512_setzero_ps();
+            const float *bp = Wp + (size_t)p * K * NR;
+            for (int m = m0; m < m1; m += MR) {
+                int mr = m1 - m < MR ? m1 - m : MR;
+                tile(y + (size_t)m * ldy + n0, ldy, x + (size_t)m * ldx, ldx, mr, bp, K, b0, b1,
+                     k0, k1, res ? res + (size_t)m * ldr + n0 : NULL, ldr, act);
+            }
+        }
+    }
+#else
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int blk = 0; blk < nblk; blk++) {
+        int m0 = blk * MB, m1 = m0 + MB < M ? m0 + MB : M;
+        float acc[NR];
+        for (int m = m0; m < m1; m++)
+            for (int p = 0; p < np; p++) {
+                int n0 = p * NR, nr = N - n0 < NR ? N - n0 : NR;
+                const float *bp = Wp + (size_t)p * K * NR;
+                const float *xr = x + (size_t)m * ldx;
+                memset(acc, 0, sizeof acc);
+                for (int k = 0; k < K; k++)
+                    for (int j = 0; j < NR; j++) acc[j] += xr[k] * bp[(size_t)k * NR + j];
+                for (int j = 0; j < nr; j++) {
+                    float v = acc[j] + (b ? b[n0 + j] : 0.0f);
+                    if (res) v += res[(size_t)m * ldr + n0 + j];
+                    y[(size_t)m * ldy + n0 + j] = act == KN_ACT_GELU ? kn_gelu1(v) : v;
+                }
+            }
+    }
+#endif
+}
