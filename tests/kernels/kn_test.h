@@ -12,12 +12,12 @@
 
 static int kt_fail, kt_pass;
 
-static void kt_fill(float *x, size_t n, uint64_t *rng, float lo, float hi)
+static inline void kt_fill(float *x, size_t n, uint64_t *rng, float lo, float hi)
 {
     for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * kn_rng_uniform(rng);
 }
 
-static float *kt_alloc(size_t n)
+static inline float *kt_alloc(size_t n)
 {
     float *p = calloc(n ? n : 1, sizeof(float));
     if (!p) {
@@ -28,7 +28,7 @@ static float *kt_alloc(size_t n)
 }
 
 /* max |a - b| / max(max |b|, floor): error relative to the size of the reference */
-static double kt_relerr(const float *a, const float *b, size_t n, double floor_)
+static inline double kt_relerr(const float *a, const float *b, size_t n, double floor_)
 {
     double e = 0, m = floor_;
     for (size_t i = 0; i < n; i++) {
@@ -40,7 +40,7 @@ static double kt_relerr(const float *a, const float *b, size_t n, double floor_)
 }
 
 /* record one check: err must be <= tol (NaN fails) */
-static void kt_check(const char *what, double err, double tol)
+static inline void kt_check(const char *what, double err, double tol)
 {
     int ok = err <= tol;
     printf("%-4s %-40s err %.3e  tol %.1e\n", ok ? "ok" : "FAIL", what, err, tol);
@@ -48,7 +48,7 @@ static void kt_check(const char *what, double err, double tol)
     else kt_fail++;
 }
 
-static int kt_exit(void)
+static inline int kt_exit(void)
 {
     printf("%d passed, %d failed\n", kt_pass, kt_fail);
     return kt_fail ? 1 : 0;

@@ -477,7 +477,7 @@ static void test_adam(void)
 
 int main(void)
 {
-    kn_set_threads(2);
+    kn_set_threads(1); /* tiny shapes: one thread avoids fork/join overhead per FD probe */
     test_attention();
     test_layernorm();
     conv_case("dense k3 s1 p1", 5, 7, 9, 4, 3, 1, 1, 1);
