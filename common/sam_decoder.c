@@ -1,0 +1,653 @@
+/* sam_decoder.c — SAM prompt encoder + two-way mask decoder + IoU head (samdec_*).
+ *
+ * Follows the ONNX export of the official SAM decoder (SamOnnxModel) exactly; layer facts
+ * in ../shared/design/MODEL.md, header contract in sam_parts.h. Everything runs on
+ * token-major tensors: the image side is [4096, 256] (row p = y*64 + x), tokens [Nt, 256]
+ * with Nt = 5 + npoints (iou token, 4 mask tokens, sparse prompt embeddings).
+ *
+ * Speed (the image side has 4096 tokens, the token side ~7): the cross-attentions never
+ * project the image side. With q/k/v/out weights Wq, Wk, Wv, Wo (rows of head h:
+ * h*16..h*16+15) they are evaluated re-associated, which is the same sum in another order:
+ *   tokens→image:  logits_h = (s·q_h Wk_h)(img+pe)ᵀ + s·q_h·bk_h,
+ *                  out_h    = (P_h · img) Wv_hᵀ + bv_h            (softmax rows sum to 1)
+ *   image→tokens:  logits_h = (img+pe)(s·k_h Wq_h)ᵀ + s·k_h·bq_h,
+ *                  out      = Σ_h P_h (v_h Wo_hᵀ + bo/8)
+ * so every image-side GEMM has width 8·Nt instead of 128/256. Layer 0 without a mask
+ * prompt only depends on the embedding: its image-side projections are computed once per
+ * embedding (the cache holds a copy of the last embedding and is reused when the next one
+ * is bit-identical), then the layer runs as plain attention on them. Upscaling is the
+ * transposed convolutions as token-major GEMMs (weights re-laid out once), LayerNorm2d
+ * over rows, fast GELU, and the hypernetwork product as one GEMM, scattered to the
+ * 256×256 grid at the end.
+ *
+ * Invariants: weights are borrowed from the wts_t (validated in samdec_new); all activation
+ * memory lives in the samdec_t (fixed image-side buffers plus token-side buffers grown on
+ * demand); one forward at a time per object.
+ */
+#include "sam_parts.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kn.h"
+
+#define NP (SAM_EMB * SAM_EMB) /* 4096 image tokens */
+#define C SAM_EMB_C            /* 256 */
+#define HEADS 8
+#define XDIM 128               /* cross-attention internal width */
+#define XD (XDIM / HEADS)      /* 16 per head */
+#define MLP_DIM 2048
+#define HYP 32                 /* upscaled channels */
+#define MAX_POINTS 1024
+#define LN_EPS 1e-5f
+#define LN2D_EPS 1e-6f
+
+typedef struct attn_w {
+    const float *qw, *qb, *kw, *kb, *vw, *vb, *ow, *ob;
+    int inner;
+} attn_w_t;
+
+typedef struct ln_w {
+    const float *w, *b;
+} ln_w_t;
+
+typedef struct layer_w {
+    attn_w_t self, t2i, i2t;
+    ln_w_t n1, n2, n3, n4;
+    const float *l1w, *l1b, *l2w, *l2b;
+} layer_w_t;
+
+typedef struct mlp3_w {
+    const float *w[3], *b[3];
+} mlp3_w_t;
+
+struct samdec {
+    /* prompt encoder (borrowed) */
+    const float *pe_g;          /* [2,128] */
+    const float *pt_emb[4];     /* [256] each */
+    const float *not_a_point, *no_mask;
+    const float *md0w, *md0b, *md1w, *md1b, *md3w, *md3b, *md4w, *md4b, *md6w, *md6b;
+    /* mask decoder (borrowed) */
+    const float *iou_tok, *mask_toks;
+    layer_w_t L[2];
+    attn_w_t fin;
+    ln_w_t nfin;
+    const float *up1w, *up1b;
+    mlp3_w_t hyper[SAM_NMASK], iouh;
+    /* owned constants */
+    float *pe;       /* [4096,256] dense PE, token-major */
+    float *up0t;     /* [4*64, 256]: row s*64+co = w0[:, co, s] */
+    float *up0bt;    /* [4*64] */
+    float *up3t;     /* [4*32, 64] */
+    float *up3bt;    /* [4*32] */
+    /* image-side activations (owned) */
+    float *keys, *kp; /* [4096,256] */
+    float *y2;        /* [16384,128]; also the mask path's dense [256,4096] */
+    float *rm;        /* [65536,4] */
+    float *mscratch;  /* mask path: conv im2col + intermediates */
+    /* layer-0 cache (no mask prompt) */
+    float *c_emb;            /* [256,4096] copy of the cached embedding */
+    float *c_keys, *c_kp;    /* [4096,256] src and src+pe */
+    float *c_k, *c_v, *c_q;  /* [4096,128] layer-0 t2i k, v and i2t q projections */
+    int c_valid;
+    /* token-side buffers, grown to nt_cap tokens */
+    int nt_cap;
+    float *t0, *q, *tmp, *tmp2, *qp, *kt, *vt, *att, *mlp, *sc, *bt, *cb, *big;
+};
+
+/* ---- weights ------------------------------------------------------------------------- */
+
+static const float *get(const wts_t *w, err_t *err, int *bad, const char *name, int ndim,
+                        int d0, int d1, int d2, int d3)
+{
+    if (*bad) return NULL;
+    const float *p = NULL;
+    switch (ndim) {
+    case 1: p = wts_f32(w, name, err, 1, d0); break;
+    case 2: p = wts_f32(w, name, err, 2, d0, d1); break;
+    case 4: p = wts_f32(w, name, err, 4, d0, d1, d2, d3); break;
+    default: break;
+    }
+    if (!p) *bad = 1;
+    return p;
+}
+
+static void load_attn(attn_w_t *a, const wts_t *w, err_t *err, int *bad, const char *pfx,
+                      int inner)
+{
+    char n[256];
+    a->inner = inner;
+#define A_(field, suf, ...) \
+    (snprintf(n, sizeof n, "%s.%s", pfx, suf), a->field = get(w, err, bad, n, __VA_ARGS__))
+    A_(qw, "q_proj.weight", 2, inner, C, 0, 0);
+    A_(qb, "q_proj.bias", 1, inner, 0, 0, 0);
+    A_(kw, "k_proj.weight", 2, inner, C, 0, 0);
+    A_(kb, "k_proj.bias", 1, inner, 0, 0, 0);
+    A_(vw, "v_proj.weight", 2, inner, C, 0, 0);
+    A_(vb, "v_proj.bias", 1, inner, 0, 0, 0);
+    A_(ow, "out_proj.weight", 2, C, inner, 0, 0);
+    A_(ob, "out_proj.bias", 1, C, 0, 0, 0);
+#undef A_
+}
+
+static void load_ln(ln_w_t *l, const wts_t *w, err_t *err, int *bad, const char *pfx, int n)
+{
+    char s[256];
+    snprintf(s, sizeof s, "%s.weight", pfx);
+    l->w = get(w, err, bad, s, 1, n, 0, 0, 0);
+    snprintf(s, sizeof s, "%s.bias", pfx);
+    l->b = get(w, err, bad, s, 1, n, 0, 0, 0);
+}
+
+static void load_mlp3(mlp3_w_t *m, const wts_t *w, err_t *err, int *bad, const char *pfx,
+                      int out)
+{
+    char s[256];
+    for (int i = 0; i < 3; i++) {
+        int o = i == 2 ? out : C;
+        snprintf(s, sizeof s, "%s.layers.%d.weight", pfx, i);
+        m->w[i] = get(w, err, bad, s, 2, o, C, 0, 0);
+        snprintf(s, sizeof s, "%s.layers.%d.bias", pfx, i);
+        m->b[i] = get(w, err, bad, s, 1, o, 0, 0, 0);
+    }
+}
+
+static int load_weights(samdec_t *d, const wts_t *w, err_t *err)
+{
+    int bad = 0;
+    char s[256];
+    const char *pe = "prompt_encoder";
+    d->pe_g = get(w, err, &bad, "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix",
+                  2, 2, C / 2, 0, 0);
+    for (int i = 0; i < 4; i++) {
+        snprintf(s, sizeof s, "%s.point_embeddings.%d.weight", pe, i);
+        d->pt_emb[i] = get(w, err, &bad, s, 2, 1, C, 0, 0);
+    }
+    d->not_a_point = get(w, err, &bad, "prompt_encoder.not_a_point_embed.weight", 2, 1, C, 0, 0);
+    d->no_mask = get(w, err, &bad, "prompt_encoder.no_mask_embed.weight", 2, 1, C, 0, 0);
+    d->md0w = get(w, err, &bad, "prompt_encoder.mask_downscaling.0.weight", 4, 4, 1, 2, 2);
+    d->md0b = get(w, err, &bad, "prompt_encoder.mask_downscaling.0.bias", 1, 4, 0, 0, 0);
+    d->md1w = get(w, err, &bad, "prompt_encoder.mask_downscaling.1.weight", 1, 4, 0, 0, 0);
+    d->md1b = get(w, err, &bad, "prompt_encoder.mask_downscaling.1.bias", 1, 4, 0, 0, 0);
+    d->md3w = get(w, err, &bad, "prompt_encoder.mask_downscaling.3.weight", 4, 16, 4, 2, 2);
+    d->md3b = get(w, err, &bad, "prompt_encoder.mask_downscaling.3.bias", 1, 16, 0, 0, 0);
+    d->md4w = get(w, err, &bad, "prompt_encoder.mask_downscaling.4.weight", 1, 16, 0, 0, 0);
+    d->md4b = get(w, err, &bad, "prompt_encoder.mask_downscaling.4.bias", 1, 16, 0, 0, 0);
+    d->md6w = get(w, err, &bad, "prompt_encoder.mask_downscaling.6.weight", 4, C, 16, 1, 1);
+    d->md6b = get(w, err, &bad, "prompt_encoder.mask_downscaling.6.bias", 1, C, 0, 0, 0);
+
+    const char *md = "mask_decoder";
+    const char *tr = "mask_decoder.transformer";
+    d->iou_tok = get(w, err, &bad, "mask_decoder.iou_token.weight", 2, 1, C, 0, 0);
+    d->mask_toks = get(w, err, &bad, "mask_decoder.mask_tokens.weight", 2, SAM_NMASK, C, 0, 0);
+    for (int l = 0; l < 2; l++) {
+        layer_w_t *L = &d->L[l];
+        snprintf(s, sizeof s, "%s.layers.%d.self_attn", tr, l);
+        load_attn(&L->self, w, err, &bad, s, C);
+        snprintf(s, sizeof s, "%s.layers.%d.cross_attn_token_to_image", tr, l);
+        load_attn(&L->t2i, w, err, &bad, s, XDIM);
+        snprintf(s, sizeof s, "%s.layers.%d.cross_attn_image_to_token", tr, l);
+        load_attn(&L->i2t, w, err, &bad, s, XDIM);
+        ln_w_t *ns[4] = {&L->n1, &L->n2, &L->n3, &L->n4};
+        for (int k = 0; k < 4; k++) {
+            snprintf(s, sizeof s, "%s.layers.%d.norm%d", tr, l, k + 1);
+            load_ln(ns[k], w, err, &bad, s, C);
+        }
+        snprintf(s, sizeof s, "%s.layers.%d.mlp.lin1.weight", tr, l);
+        L->l1w = get(w, err, &bad, s, 2, MLP_DIM, C, 0, 0);
+        snprintf(s, sizeof s, "%s.layers.%d.mlp.lin1.bias", tr, l);
+        L->l1b = get(w, err, &bad, s, 1, MLP_DIM, 0, 0, 0);
+        snprintf(s, sizeof s, "%s.layers.%d.mlp.lin2.weight", tr, l);
+        L->l2w = get(w, err, &bad, s, 2, C, MLP_DIM, 0, 0);
+        snprintf(s, sizeof s, "%s.layers.%d.mlp.lin2.bias", tr, l);
+        L->l2b = get(w, err, &bad, s, 1, C, 0, 0, 0);
+    }
+    snprintf(s, sizeof s, "%s.final_attn_token_to_image", tr);
+    load_attn(&d->fin, w, err, &bad, s, XDIM);
+    snprintf(s, sizeof s, "%s.norm_final_attn", tr);
+    load_ln(&d->nfin, w, err, &bad, s, C);
+    const float *up0w = get(w, err, &bad, "mask_decoder.output_upscaling.0.weight", 4, C, 64, 2, 2);
+    const float *up0b = get(w, err, &bad, "mask_decoder.output_upscaling.0.bias", 1, 64, 0, 0, 0);
+    d->up1w = get(w, err, &bad, "mask_decoder.output_upscaling.1.weight", 1, 64, 0, 0, 0);
+    d->up1b = get(w, err, &bad, "mask_decoder.output_upscaling.1.bias", 1, 64, 0, 0, 0);
+    const float *up3w = get(w, err, &bad, "mask_decoder.output_upscaling.3.weight", 4, 64, HYP, 2, 2);
+    const float *up3b = get(w, err, &bad, "mask_decoder.output_upscaling.3.bias", 1, HYP, 0, 0, 0);
+    for (int i = 0; i < SAM_NMASK; i++) {
+        snprintf(s, sizeof s, "%s.output_hypernetworks_mlps.%d", md, i);
+        load_mlp3(&d->hyper[i], w, err, &bad, s, HYP);
+    }
+    snprintf(s, sizeof s, "%s.iou_prediction_head", md);
+    load_mlp3(&d->iouh, w, err, &bad, s, SAM_NMASK);
+    if (bad) return err_wrap(err, "sam decoder weights");
+
+    /* convT weights w[ci, co, s] (s = dy*2+dx) -> rows (s, co) of a Linear over ci */
+    for (int s4 = 0; s4 < 4; s4++)
+        for (int co = 0; co < 64; co++) {
+            d->up0bt[s4 * 64 + co] = up0b[co];
+            for (int ci = 0; ci < C; ci++)
+                d->up0t[(size_t)(s4 * 64 + co) * C + ci] = up0w[((size_t)ci * 64 + co) * 4 + s4];
+        }
+    for (int s4 = 0; s4 < 4; s4++)
+        for (int co = 0; co < HYP; co++) {
+            d->up3bt[s4 * HYP + co] = up3b[co];
+            for (int ci = 0; ci < 64; ci++)
+                d->up3t[(size_t)(s4 * HYP + co) * 64 + ci] = up3w[((size_t)ci * HYP + co) * 4 + s4];
+        }
+    return 0;
+}
+
+/* Fourier features of one point already mapped to [-1,1]²: out[256] = [sin v, cos v],
+ * v = 2π (cx G[0] + cy G[1]), in float in the export's operation order. */
+static void pe_encode(const float *g, float cx, float cy, float *out)
+{
+    for (int k = 0; k < C / 2; k++) {
+        float v = cx * g[k] + cy * g[C / 2 + k];
+        v = v * 6.2831854820251465f;
+        out[k] = sinf(v);
+        out[C / 2 + k] = cosf(v);
+    }
+}
+
+/* ---- lifetime -------------------------------------------------------------------------- */
+
+static float *falloc(size_t n)
+{
+    return (float *)aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64);
+}
+
+samdec_t *samdec_new(const wts_t *w, err_t *err)
+{
+    if (!w) {
+        err_set(err, ERR_INVALID, "samdec_new: weights are NULL");
+        return NULL;
+    }
+    samdec_t *d = calloc(1, sizeof *d);
+    if (!d) {
+        err_set(err, ERR_NOMEM, "samdec_new: out of memory");
+        return NULL;
+    }
+    d->pe = falloc((size_t)NP * C);
+    d->up0t = falloc(256 * C);
+    d->up0bt = falloc(256);
+    d->up3t = falloc(128 * 64);
+    d->up3bt = falloc(128);
+    d->keys = falloc((size_t)NP * C);
+    d->kp = falloc((size_t)NP * C);
+    d->y2 = falloc((size_t)4 * NP * 128);
+    d->rm = falloc((size_t)16 * NP * SAM_NMASK);
+    d->mscratch = falloc((size_t)4 * 128 * 128 * 2 + (size_t)16 * 64 * 64 * 2);
+    d->c_emb = falloc((size_t)NP * C);
+    d->c_keys = falloc((size_t)NP * C);
+    d->c_kp = falloc((size_t)NP * C);
+    d->c_k = falloc((size_t)NP * XDIM);
+    d->c_v = falloc((size_t)NP * XDIM);
+    d->c_q = falloc((size_t)NP * XDIM);
+    if (!d->pe || !d->up0t || !d->up0bt || !d->up3t || !d->up3bt || !d->keys || !d->kp ||
+        !d->y2 || !d->rm || !d->mscratch || !d->c_emb || !d->c_keys || !d->c_kp || !d->c_k ||
+        !d->c_v || !d->c_q) {
+        err_set(err, ERR_NOMEM, "samdec_new: out of memory for activations");
+        samdec_destroy(&d);
+        return NULL;
+    }
+    if (load_weights(d, w, err) < 0) {
+        samdec_destroy(&d);
+        return NULL;
+    }
+    /* dense PE: cell centres ((j+0.5)/64, (i+0.5)/64) mapped to [-1, 1] */
+    for (int i = 0; i < SAM_EMB; i++)
+        for (int j = 0; j < SAM_EMB; j++) {
+            float cx = 2.0f * ((j + 0.5f) / SAM_EMB) - 1.0f;
+            float cy = 2.0f * ((i + 0.5f) / SAM_EMB) - 1.0f;
+            pe_encode(d->pe_g, cx, cy, d->pe + (size_t)(i * SAM_EMB + j) * C);
+        }
+    return d;
+}
+
+static void free_tokens(samdec_t *d)
+{
+    float **bufs[] = {&d->t0, &d->q, &d->tmp, &d->tmp2, &d->qp, &d->kt, &d->vt,
+                      &d->att, &d->mlp, &d->sc, &d->bt, &d->cb, &d->big};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        free(*bufs[i]);
+        *bufs[i] = NULL;
+    }
+    d->nt_cap = 0;
+}
+
+void samdec_destroy(samdec_t **dp)
+{
+    if (!dp || !*dp) return;
+    samdec_t *d = *dp;
+    free_tokens(d);
+    float *bufs[] = {d->pe, d->up0t, d->up0bt, d->up3t, d->up3bt, d->keys, d->kp, d->y2,
+                     d->rm, d->mscratch, d->c_emb, d->c_keys, d->c_kp, d->c_k, d->c_v,
+                     d->c_q};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(d);
+    *dp = NULL;
+}
+
+static int ensure_tokens(samdec_t *d, int nt, err_t *err)
+{
+    if (nt <= d->nt_cap) return 0;
+    free_tokens(d);
+    size_t n = (size_t)nt;
+    d->t0 = falloc(n * C);
+    d->q = falloc(n * C);
+    d->tmp = falloc(n * C);
+    d->tmp2 = falloc(n * C);
+    d->qp = falloc(n * C);
+    d->kt = falloc(n * C);
+    d->vt = falloc(n * C);
+    d->att = falloc(n * C);
+    d->mlp = falloc(n * MLP_DIM);
+    d->sc = falloc(n * n * HEADS + n * NP);
+    d->bt = falloc(n * HEADS * C);
+    d->cb = falloc(n * HEADS);
+    d->big = falloc(n * HEADS * NP);
+    if (!d->t0 || !d->q || !d->tmp || !d->tmp2 || !d->qp || !d->kt || !d->vt || !d->att ||
+        !d->mlp || !d->sc || !d->bt || !d->cb || !d->big) {
+        free_tokens(d);
+        return err_set(err, ERR_NOMEM, "samdec_forward: out of memory for %d tokens", nt);
+    }
+    d->nt_cap = nt;
+    return 0;
+}
+
+/* ---- transformer pieces ------------------------------------------------------------------ */
+
+static void add_rows(float *y, const float *x, const float *a, int n)
+{
+    kn_add(y, x, a, (size_t)n * C);
+}
+
+/* Token self-attention: out[nt,256] = Attn(q=qin, k=qin, v=vin). */
+static void self_attn(samdec_t *d, const attn_w_t *a, const float *qin, const float *vin,
+                      float *out, int nt)
+{
+    kn_linear_fwd(d->qp, qin, a->qw, a->qb, nt, C, C);
+    kn_linear_fwd(d->kt, qin, a->kw, a->kb, nt, C, C);
+    kn_linear_fwd(d->vt, vin, a->vw, a->vb, nt, C, C);
+    int dh = C / HEADS;
+    kn_attention_fwd(d->att, d->qp, C, d->kt, C, d->vt, C, NULL, HEADS, nt, nt, dh,
+                     1.0f / sqrtf((float)dh), d->sc);
+    kn_linear_fwd(out, d->att, a->ow, a->ob, nt, C, C);
+}
+
+/* Tokens→image cross-attention, re-associated (see file header).
+ * qin[nt,256] (tokens + pe), kp[4096,256] (image + pe), img[4096,256] -> out[nt,256]. */
+static void t2i(samdec_t *d, const attn_w_t *a, const float *qin, const float *kp,
+                const float *img, float *out, int nt)
+{
+    const float scale = 0.25f; /* 1/sqrt(16) */
+    int R = HEADS * nt;
+    kn_linear_fwd(d->qp, qin, a->qw, a->qb, nt, C, XDIM);
+    for (int h = 0; h < HEADS; h++) {
+        /* bt rows h*nt+j: s · q_h[j] · Wk_h  ([nt,16]·[16,256]) */
+        kn_gemm(0, 0, nt, C, XD, scale, d->qp + h * XD, XDIM, a->kw + (size_t)h * XD * C, C,
+                0.0f, d->bt + (size_t)h * nt * C, C);
+        for (int j = 0; j < nt; j++) {
+            float s = 0;
+            for (int e = 0; e < XD; e++) s += d->qp[j * XDIM + h * XD + e] * a->kb[h * XD + e];
+            d->cb[h * nt + j] = scale * s;
+        }
+    }
+    float *L = d->big; /* [R, 4096] */
+    for (int r = 0; r < R; r++)
+        for (int p = 0; p < NP; p++) L[(size_t)r * NP + p] = d->cb[r];
+    kn_gemm(0, 1, R, NP, C, 1.0f, d->bt, C, kp, C, 1.0f, L, NP);
+    kn_softmax_fwd(L, L, R, NP);
+    float *O = d->bt; /* [R, 256] = P · img */
+    kn_gemm(0, 0, R, C, NP, 1.0f, L, NP, img, C, 0.0f, O, C);
+    for (int j = 0; j < nt; j++)
+        for (int e = 0; e < XDIM; e++) d->att[j * XDIM + e] = a->vb[e];
+    for (int h = 0; h < HEADS; h++)
+        kn_gemm(0, 1, nt, XD, C, 1.0f, O + (size_t)h * nt * C, C, a->vw + (size_t)h * XD * C,
+                C, 1.0f, d->att + h * XD, XDIM);
+    kn_linear_fwd(out, d->att, a->ow, a->ob, nt, XDIM, C);
+}
+
+/* Image→tokens second half, shared by both paths: L2[4096, 8nt] holds the logits, vt the
+ * value projections [nt,128]; keys += softmax(L2) · M, M rows h*nt+j = v_h[j] Wo_hᵀ + bo/8. */
+static void i2t_finish(samdec_t *d, const attn_w_t *a, float *L2, float *keys, int nt)
+{
+    int R = HEADS * nt;
+    kn_softmax_fwd(L2, L2, NP * HEADS, nt);
+    float *M = d->bt;
+    for (int h = 0; h < HEADS; h++)
+        kn_gemm(0, 1, nt, C, XD, 1.0f, d->vt + h * XD, XDIM, a->ow + h * XD, XDIM, 0.0f,
+                M + (size_t)h * nt * C, C);
+    for (int r = 0; r < R; r++)
+        for (int o = 0; o < C; o++) M[(size_t)r * C + o] += a->ob[o] * 0.125f;
+    kn_gemm(0, 0, NP, C, R, 1.0f, L2, R, M, C, 1.0f, keys, C);
+}
+
+/* Image→tokens cross-attention, re-associated: keys[4096,256] += Attn(q=kp, k=kin, v=vin). */
+static void i2t(samdec_t *d, const attn_w_t *a, const float *kp, const float *kin,
+                const float *vin, float *keys, int nt)
+{
+    const float scale = 0.25f;
+    int R = HEADS * nt;
+    kn_linear_fwd(d->kt, kin, a->kw, a->kb, nt, C, XDIM);
+    kn_linear_fwd(d->vt, vin, a->vw, a->vb, nt, C, XDIM);
+    for (int h = 0; h < HEADS; h++) {
+        kn_gemm(0, 0, nt, C, XD, scale, d->kt + h * XD, XDIM, a->qw + (size_t)h * XD * C, C,
+                0.0f, d->bt + (size_t)h * nt * C, C);
+        for (int j = 0; j < nt; j++) {
+            float s = 0;
+            for (int e = 0; e < XD; e++) s += d->kt[j * XDIM + h * XD + e] * a->qb[h * XD + e];
+            d->cb[h * nt + j] = scale * s;
+        }
+    }
+    float *L2 = d->big; /* [4096, R] */
+    kn_linear_fwd(L2, kp, d->bt, d->cb, NP, C, R);
+    i2t_finish(d, a, L2, keys, nt);
+}
+
+/* Fill the layer-0 cache for emb (no mask prompt): src, src+pe and the three image-side
+ * projections layer 0 needs. */
+static void fill_cache(samdec_t *d, const float *emb)
+{
+    memcpy(d->c_emb, emb, sizeof(float) * NP * C);
+    kn_transpose(d->c_keys, emb, C, NP);
+    for (int p = 0; p < NP; p++) {
+        float *r = d->c_keys + (size_t)p * C;
+        for (int c = 0; c < C; c++) r[c] += d->no_mask[c];
+    }
+    kn_add(d->c_kp, d->c_keys, d->pe, (size_t)NP * C);
+    const attn_w_t *a = &d->L[0].t2i, *b = &d->L[0].i2t;
+    kn_linear_fwd(d->c_k, d->c_kp, a->kw, a->kb, NP, C, XDIM);
+    kn_linear_fwd(d->c_v, d->c_keys, a->vw, a->vb, NP, C, XDIM);
+    kn_linear_fwd(d->c_q, d->c_kp, b->qw, b->qb, NP, C, XDIM);
+    d->c_valid = 1;
+}
+
+/* Dense prompt from a 256×256 mask: dense[256, 4096] (channel-major). */
+static void embed_mask(samdec_t *d, const float *mask, float *dense)
+{
+    float *m1 = d->mscratch;               /* [4,128,128] */
+    float *m2 = m1 + 4 * 128 * 128;        /* [16,64,64] */
+    float *col = m2 + 16 * 64 * 64;        /* im2col, 4*128*128 floats is enough for both */
+    kn_conv2d_fwd(m1, mask, d->md0w, d->md0b, 1, SAM_LOWRES, SAM_LOWRES, 4, 2, 2, 0, 1, col);
+    kn_layernorm2d_fwd(m1, m1, d->md1w, d->md1b, 4, 128 * 128, LN2D_EPS);
+    kn_gelu_fast_fwd(m1, m1, (size_t)4 * 128 * 128);
+    kn_conv2d_fwd(m2, m1, d->md3w, d->md3b, 4, 128, 128, 16, 2, 2, 0, 1, col);
+    kn_layernorm2d_fwd(m2, m2, d->md4w, d->md4b, 16, NP, LN2D_EPS);
+    kn_gelu_fast_fwd(m2, m2, (size_t)16 * NP);
+    kn_conv2d_fwd(dense, m2, d->md6w, d->md6b, 16, SAM_EMB, SAM_EMB, C, 1, 1, 0, 1, NULL);
+}
+
+static void mlp3(const mlp3_w_t *m, const float *x, float *h1, float *h2, float *out, int o)
+{
+    kn_linear_fwd(h1, x, m->w[0], m->b[0], 1, C, C);
+    kn_relu_fwd(h1, h1, C);
+    kn_linear_fwd(h2, h1, m->w[1], m->b[1], 1, C, C);
+    kn_relu_fwd(h2, h2, C);
+    kn_linear_fwd(out, h2, m->w[2], m->b[2], 1, C, o);
+}
+
+/* ---- forward --------------------------------------------------------------------------- */
+
+int samdec_pick_single(const float iou[SAM_NMASK], int npoints)
+{
+    float w = ((float)npoints - 2.5f) * 1000.0f;
+    int best = 0;
+    float bs = iou[0] + w;
+    for (int i = 1; i < SAM_NMASK; i++)
+        if (iou[i] > bs) {
+            bs = iou[i];
+            best = i;
+        }
+    return best;
+}
+
+static int check_points(const sam_point_t *pts, int n, err_t *err)
+{
+    if (n < 0 || n > MAX_POINTS)
+        return err_set(err, ERR_RANGE, "samdec_forward: %d prompt points (allowed 0..%d)", n,
+                       MAX_POINTS);
+    if (n > 0 && !pts) return err_set(err, ERR_INVALID, "samdec_forward: points are NULL");
+    for (int i = 0; i < n; i++) {
+        float l = pts[i].label;
+        if (!(l == -1.0f || l == 0.0f || l == 1.0f || l == 2.0f || l == 3.0f))
+            return err_set(err, ERR_INVALID,
+                           "samdec_forward: point %d has label %g (allowed -1, 0, 1, 2, 3)", i,
+                           (double)l);
+        if (!isfinite(pts[i].x) || !isfinite(pts[i].y))
+            return err_set(err, ERR_INVALID, "samdec_forward: point %d is not finite", i);
+    }
+    return 0;
+}
+
+int samdec_forward(samdec_t *d, const float *emb, const sam_point_t *pts, int n,
+                   const float *mask_in, float *lowres, float iou[SAM_NMASK], err_t *err)
+{
+    if (!d || !emb || !lowres || !iou)
+        return err_set(err, ERR_INVALID, "samdec_forward: NULL argument");
+    int rc = check_points(pts, n, err);
+    if (rc < 0) return rc;
+    int nt = 5 + n;
+    if ((rc = ensure_tokens(d, nt, err)) < 0) return rc;
+
+    /* sparse prompt: tokens t0 = [iou token, mask tokens, point embeddings] */
+    memcpy(d->t0, d->iou_tok, sizeof(float) * C);
+    memcpy(d->t0 + C, d->mask_toks, sizeof(float) * SAM_NMASK * C);
+    for (int i = 0; i < n; i++) {
+        float *t = d->t0 + (size_t)(5 + i) * C;
+        int lab = (int)pts[i].label;
+        if (lab == -1) {
+            memcpy(t, d->not_a_point, sizeof(float) * C);
+            continue;
+        }
+        float cx = ((pts[i].x + 0.5f) / (float)SAM_IMG) * 2.0f - 1.0f;
+        float cy = ((pts[i].y + 0.5f) / (float)SAM_IMG) * 2.0f - 1.0f;
+        pe_encode(d->pe_g, cx, cy, t);
+        for (int c = 0; c < C; c++) t[c] += d->pt_emb[lab][c];
+    }
+
+    float *keys = d->keys, *kp = d->kp, *Q = d->q, *T0 = d->t0;
+    memcpy(Q, T0, sizeof(float) * nt * C);
+    int first = 0;
+    if (!mask_in) {
+        /* layer 0 from the per-embedding cache */
+        if (!d->c_valid || memcmp(d->c_emb, emb, sizeof(float) * NP * C) != 0)
+            fill_cache(d, emb);
+        const layer_w_t *L = &d->L[0];
+        self_attn(d, &L->self, Q, Q, d->tmp, nt);
+        kn_layernorm_fwd(Q, NULL, NULL, d->tmp, L->n1.w, L->n1.b, nt, C, LN_EPS);
+        add_rows(d->tmp, Q, T0, nt);
+        kn_linear_fwd(d->qp, d->tmp, L->t2i.qw, L->t2i.qb, nt, C, XDIM);
+        kn_attention_fwd(d->att, d->qp, XDIM, d->c_k, XDIM, d->c_v, XDIM, NULL, HEADS, nt, NP,
+                         XD, 0.25f, d->sc);
+        kn_linear_fwd(d->tmp, d->att, L->t2i.ow, L->t2i.ob, nt, XDIM, C);
+        kn_add(Q, Q, d->tmp, (size_t)nt * C);
+        kn_layernorm_fwd(Q, NULL, NULL, Q, L->n2.w, L->n2.b, nt, C, LN_EPS);
+        kn_linear_fwd(d->mlp, Q, L->l1w, L->l1b, nt, C, MLP_DIM);
+        kn_relu_fwd(d->mlp, d->mlp, (size_t)nt * MLP_DIM);
+        kn_linear_fwd(d->tmp, d->mlp, L->l2w, L->l2b, nt, MLP_DIM, C);
+        kn_add(Q, Q, d->tmp, (size_t)nt * C);
+        kn_layernorm_fwd(Q, NULL, NULL, Q, L->n3.w, L->n3.b, nt, C, LN_EPS);
+        add_rows(d->tmp, Q, T0, nt);
+        const attn_w_t *a = &L->i2t;
+        kn_linear_fwd(d->kt, d->tmp, a->kw, a->kb, nt, C, XDIM);
+        kn_linear_fwd(d->vt, Q, a->vw, a->vb, nt, C, XDIM);
+        int R = HEADS * nt;
+        for (int h = 0; h < HEADS; h++)
+            kn_gemm(0, 1, NP, nt, XD, 0.25f, d->c_q + h * XD, XDIM, d->kt + h * XD, XDIM, 0.0f,
+                    d->big + h * nt, R);
+        memcpy(keys, d->c_keys, sizeof(float) * NP * C);
+        i2t_finish(d, a, d->big, keys, nt);
+        kn_layernorm_fwd(keys, NULL, NULL, keys, L->n4.w, L->n4.b, NP, C, LN_EPS);
+        first = 1;
+    } else {
+        /* src = emb + dense(mask), token-major */
+        float *dense = d->y2;
+        embed_mask(d, mask_in, dense);
+        kn_add(dense, emb, dense, (size_t)NP * C);
+        kn_transpose(keys, dense, C, NP);
+    }
+
+    for (int l = first; l < 2; l++) {
+        const layer_w_t *L = &d->L[l];
+        if (l == 0) {
+            self_attn(d, &L->self, Q, Q, d->tmp, nt);
+            kn_layernorm_fwd(Q, NULL, NULL, d->tmp, L->n1.w, L->n1.b, nt, C, LN_EPS);
+        } else {
+            add_rows(d->tmp2, Q, T0, nt);
+            self_attn(d, &L->self, d->tmp2, Q, d->tmp, nt);
+            kn_add(Q, Q, d->tmp, (size_t)nt * C);
+            kn_layernorm_fwd(Q, NULL, NULL, Q, L->n1.w, L->n1.b, nt, C, LN_EPS);
+        }
+        kn_add(kp, keys, d->pe, (size_t)NP * C);
+        add_rows(d->tmp2, Q, T0, nt);
+        t2i(d, &L->t2i, d->tmp2, kp, keys, d->tmp, nt);
+        kn_add(Q, Q, d->tmp, (size_t)nt * C);
+        kn_layernorm_fwd(Q, NULL, NULL, Q, L->n2.w, L->n2.b, nt, C, LN_EPS);
+        kn_linear_fwd(d->mlp, Q, L->l1w, L->l1b, nt, C, MLP_DIM);
+        kn_relu_fwd(d->mlp, d->mlp, (size_t)nt * MLP_DIM);
+        kn_linear_fwd(d->tmp, d->mlp, L->l2w, L->l2b, nt, MLP_DIM, C);
+        kn_add(Q, Q, d->tmp, (size_t)nt * C);
+        kn_layernorm_fwd(Q, NULL, NULL, Q, L->n3.w, L->n3.b, nt, C, LN_EPS);
+        add_rows(d->tmp2, Q, T0, nt);
+        i2t(d, &L->i2t, kp, d->tmp2, Q, keys, nt);
+        kn_layernorm_fwd(keys, NULL, NULL, keys, L->n4.w, L->n4.b, NP, C, LN_EPS);
+    }
+    kn_add(kp, keys, d->pe, (size_t)NP * C);
+    add_rows(d->tmp2, Q, T0, nt);
+    t2i(d, &d->fin, d->tmp2, kp, keys, d->tmp, nt);
+    kn_add(Q, Q, d->tmp, (size_t)nt * C);
+    kn_layernorm_fwd(Q, NULL, NULL, Q, d->nfin.w, d->nfin.b, nt, C, LN_EPS);
+
+    /* heads: iou from token 0, hyper vectors from tokens 1..4 */
+    float *h1 = d->tmp, *h2 = d->tmp + C, *hyper = d->tmp2; /* hyper [4,32] */
+    mlp3(&d->iouh, Q, h1, h2, iou, SAM_NMASK);
+    for (int i = 0; i < SAM_NMASK; i++)
+        mlp3(&d->hyper[i], Q + (size_t)(1 + i) * C, h1, h2, hyper + i * HYP, HYP);
+
+    /* upscaling: rows (p, s) of y1 = convT1 output pixels, 64 channels each */
+    float *y1 = kp; /* [4096, 4*64] = [16384, 64] */
+    kn_linear_fwd(y1, keys, d->up0t, d->up0bt, NP, C, 256);
+    kn_layernorm_fwd(y1, NULL, NULL, y1, d->up1w, d->up1b, 4 * NP, 64, LN2D_EPS);
+    kn_gelu_fast_fwd(y1, y1, (size_t)4 * NP * 64);
+    kn_linear_fwd(d->y2, y1, d->up3t, d->up3bt, 4 * NP, 64, 4 * HYP); /* [16384, 4*32] */
+    kn_gelu_fast_fwd(d->y2, d->y2, (size_t)16 * NP * HYP);
+    kn_linear_fwd(d->rm, d->y2, hyper, NULL, 16 * NP, HYP, SAM_NMASK); /* [65536, 4] */
+    /* row r = (p*4 + s)*4 + s2 with p = i*64+j, s = dy*2+dx, s2 = ey*2+ex
+     * -> pixel (4i + 2dy + ey, 4j + 2dx + ex) */
+    const size_t plane = (size_t)SAM_LOWRES * SAM_LOWRES;
+    for (int i = 0; i < SAM_EMB; i++)
+        for (int j = 0; j < SAM_EMB; j++)
+            for (int s = 0; s < 4; s++)
+                for (int s2 = 0; s2 < 4; s2++) {
+                    size_t r = ((size_t)((i * SAM_EMB + j) * 4 + s)) * 4 + s2;
+                    int y = 4 * i + 2 * (s >> 1) + (s2 >> 1);
+                    int x = 4 * j + 2 * (s & 1) + (s2 & 1);
+                    const float *v = d->rm + r * SAM_NMASK;
+                    for (int m = 0; m < SAM_NMASK; m++)
+                        lowres[m * plane + (size_t)y * SAM_LOWRES + x] = v[m];
+                }
+    return 0;
+}
