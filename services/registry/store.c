@@ -197,7 +197,7 @@ static int encode_version(const store_version_t *v, wbuf_t *b)
     w_str(b, v->meta_hash);
     w_u64(b, v->meta_size);
     w_u64(b, v->bank_size);
-    w_str(b, v->bank_sha256);
+    w_str(b, v->bank_digest);
     w_u64(b, (uint64_t)v->n_domains);
     for (int i = 0; i < v->n_domains; i++) {
         w_str(b, v->domains[i].name);
@@ -231,7 +231,7 @@ static int decode_version(const void *data, size_t len, store_version_t *v, err_
     r_str(&r, v->meta_hash, sizeof v->meta_hash);
     v->meta_size = r_u64(&r);
     v->bank_size = r_u64(&r);
-    r_str(&r, v->bank_sha256, sizeof v->bank_sha256);
+    r_str(&r, v->bank_digest, sizeof v->bank_digest);
     uint64_t nd = r_u64(&r);
     if (r.bad || nd > STORE_MAX_DOMAINS) goto bad;
     v->n_domains = (int)nd;

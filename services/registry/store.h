@@ -62,7 +62,7 @@ typedef struct store_version {
     char meta_hash[STORE_HASH_HEX + 1];  /* blob holding the bank's metadata */
     uint64_t meta_size;
     uint64_t bank_size;             /* bytes of the reassembled bank file */
-    char bank_sha256[STORE_HASH_HEX + 1];
+    char bank_digest[STORE_HASH_HEX + 1]; /* bank_digest() of the parts (bank.h) */
     int n_domains;                  /* domains sorted by name, unique */
     store_domain_t *domains;        /* owned (store_version_clear) */
     int n_metrics;
