@@ -100,8 +100,9 @@ def main():
                  ("dw", wt.grad), ("db", b.grad)):
         put(f"convt.{n}", t)
 
-    # ---- LayerNorm2d [5, 7*9], eps 1e-6; row LayerNorm [63, 5], eps 1e-5 ----
-    x, w, b = rnd(5, 63, lo=-2, hi=2), rnd(5, lo=0.5, hi=1.5), rnd(5, lo=-0.5, hi=0.5)
+    # ---- LayerNorm2d [5, 7*29] (several 64-pixel blocks, last one partial), eps 1e-6;
+    #      row LayerNorm [63, 5], eps 1e-5 ----
+    x, w, b = rnd(5, 203, lo=-2, hi=2), rnd(5, lo=0.5, hi=1.5), rnd(5, lo=-0.5, hi=0.5)
     y = layernorm2d(x, w, b, 1e-6)
     dy = torch.rand_like(y) * 2 - 1
     y.backward(dy)

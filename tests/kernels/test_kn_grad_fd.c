@@ -138,7 +138,7 @@ static void test_attention(void)
 }
 
 /* ---- layernorm2d and row layernorm ---- */
-enum { LC = 5, LHW = 63 };
+enum { LC = 5, LHW = 7 * 29 }; /* 4 pixel blocks of kn_layernorm2d, the last partial */
 static float *l_x, *l_w, *l_b;
 static void run_ln2d(float *y)
 {
@@ -146,7 +146,7 @@ static void run_ln2d(float *y)
 }
 static void run_ln(float *y)
 {
-    kn_layernorm_fwd(y, NULL, NULL, l_x, l_w, l_b, LHW, LC, 1e-5f); /* rows: N=63, C=5 */
+    kn_layernorm_fwd(y, NULL, NULL, l_x, l_w, l_b, LHW, LC, 1e-5f); /* rows: N=203, C=5 */
 }
 
 static void test_layernorm(void)
@@ -172,7 +172,7 @@ static void test_layernorm(void)
     for (int c = 0; c < LC; c++) e = fmax(e, fabs(dw2[c] - 2 * dw[c]) / (fabs(dw[c]) + 1e-3));
     kt_check("layernorm2d dw accumulates (+=)", e, 1e-5);
 
-    /* the existing row LayerNorm backward (kn_layernorm_bwd), same data as [63, 5] rows */
+    /* the existing row LayerNorm backward (kn_layernorm_bwd), same data as [203, 5] rows */
     float *mean = kt_alloc(LHW), *rstd = kt_alloc(LHW);
     kn_layernorm_fwd(g_y, mean, rstd, l_x, l_w, l_b, LHW, LC, 1e-5f);
     memset(dw, 0, sizeof(float) * LC);
