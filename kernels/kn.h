@@ -173,6 +173,13 @@ void kn_point_sample_bwd(float *dx, const float *dout, const float *pts, int C, 
 float kn_bce_dice_loss(float *dlogits, float parts[2], const float *logits,
                        const float *targets, int P, float weight);
 
+/* Softmax cross-entropy of one sample (the selector's domain classifier):
+ * loss = weight * (logsumexp(logits) - logits[label]); logits[K], 0 <= label < K.
+ * dlogits[K] = weight * (softmax(logits) - onehot(label)), OVERWRITTEN when not NULL.
+ * Pass weight = 1/batch for torch's F.cross_entropy (mean reduction). */
+float kn_cross_entropy_loss(float *dlogits, const float *logits, int K, int label,
+                            float weight);
+
 /* Deterministic RNG for training: splitmix64 (Steele, Lea, Flood 2014). The state is
  * any uint64 (seed it with the run's seed); every call advances it by 0x9E3779B97F4A7C15
  * and returns the mixed value. kn_rng_uniform returns the top 24 bits / 2^24, a float in

@@ -1,8 +1,9 @@
-/* loss.c — training losses and point sampling for MoDA adapter training (CPU reference):
+/* loss.c — training losses and point sampling for MoDA training (CPU reference):
  * bilinear point sampling (detectron2 point_sample, grid_sample align_corners=False,
- * zero padding) and its scatter backward, sigmoid BCE + Dice on sampled points, the
- * splitmix64 RNG and uncertainty-based point selection. Everything here is deterministic
- * given the RNG state: sums are serial (double) and the point scatter is per channel.
+ * zero padding) and its scatter backward, sigmoid BCE + Dice on sampled points, softmax
+ * cross-entropy (selector), the splitmix64 RNG and uncertainty-based point selection.
+ * Everything here is deterministic given the RNG state: sums are serial (double) and the
+ * point scatter is per channel.
  */
 #include "kn.h"
 
@@ -107,6 +108,22 @@ float kn_bce_dice_loss(float *dlogits, float parts[2], const float *logits,
         parts[1] = (float)dice;
     }
     return (float)(weight * (bce + dice));
+}
+
+/* ---- softmax cross-entropy ---- */
+
+float kn_cross_entropy_loss(float *dlogits, const float *logits, int K, int label,
+                            float weight)
+{
+    double m = logits[0];
+    for (int i = 1; i < K; i++) m = logits[i] > m ? logits[i] : m;
+    double s = 0;
+    for (int i = 0; i < K; i++) s += exp(logits[i] - m);
+    double lse = m + log(s);
+    if (dlogits)
+        for (int i = 0; i < K; i++)
+            dlogits[i] = (float)(weight * (exp(logits[i] - lse) - (i == label ? 1.0 : 0.0)));
+    return (float)(weight * (lse - logits[label]));
 }
 
 /* ---- RNG ---- */

@@ -168,6 +168,24 @@ def main():
                  ("dlogits", logits.grad)):
         put(f"bce.{n}", t)
 
+    # ---- softmax cross-entropy, batch 4 x 7 classes, mean reduction ----
+    logits = rnd(4, 7, lo=-3, hi=3)
+    labels = torch.tensor([0, 6, 3, 3])
+    loss = F.cross_entropy(logits, labels)
+    loss.backward()
+    for n, t in (("logits", logits), ("labels", labels.float()), ("loss", loss.reshape(1)),
+                 ("dlogits", logits.grad)):
+        put(f"ce.{n}", t)
+
+    # ---- row LayerNorm with C = 32 (vectorised fast path where built with AVX-512) ----
+    x, w, b = rnd(9, 32, lo=-2, hi=2), rnd(32, lo=0.5, hi=1.5), rnd(32, lo=-0.5, hi=0.5)
+    y = F.layer_norm(x, (32,), w, b, 1e-5)
+    dy = torch.rand_like(y) * 2 - 1
+    y.backward(dy)
+    for n, t in (("x", x), ("w", w), ("b", b), ("y", y), ("dy", dy), ("dx", x.grad),
+                 ("dw", w.grad), ("db", b.grad)):
+        put(f"ln32.{n}", t)
+
     # ---- uncertainty point selection (detectron2 get_uncertain_point_coords_with_randomness
     #      with uncertainty -|logit|), candidates drawn from the same splitmix64 stream ----
     Hm, Wm, P, OV, IMP = 16, 20, 28, 3, 0.75

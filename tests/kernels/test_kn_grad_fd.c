@@ -412,6 +412,27 @@ static void test_point_loss(void)
     free(p_pts);
 }
 
+/* ---- softmax cross-entropy ---- */
+static float *ce_x;
+static void run_ce(float *y)
+{
+    y[0] = kn_cross_entropy_loss(NULL, ce_x, 7, 4, 0.25f);
+}
+
+static void test_ce(void)
+{
+    float x[7], dl[7], one = 1.0f;
+    kt_fill(x, 7, &g_rng, -3, 3);
+    ce_x = x;
+    setup_out(1);
+    g_r = &one;
+    kn_cross_entropy_loss(dl, x, 7, 4, 0.25f);
+    fd("cross_entropy dlogits", x, 7, dl, run_ce, 1e-2f, 1e-3);
+    float big[3] = {1000.0f, -1000.0f, 0.0f};
+    float L = kn_cross_entropy_loss(NULL, big, 3, 1, 1.0f);
+    kt_check("cross_entropy finite at +-1000 (= 2000)", fabs(L - 2000.0f), 1e-3);
+}
+
 /* ---- RNG and uncertainty point selection ---- */
 static void test_points_select(void)
 {
@@ -489,6 +510,7 @@ int main(void)
     test_linear();
     test_elementwise();
     test_point_loss();
+    test_ce();
     test_points_select();
     test_adam();
     free(g_y);

@@ -3,7 +3,7 @@
  * Usage: test_kn_grad_ref GOLDEN.bin   (made by ref_grads.py at test time, label `ref`)
  * Covers conv2d (dense, stride 2, 1x1, grouped, depthwise), convT 2x2, LayerNorm2d, row
  * LayerNorm, linear, gelu, relu, sigmoid, softmax, attention with bias (and row strides),
- * point_sample vs grid_sample(align_corners=False), BCE + Dice, uncertainty point
+ * point_sample vs grid_sample(align_corners=False), BCE + Dice, cross-entropy, uncertainty point
  * selection (same splitmix64 stream, torch.topk) and 5 steps of torch.optim.Adam.
  * error = max |ours − torch| / max(max |torch|, 1e-3); per-op tolerances below.
  */
@@ -158,6 +158,15 @@ static void test_norms(void)
     cmp(t, "dx", dx, getf(t, "dx", 315), 315, BWD_TOL);
     cmp(t, "dw", dw, getf(t, "dw", 5), 5, BWD_TOL);
     cmp(t, "db", db, getf(t, "db", 5), 5, BWD_TOL);
+    t = "ln32";
+    x = getf(t, "x", 288), w = getf(t, "w", 32), b = getf(t, "b", 32), dy = getf(t, "dy", 288);
+    float dw32[32] = {0}, db32[32] = {0};
+    kn_layernorm_fwd(y, mean, rstd, x, w, b, 9, 32, 1e-5f);
+    kn_layernorm_bwd(dx, dw32, db32, dy, x, mean, rstd, w, 9, 32);
+    cmp(t, "y", y, getf(t, "y", 288), 288, FWD_TOL);
+    cmp(t, "dx", dx, getf(t, "dx", 288), 288, BWD_TOL);
+    cmp(t, "dw", dw32, getf(t, "dw", 32), 32, BWD_TOL);
+    cmp(t, "db", db32, getf(t, "db", 32), 32, BWD_TOL);
 }
 
 static void test_pointwise(void)
@@ -250,6 +259,16 @@ static void test_points_loss(void)
     cmp("bce+dice", "dlogits", dl, getf(t, "dlogits", 74), 74, BWD_TOL);
 }
 
+static void test_ce(void)
+{
+    float *lg = getf("ce", "logits", 28), *lab = getf("ce", "labels", 4), dl[28];
+    float loss = 0;
+    for (int i = 0; i < 4; i++)
+        loss += kn_cross_entropy_loss(dl + 7 * i, lg + 7 * i, 7, (int)lab[i], 0.25f);
+    cmp("cross_entropy", "loss", &loss, getf("ce", "loss", 1), 1, FWD_TOL);
+    cmp("cross_entropy", "dlogits", dl, getf("ce", "dlogits", 28), 28, BWD_TOL);
+}
+
 static int cmp_pt(const void *a, const void *b)
 {
     const float *p = a, *q = b;
@@ -315,6 +334,7 @@ int main(int argc, char **argv)
     test_pointwise();
     test_attention();
     test_points_loss();
+    test_ce();
     test_uncertain();
     test_adam();
     for (int i = 0; i < g_nrec; i++) free(g_rec[i].v);
