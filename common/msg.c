@@ -451,6 +451,13 @@ int msg_err_code(Moda__StatusCode c)
     }
 }
 
+const char *msg_status_name(Moda__StatusCode code)
+{
+    const ProtobufCEnumValue *v =
+        protobuf_c_enum_descriptor_get_value(&moda__status_code__descriptor, (int)code);
+    return v ? v->name : "STATUS_UNKNOWN";
+}
+
 const char *msg_body_name(Moda__Envelope__BodyCase c)
 {
     if (c == MODA__ENVELOPE__BODY__NOT_SET) return "none";

@@ -141,6 +141,8 @@ void msg_free(msg_t **m);
 /* ERR_* <-> StatusCode. */
 Moda__StatusCode msg_status_code(int err_code);
 int msg_err_code(Moda__StatusCode code);
+/* Name of a StatusCode ("STATUS_FORMAT"), "STATUS_UNKNOWN" when out of range. */
+const char *msg_status_name(Moda__StatusCode code);
 /* Name of an Envelope body case ("health_request"), "none" when not set, "unknown" else. */
 const char *msg_body_name(Moda__Envelope__BodyCase c);
 

@@ -117,8 +117,6 @@ int svc_opts_from_cfg(svc_opts_t *o, const char *name, const cfg_t *cfg, err_t *
                        "debug|info|warn|error|off", cfg_origin(cfg, "log_level"),
                        cfg_str(cfg, "log_level"));
     log_set_level(level);
-    log_set_name(name);
-    msg_set_sender(name);
     return 0;
 }
 
@@ -154,6 +152,8 @@ svc_t *svc_new(const svc_opts_t *o, err_t *err)
         return NULL;
     }
     s->opts = *o;
+    log_set_name(o->name);
+    msg_set_sender(o->name);
     s->pipe_rd = s->pipe_wr = -1;
     s->state = MODA__SERVICE_STATE__SERVICE_STATE_STARTING;
     s->start_mono_us = mono_us();
@@ -353,7 +353,7 @@ int svc_recv(svc_t *s, void *sock, const char *name, msg_t **out)
     svc_count(s, cname, 1);
     int answer = type == ZMQ_ROUTER || type == ZMQ_REP;
     log_warn("event=bad_msg socket=%s code=%s bytes=%zu frames=%d action=%s msg=\"%s\"", name,
-             err_str(rc), m->wire_bytes, m->nframes, answer ? "error_reply" : "drop", e.msg);
+             msg_status_name(msg_status_code(rc)), m->wire_bytes, m->nframes, answer ? "error_reply" : "drop", e.msg);
     if (answer) {
         err_t re = {0};
         if (msg_reply_error(sock, m, rc, e.msg, &re)) {
@@ -384,10 +384,10 @@ static int handle_control(svc_t *s)
         env.body_case = MODA__ENVELOPE__BODY_HEALTH_REPLY;
         env.health_reply = &hr;
         rc = msg_reply(s->control, m, &env, NULL, 0, &e);
-    } else if (s->control_fn) {
-        int hrc = s->control_fn(s, s->control, m, s->control_user);
+    } else if (s->control_fn &&
+               (rc = s->control_fn(s, s->control, m, s->control_user)) != ERR_UNSUPPORTED) {
         msg_free(&m);
-        return hrc;
+        return rc;
     } else {
         char text[128];
         snprintf(text, sizeof text, "%s control socket does not handle %s", s->opts.name,
@@ -454,7 +454,8 @@ int svc_run(svc_t *s, err_t *err)
             }
             if (stopping(s)) break;
         }
-        if (items[1].revents & ZMQ_POLLIN) rc = handle_control(s);
+        if ((items[1].revents & ZMQ_POLLIN) && (rc = handle_control(s)) != 0)
+            err_set(err, rc, "control handler stopped the service: %s", err_str(rc));
         for (int i = 0; !rc && i < s->nsocks; i++) {
             if (!(items[2 + i].revents & ZMQ_POLLIN)) continue;
             rc = s->socks[i].fn(s, s->socks[i].sock, s->socks[i].user);

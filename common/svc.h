@@ -53,7 +53,9 @@ void svc_opts_default(svc_opts_t *o);
  * level. Returns 0 or ERR_CONFIG (bad log_level). */
 int svc_opts_from_cfg(svc_opts_t *o, const char *name, const cfg_t *cfg, err_t *err);
 
-/* Create the context, bind the control socket. Caller owns result (svc_destroy);
+/* Create the context, bind the control socket; sets the log name (log_set_name) and the
+ * message sender (msg_set_sender) to o->name, which must outlive the process's logging.
+ * Caller owns result (svc_destroy);
  * NULL + err on failure (bad endpoint, address in use). */
 svc_t *svc_new(const svc_opts_t *o, err_t *err);
 /* Close every registered socket, the control socket and the context; NULLs *s. */
@@ -82,9 +84,10 @@ int svc_add_socket(svc_t *s, void *sock, const char *name, svc_handler_fn fn, vo
 typedef int (*svc_timer_fn)(svc_t *s, void *user);
 int svc_add_timer(svc_t *s, int interval_ms, svc_timer_fn fn, void *user, err_t *err);
 
-/* Handler for control-socket requests other than Health. `req` is valid (decoded, body set);
- * the handler must send exactly one reply with msg_reply(sock, req, ...). Without one, other
- * requests get ErrorReply STATUS_UNSUPPORTED. */
+/* Handler for control-socket requests other than Health. `req` is valid (decoded, body set).
+ * Return 0 after sending exactly one reply with msg_reply(sock, req, ...); ERR_UNSUPPORTED
+ * (nothing sent) to let svc answer ErrorReply STATUS_UNSUPPORTED; other negative codes stop
+ * svc_run like a socket handler. Without a handler every other request gets that ErrorReply. */
 typedef int (*svc_control_fn)(svc_t *s, void *sock, const msg_t *req, void *user);
 void svc_set_control_handler(svc_t *s, svc_control_fn fn, void *user);
 

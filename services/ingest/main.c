@@ -21,6 +21,7 @@ static const cfg_key_t keys[] = {
 int main(int argc, char **argv)
 {
     err_t err = {0};
+    log_set_name("ingest");
     cfg_t *cfg = cfg_new("moda-ingest", "[options]", summary, keys, 0, &err);
     int rc = cfg ? cfg_parse(cfg, argc, argv, &err) : err.code;
     if (rc == CFG_HELP || rc == CFG_VERSION) {
