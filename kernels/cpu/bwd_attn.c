@@ -14,10 +14,9 @@ size_t kn_attention_bwd_scratch(int Nq, int Nk)
     return 2 * (size_t)Nq * Nk;
 }
 
-void kn_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                      int ldq, const float *k, int ldk, const float *v, int ldv,
-                      const float *bias, int heads, int Nq, int Nk, int d, float scale,
-                      float *scratch)
+void kn_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q, int ldq,
+                      const float *k, int ldk, const float *v, int ldv, const float *bias,
+                      int heads, int Nq, int Nk, int d, float scale, float *scratch)
 {
     int C = heads * d;
     size_t NN = (size_t)Nq * Nk;
@@ -26,7 +25,8 @@ void kn_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const 
         const float *qh = q + h * d, *kh = k + h * d, *vh = v + h * d, *doh = dout + h * d;
         if (bias) {
             const float *bh = bias + (size_t)h * NN;
-            for (size_t i = 0; i < NN; i++) P[i] = bh[i];
+            for (size_t i = 0; i < NN; i++)
+                P[i] = bh[i];
         }
         kn_gemm(0, 1, Nq, Nk, d, scale, qh, ldq, kh, ldk, bias ? 1.0f : 0.0f, P, Nk);
         kn_softmax_fwd(P, P, Nq, Nk);

@@ -16,8 +16,8 @@ static int out_dim(int n, int k, int stride, int pad)
     return (n + 2 * pad - k) / stride + 1;
 }
 
-static void im2col(float *col, const float *x, int Cin, int H, int W, int k, int stride,
-                   int pad, int Ho, int Wo)
+static void im2col(float *col, const float *x, int Cin, int H, int W, int k, int stride, int pad,
+                   int Ho, int Wo)
 {
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < Cin; c++)
@@ -37,8 +37,8 @@ static void im2col(float *col, const float *x, int Cin, int H, int W, int k, int
 }
 
 /* dx[c] = Σ over (ky, kx, oy, ox) of col[c, ky, kx, oy, ox] at the pixel it was read from */
-static void col2im(float *dx, const float *col, int Cin, int H, int W, int k, int stride,
-                   int pad, int Ho, int Wo)
+static void col2im(float *dx, const float *col, int Cin, int H, int W, int k, int stride, int pad,
+                   int Ho, int Wo)
 {
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < Cin; c++) {
@@ -64,14 +64,15 @@ static void bias_grad(float *db, const float *dy, int Cout, size_t HWo)
 #pragma omp parallel for schedule(static)
     for (int o = 0; o < Cout; o++) {
         double s = 0;
-        for (size_t p = 0; p < HWo; p++) s += dy[o * HWo + p];
+        for (size_t p = 0; p < HWo; p++)
+            s += dy[o * HWo + p];
         db[o] += (float)s;
     }
 }
 
-void kn_conv2d_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
-                   const float *w, int Cin, int H, int W, int Cout, int k, int stride,
-                   int pad, int groups, float *scratch)
+void kn_conv2d_bwd(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
+                   int Cin, int H, int W, int Cout, int k, int stride, int pad, int groups,
+                   float *scratch)
 {
     int Ho = out_dim(H, k, stride, pad), Wo = out_dim(W, k, stride, pad);
     size_t HWo = (size_t)Ho * Wo;
@@ -91,8 +92,7 @@ void kn_conv2d_bwd(float *dx, float *dw, float *db, const float *dy, const float
             if (direct) {
                 kn_gemm(1, 0, K, (int)HWo, Cout, 1.0f, w, K, dy, (int)HWo, 0.0f, dx, (int)HWo);
             } else {
-                kn_gemm(1, 0, K, (int)HWo, Cout, 1.0f, w, K, dy, (int)HWo, 0.0f, scratch,
-                        (int)HWo);
+                kn_gemm(1, 0, K, (int)HWo, Cout, 1.0f, w, K, dy, (int)HWo, 0.0f, scratch, (int)HWo);
                 col2im(dx, scratch, Cin, H, W, k, stride, pad, Ho, Wo);
             }
         }
@@ -162,7 +162,7 @@ void kn_convt2x2_bwd(float *dx, float *dw, float *db, const float *dy, const flo
     int Wo = 2 * W;
     if (db) bias_grad(db, dy, Cout, 4 * HW);
     if (!dx && !dw) return;
-    /* scratch[(co*4 + a*2 + b), i*W + j] = dy[co, 2i+a, 2j+b] */
+        /* scratch[(co*4 + a*2 + b), i*W + j] = dy[co, 2i+a, 2j+b] */
 #pragma omp parallel for schedule(static)
     for (int co = 0; co < Cout; co++) {
         const float *dyc = dy + (size_t)co * 4 * HW;

@@ -17,22 +17,26 @@ void kn_sigmoid_fwd(float *y, const float *x, size_t n)
 void kn_sigmoid_bwd(float *dx, const float *dy, const float *y, size_t n)
 {
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) dx[i] = dy[i] * y[i] * (1.0f - y[i]);
+    for (size_t i = 0; i < n; i++)
+        dx[i] = dy[i] * y[i] * (1.0f - y[i]);
 }
 
 void kn_mul(float *y, const float *a, const float *b, size_t n)
 {
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) y[i] = a[i] * b[i];
+    for (size_t i = 0; i < n; i++)
+        y[i] = a[i] * b[i];
 }
 
 void kn_axpby(float *y, float alpha, const float *a, float beta, const float *b, size_t n)
 {
     if (!b) {
 #pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < n; i++) y[i] = alpha * a[i];
+        for (size_t i = 0; i < n; i++)
+            y[i] = alpha * a[i];
         return;
     }
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) y[i] = alpha * a[i] + beta * b[i];
+    for (size_t i = 0; i < n; i++)
+        y[i] = alpha * a[i] + beta * b[i];
 }

@@ -13,19 +13,21 @@
 #define BLK 64
 
 /* mean and rstd of pixels p0 .. p0+pn-1, as the forward computes them */
-static void stats(float *mu, float *rs, const float *x, int C, int HW, int p0, int pn,
-                  float eps)
+static void stats(float *mu, float *rs, const float *x, int C, int HW, int p0, int pn, float eps)
 {
     double s[BLK] = {0}, ss[BLK] = {0};
     for (int c = 0; c < C; c++)
-        for (int p = 0; p < pn; p++) s[p] += x[(size_t)c * HW + p0 + p];
-    for (int p = 0; p < pn; p++) mu[p] = (float)(s[p] / C);
+        for (int p = 0; p < pn; p++)
+            s[p] += x[(size_t)c * HW + p0 + p];
+    for (int p = 0; p < pn; p++)
+        mu[p] = (float)(s[p] / C);
     for (int c = 0; c < C; c++)
         for (int p = 0; p < pn; p++) {
             double dd = (double)x[(size_t)c * HW + p0 + p] - mu[p];
             ss[p] += dd * dd;
         }
-    for (int p = 0; p < pn; p++) rs[p] = (float)(1.0 / sqrt(ss[p] / C + eps));
+    for (int p = 0; p < pn; p++)
+        rs[p] = (float)(1.0 / sqrt(ss[p] / C + eps));
 }
 
 void kn_layernorm2d_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
@@ -65,7 +67,7 @@ void kn_layernorm2d_bwd(float *dx, float *dw, float *db, const float *dy, const 
             }
     }
     if (!want_p) return;
-    /* per-channel reductions: channel c sums its pixels in order (thread-count free) */
+        /* per-channel reductions: channel c sums its pixels in order (thread-count free) */
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
         const float *xc = x + (size_t)c * HW, *dyc = dy + (size_t)c * HW;

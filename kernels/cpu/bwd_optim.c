@@ -5,8 +5,8 @@
 
 #include <math.h>
 
-void kn_adam_step(float *p, const float *g, float *m, float *v, size_t n, float lr,
-                  float beta1, float beta2, float eps, float weight_decay, int step)
+void kn_adam_step(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1,
+                  float beta2, float eps, float weight_decay, int step)
 {
     float step_size = (float)((double)lr / (1.0 - pow((double)beta1, step)));
     float bc2_sqrt = (float)sqrt(1.0 - pow((double)beta2, step));

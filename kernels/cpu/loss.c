@@ -44,14 +44,14 @@ static size_t corner(const bilin_t *b, int j, int H, int W)
     return (size_t)y * W + x;
 }
 
-void kn_point_sample_fwd(float *out, const float *x, const float *pts, int C, int H, int W,
-                         int P)
+void kn_point_sample_fwd(float *out, const float *x, const float *pts, int C, int H, int W, int P)
 {
 #pragma omp parallel for schedule(static)
     for (int p = 0; p < P; p++) {
         bilin_t b = bilin(pts[2 * p], pts[2 * p + 1], H, W);
         size_t idx[4];
-        for (int j = 0; j < 4; j++) idx[j] = corner(&b, j, H, W);
+        for (int j = 0; j < 4; j++)
+            idx[j] = corner(&b, j, H, W);
         for (int c = 0; c < C; c++) {
             const float *xc = x + (size_t)c * H * W;
             out[(size_t)c * P + p] = b.w[0] * xc[idx[0]] + b.w[1] * xc[idx[1]] +
@@ -60,8 +60,7 @@ void kn_point_sample_fwd(float *out, const float *x, const float *pts, int C, in
     }
 }
 
-void kn_point_sample_bwd(float *dx, const float *dout, const float *pts, int C, int H,
-                         int W, int P)
+void kn_point_sample_bwd(float *dx, const float *dout, const float *pts, int C, int H, int W, int P)
 {
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
@@ -77,8 +76,8 @@ void kn_point_sample_bwd(float *dx, const float *dout, const float *pts, int C, 
 
 /* ---- BCE + Dice ---- */
 
-float kn_bce_dice_loss(float *dlogits, float parts[2], const float *logits,
-                       const float *targets, int P, float weight)
+float kn_bce_dice_loss(float *dlogits, float parts[2], const float *logits, const float *targets,
+                       int P, float weight)
 {
     double bce = 0, st = 0, ss = 0, tt = 0;
     for (int i = 0; i < P; i++) {
@@ -112,13 +111,14 @@ float kn_bce_dice_loss(float *dlogits, float parts[2], const float *logits,
 
 /* ---- softmax cross-entropy ---- */
 
-float kn_cross_entropy_loss(float *dlogits, const float *logits, int K, int label,
-                            float weight)
+float kn_cross_entropy_loss(float *dlogits, const float *logits, int K, int label, float weight)
 {
     double m = logits[0];
-    for (int i = 1; i < K; i++) m = logits[i] > m ? logits[i] : m;
+    for (int i = 1; i < K; i++)
+        m = logits[i] > m ? logits[i] : m;
     double s = 0;
-    for (int i = 0; i < K; i++) s += exp(logits[i] - m);
+    for (int i = 0; i < K; i++)
+        s += exp(logits[i] - m);
     double lse = m + log(s);
     if (dlogits)
         for (int i = 0; i < K; i++)
@@ -157,13 +157,13 @@ static int cmp_desc(const void *a, const void *b)
 int kn_uncertain_points(float *pts, const float *logits, int H, int W, int P, int oversample,
                         float importance, uint64_t *rng, float *scratch)
 {
-    if (P < 1 || oversample < 1 || !(importance >= 0.0f && importance <= 1.0f) || H < 1 ||
-        W < 1)
+    if (P < 1 || oversample < 1 || !(importance >= 0.0f && importance <= 1.0f) || H < 1 || W < 1)
         return -1;
     int M = P * oversample;
     int n_imp = (int)(importance * (float)P);
     float *cand = scratch, *unc = scratch + 2 * (size_t)M, *sorted = unc + M;
-    for (int i = 0; i < 2 * M; i++) cand[i] = kn_rng_uniform(rng);
+    for (int i = 0; i < 2 * M; i++)
+        cand[i] = kn_rng_uniform(rng);
     kn_point_sample_fwd(unc, logits, cand, 1, H, W, M);
     for (int i = 0; i < M; i++) {
         unc[i] = -fabsf(unc[i]);
@@ -175,7 +175,8 @@ int kn_uncertain_points(float *pts, const float *logits, int H, int W, int P, in
         qsort(sorted, (size_t)M, sizeof(float), cmp_desc);
         float thr = sorted[n_imp - 1];
         int above = 0;
-        for (int i = 0; i < M; i++) above += unc[i] > thr;
+        for (int i = 0; i < M; i++)
+            above += unc[i] > thr;
         int ties = n_imp - above;
         for (int i = 0; i < M && n < n_imp; i++) {
             int take = unc[i] > thr || (unc[i] == thr && ties > 0);

@@ -14,7 +14,8 @@ static int kt_fail, kt_pass;
 
 static inline void kt_fill(float *x, size_t n, uint64_t *rng, float lo, float hi)
 {
-    for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * kn_rng_uniform(rng);
+    for (size_t i = 0; i < n; i++)
+        x[i] = lo + (hi - lo) * kn_rng_uniform(rng);
 }
 
 static inline float *kt_alloc(size_t n)
@@ -44,8 +45,10 @@ static inline void kt_check(const char *what, double err, double tol)
 {
     int ok = err <= tol;
     printf("%-4s %-40s err %.3e  tol %.1e\n", ok ? "ok" : "FAIL", what, err, tol);
-    if (ok) kt_pass++;
-    else kt_fail++;
+    if (ok)
+        kt_pass++;
+    else
+        kt_fail++;
 }
 
 static inline int kt_exit(void)

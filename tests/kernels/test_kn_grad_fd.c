@@ -23,13 +23,14 @@ static double lossv(run_fn run)
 {
     run(g_y);
     double s = 0;
-    for (size_t i = 0; i < g_ny; i++) s += (double)g_y[i] * g_r[i];
+    for (size_t i = 0; i < g_ny; i++)
+        s += (double)g_y[i] * g_r[i];
     return s;
 }
 
 /* compare ana[n] with finite differences of L w.r.t. param[n] at steps h and h/2 */
-static void fd(const char *what, float *param, size_t n, const float *ana, run_fn run,
-               float h, double tol)
+static void fd(const char *what, float *param, size_t n, const float *ana, run_fn run, float h,
+               double tol)
 {
     float *num = kt_alloc(n);
     for (int pass = 0; pass < 2; pass++) {
@@ -86,7 +87,8 @@ static void test_attention(void)
     /* gradients land in buffers with the input strides; padding must stay untouched */
     float *dq = kt_alloc((size_t)ANQ * LDQ), *dk = kt_alloc((size_t)ANK * LDK);
     float *dv = kt_alloc((size_t)ANK * LDV);
-    for (size_t i = 0; i < (size_t)ANQ * LDQ; i++) dq[i] = 7.0f;
+    for (size_t i = 0; i < (size_t)ANQ * LDQ; i++)
+        dq[i] = 7.0f;
     for (int pass = 0; pass < 2; pass++) {
         const float *bias = pass ? NULL : a_bias;
         float *saved = a_bias;
@@ -118,13 +120,14 @@ static void test_attention(void)
     }
     /* NULL pointers: dq only must equal the dq of the full call */
     float *dq2 = kt_alloc((size_t)ANQ * LDQ);
-    kn_attention_bwd(dq, dk, dv, g_r, a_q, LDQ, a_k, LDK, a_v, LDV, a_bias, AH, ANQ, ANK, AD,
+    kn_attention_bwd(dq, dk, dv, g_r, a_q, LDQ, a_k, LDK, a_v, LDV, a_bias, AH, ANQ, ANK, AD, 0.5f,
+                     a_scr);
+    kn_attention_bwd(dq2, NULL, NULL, g_r, a_q, LDQ, a_k, LDK, a_v, LDV, a_bias, AH, ANQ, ANK, AD,
                      0.5f, a_scr);
-    kn_attention_bwd(dq2, NULL, NULL, g_r, a_q, LDQ, a_k, LDK, a_v, LDV, a_bias, AH, ANQ, ANK,
-                     AD, 0.5f, a_scr);
     double e = 0;
     for (int i = 0; i < ANQ; i++)
-        for (int c = 0; c < AC; c++) e = fmax(e, fabs(dq[i * LDQ + c] - dq2[i * LDQ + c]));
+        for (int c = 0; c < AC; c++)
+            e = fmax(e, fabs(dq[i * LDQ + c] - dq2[i * LDQ + c]));
     kt_check("attention dq with dk=dv=NULL identical", e, 0.0);
     free(dq);
     free(dk);
@@ -169,7 +172,8 @@ static void test_layernorm(void)
     memcpy(dw2, dw, sizeof(float) * LC);
     kn_layernorm2d_bwd(NULL, dw2, NULL, g_r, l_x, l_w, LC, LHW, 1e-6f, scr);
     double e = 0;
-    for (int c = 0; c < LC; c++) e = fmax(e, fabs(dw2[c] - 2 * dw[c]) / (fabs(dw[c]) + 1e-3));
+    for (int c = 0; c < LC; c++)
+        e = fmax(e, fabs(dw2[c] - 2 * dw[c]) / (fabs(dw[c]) + 1e-3));
     kt_check("layernorm2d dw accumulates (+=)", e, 1e-5);
 
     /* the existing row LayerNorm backward (kn_layernorm_bwd), same data as [203, 5] rows */
@@ -201,8 +205,7 @@ static void run_conv(float *y)
     kn_conv2d_fwd(y, c_x, c_wt, c_b, c_cin, c_h, c_w, c_cout, c_k, c_s, c_p, c_g, c_scr);
 }
 
-static void conv_case(const char *tag, int cin, int h, int w, int cout, int k, int s, int p,
-                      int g)
+static void conv_case(const char *tag, int cin, int h, int w, int cout, int k, int s, int p, int g)
 {
     c_cin = cin, c_h = h, c_w = w, c_cout = cout, c_k = k, c_s = s, c_p = p, c_g = g;
     int ho = (h + 2 * p - k) / s + 1, wo = (w + 2 * p - k) / s + 1;
@@ -217,7 +220,8 @@ static void conv_case(const char *tag, int cin, int h, int w, int cout, int k, i
     c_scr = kt_alloc(ns);
     setup_out((size_t)cout * ho * wo);
     float *dx = kt_alloc(nx), *dw = kt_alloc(nw), *db = kt_alloc(cout);
-    for (size_t i = 0; i < nx; i++) dx[i] = 99.0f; /* overwritten, not accumulated */
+    for (size_t i = 0; i < nx; i++)
+        dx[i] = 99.0f; /* overwritten, not accumulated */
     kn_conv2d_bwd(dx, dw, db, g_r, c_x, c_wt, cin, h, w, cout, k, s, p, g, c_scr);
     char nm[80];
     snprintf(nm, sizeof nm, "conv2d %s dx", tag);
@@ -234,8 +238,10 @@ static void conv_case(const char *tag, int cin, int h, int w, int cout, int k, i
     snprintf(nm, sizeof nm, "conv2d %s dx repeatable", tag);
     kt_check(nm, same ? 0.0 : 1.0, 0.0);
     double e = 0;
-    for (size_t i = 0; i < nw; i++) e = fmax(e, fabs(dw2[i] - 2 * dw[i]) / (fabs(dw[i]) + 1e-3));
-    for (int i = 0; i < cout; i++) e = fmax(e, fabs(db2[i] - 2 * db[i]) / (fabs(db[i]) + 1e-3));
+    for (size_t i = 0; i < nw; i++)
+        e = fmax(e, fabs(dw2[i] - 2 * dw[i]) / (fabs(dw[i]) + 1e-3));
+    for (int i = 0; i < cout; i++)
+        e = fmax(e, fabs(db2[i] - 2 * db[i]) / (fabs(db[i]) + 1e-3));
     snprintf(nm, sizeof nm, "conv2d %s dw,db accumulate", tag);
     kt_check(nm, e, 1e-5);
     free(dx2);
@@ -314,10 +320,22 @@ static void test_linear(void)
 /* ---- element-wise: gelu, relu, sigmoid, softmax ---- */
 enum { EN = 45 };
 static float *e_x;
-static void run_gelu(float *y) { kn_gelu_fwd(y, e_x, EN); }
-static void run_relu(float *y) { kn_relu_fwd(y, e_x, EN); }
-static void run_sigmoid(float *y) { kn_sigmoid_fwd(y, e_x, EN); }
-static void run_softmax(float *y) { kn_softmax_fwd(y, e_x, 5, 9); }
+static void run_gelu(float *y)
+{
+    kn_gelu_fwd(y, e_x, EN);
+}
+static void run_relu(float *y)
+{
+    kn_relu_fwd(y, e_x, EN);
+}
+static void run_sigmoid(float *y)
+{
+    kn_sigmoid_fwd(y, e_x, EN);
+}
+static void run_softmax(float *y)
+{
+    kn_softmax_fwd(y, e_x, 5, 9);
+}
 
 static void test_elementwise(void)
 {
@@ -340,21 +358,25 @@ static void test_elementwise(void)
     /* sigmoid saturates without NaN/inf */
     float big[4] = {-1000.0f, -88.0f, 88.0f, 1000.0f}, sb[4];
     kn_sigmoid_fwd(sb, big, 4);
-    kt_check("sigmoid finite at +-1000", (sb[0] == 0.0f && sb[3] == 1.0f && sb[1] >= 0 &&
-                                         sb[2] <= 1) ? 0.0 : 1.0, 0.0);
+    kt_check("sigmoid finite at +-1000",
+             (sb[0] == 0.0f && sb[3] == 1.0f && sb[1] >= 0 && sb[2] <= 1) ? 0.0 : 1.0, 0.0);
     /* mul and axpby against the obvious loop */
     float a[EN], b[EN], m[EN];
     kt_fill(a, EN, &g_rng, -1, 1);
     kt_fill(b, EN, &g_rng, -1, 1);
     kn_mul(m, a, b, EN);
     double e = 0;
-    for (int i = 0; i < EN; i++) e = fmax(e, fabs(m[i] - a[i] * b[i]));
+    for (int i = 0; i < EN; i++)
+        e = fmax(e, fabs(m[i] - a[i] * b[i]));
     kn_axpby(m, 0.5f, a, -2.0f, b, EN);
-    for (int i = 0; i < EN; i++) e = fmax(e, fabs(m[i] - (0.5f * a[i] - 2.0f * b[i])));
+    for (int i = 0; i < EN; i++)
+        e = fmax(e, fabs(m[i] - (0.5f * a[i] - 2.0f * b[i])));
     kn_axpby(m, 3.0f, a, 0.0f, NULL, EN);
-    for (int i = 0; i < EN; i++) e = fmax(e, fabs(m[i] - 3.0f * a[i]));
+    for (int i = 0; i < EN; i++)
+        e = fmax(e, fabs(m[i] - 3.0f * a[i]));
     kn_axpby(a, 1.0f, a, 1.0f, b, EN); /* in place */
-    for (int i = 0; i < EN; i++) e = fmax(e, fabs(a[i] - (m[i] / 3.0f + b[i])));
+    for (int i = 0; i < EN; i++)
+        e = fmax(e, fabs(a[i] - (m[i] / 3.0f + b[i])));
     kt_check("mul / axpby", e, 1e-6);
     free(dx);
     free(y);
@@ -399,8 +421,10 @@ static void test_point_loss(void)
     /* BCE + Dice w.r.t. the logits (reuse p_x[0..PP) as logits) */
     b_t = kt_alloc(PP);
     kt_fill(b_t, PP, &g_rng, 0, 1);
-    for (int i = 0; i < PP; i += 3) b_t[i] = (float)(i % 2); /* some hard 0/1 targets */
-    for (int i = 0; i < PP; i++) p_x[i] *= 4.0f;
+    for (int i = 0; i < PP; i += 3)
+        b_t[i] = (float)(i % 2); /* some hard 0/1 targets */
+    for (int i = 0; i < PP; i++)
+        p_x[i] *= 4.0f;
     float one = 1.0f, dl[PP], parts[2];
     setup_out(1);
     g_r = &one;
@@ -444,7 +468,8 @@ static void test_points_select(void)
     enum { H = 16, W = 20, P = 40, OV = 3 };
     float logits[H * W];
     for (int y = 0; y < H; y++)
-        for (int x = 0; x < W; x++) logits[y * W + x] = 0.4f * (float)(x - 9) + 0.1f * (float)y;
+        for (int x = 0; x < W; x++)
+            logits[y * W + x] = 0.4f * (float)(x - 9) + 0.1f * (float)y;
     float *scr = kt_alloc(kn_uncertain_points_scratch(P, OV));
     float pts[2 * P], pts2[2 * P];
     uint64_t r1 = 7, r2 = 7;
@@ -455,15 +480,19 @@ static void test_points_select(void)
     /* the 30 importance points are the 30 smallest |logit| among the 120 candidates */
     uint64_t r3 = 7;
     float cand[2 * P * OV], cl[P * OV], sel[30];
-    for (int i = 0; i < 2 * P * OV; i++) cand[i] = kn_rng_uniform(&r3);
+    for (int i = 0; i < 2 * P * OV; i++)
+        cand[i] = kn_rng_uniform(&r3);
     kn_point_sample_fwd(cl, logits, cand, 1, H, W, P * OV);
     kn_point_sample_fwd(sel, logits, pts, 1, H, W, 30);
     float maxsel = 0;
-    for (int i = 0; i < 30; i++) maxsel = fmaxf(maxsel, fabsf(sel[i]));
+    for (int i = 0; i < 30; i++)
+        maxsel = fmaxf(maxsel, fabsf(sel[i]));
     int below = 0;
-    for (int i = 0; i < P * OV; i++) below += fabsf(cl[i]) <= maxsel;
+    for (int i = 0; i < P * OV; i++)
+        below += fabsf(cl[i]) <= maxsel;
     int inrange = 1;
-    for (int i = 0; i < 2 * P; i++) inrange &= pts[i] >= 0.0f && pts[i] < 1.0f;
+    for (int i = 0; i < 2 * P; i++)
+        inrange &= pts[i] >= 0.0f && pts[i] < 1.0f;
     kt_check("uncertain points: top-30 by -|logit|", (below == 30 && inrange) ? 0.0 : 1.0, 0.0);
     kt_check("uncertain points: bad args -> -1",
              kn_uncertain_points(pts, logits, H, W, 0, OV, 0.75f, &r1, scr) == -1 &&
@@ -492,7 +521,8 @@ static void test_adam(void)
         }
     }
     double e = 0;
-    for (int i = 0; i < 3; i++) e = fmax(e, fabs(p[i] - pd[i]));
+    for (int i = 0; i < 3; i++)
+        e = fmax(e, fabs(p[i] - pd[i]));
     kt_check("adam 2 steps vs double formula", e, 1e-6);
 }
 

@@ -36,8 +36,8 @@ static int load(const char *path)
     uint32_t len;
     while (fread(&len, 4, 1, f) == 1) {
         rec_t r = {{0}, 0, NULL};
-        if (len >= sizeof r.name || fread(r.name, 1, len, f) != len ||
-            fread(&r.n, 4, 1, f) != 1 || r.n > (1u << 26)) {
+        if (len >= sizeof r.name || fread(r.name, 1, len, f) != len || fread(&r.n, 4, 1, f) != 1 ||
+            r.n > (1u << 26)) {
             fprintf(stderr, "%s: corrupt record %d\n", path, g_nrec);
             fclose(f);
             return -1;
@@ -79,8 +79,8 @@ static float *getf(const char *tag, const char *field, size_t n)
     return get(nm, n);
 }
 
-static void cmp(const char *tag, const char *what, const float *ours, const float *ref,
-                size_t n, double tol)
+static void cmp(const char *tag, const char *what, const float *ours, const float *ref, size_t n,
+                double tol)
 {
     char nm[80];
     snprintf(nm, sizeof nm, "%s %s", tag, what);
@@ -90,8 +90,7 @@ static void cmp(const char *tag, const char *what, const float *ours, const floa
 #define FWD_TOL 1e-5
 #define BWD_TOL 1e-5
 
-static void conv_case(const char *tag, int cin, int h, int w, int cout, int k, int s, int p,
-                      int g)
+static void conv_case(const char *tag, int cin, int h, int w, int cout, int k, int s, int p, int g)
 {
     int ho = (h + 2 * p - k) / s + 1, wo = (w + 2 * p - k) / s + 1;
     size_t nx = (size_t)cin * h * w, nw = (size_t)cout * (cin / g) * k * k;
@@ -216,7 +215,8 @@ static void test_attention(void)
     float *bias = getf(t, "bias", H * NQ * NK), *dout = getf(t, "dout", NQ * C);
     /* strided copies: q, k, v live inside wider rows, as in a packed qkv buffer */
     float qs[NQ * LQ], ks[NK * LK], vs[NK * LV], dqs[NQ * LQ], dks[NK * LK], dvs[NK * LV];
-    for (int i = 0; i < NQ; i++) memcpy(qs + i * LQ, q + i * C, sizeof(float) * C);
+    for (int i = 0; i < NQ; i++)
+        memcpy(qs + i * LQ, q + i * C, sizeof(float) * C);
     for (int j = 0; j < NK; j++) {
         memcpy(ks + j * LK, k + j * C, sizeof(float) * C);
         memcpy(vs + j * LV, v + j * C, sizeof(float) * C);
@@ -224,9 +224,9 @@ static void test_attention(void)
     float out[NQ * C], dq[NQ * C], dk[NK * C], dv[NK * C];
     float *scr = kt_alloc(kn_attention_bwd_scratch(NQ, NK));
     kn_attention_fwd(out, qs, LQ, ks, LK, vs, LV, bias, H, NQ, NK, D, 0.5f, scr);
-    kn_attention_bwd(dqs, dks, dvs, dout, qs, LQ, ks, LK, vs, LV, bias, H, NQ, NK, D, 0.5f,
-                     scr);
-    for (int i = 0; i < NQ; i++) memcpy(dq + i * C, dqs + i * LQ, sizeof(float) * C);
+    kn_attention_bwd(dqs, dks, dvs, dout, qs, LQ, ks, LK, vs, LV, bias, H, NQ, NK, D, 0.5f, scr);
+    for (int i = 0; i < NQ; i++)
+        memcpy(dq + i * C, dqs + i * LQ, sizeof(float) * C);
     for (int j = 0; j < NK; j++) {
         memcpy(dk + j * C, dks + j * LK, sizeof(float) * C);
         memcpy(dv + j * C, dvs + j * LV, sizeof(float) * C);
@@ -306,7 +306,8 @@ static void test_adam(void)
         double e = 0;
         for (int s = 1; s <= 5; s++) {
             kn_adam_step(p, g + 50 * (s - 1), m, v, 50, 1e-3f, 0.9f, 0.999f, 1e-8f, wd[c], s);
-            for (int i = 0; i < 50; i++) e = fmax(e, fabs(p[i] - ref[50 * (s - 1) + i]));
+            for (int i = 0; i < 50; i++)
+                e = fmax(e, fabs(p[i] - ref[50 * (s - 1) + i]));
         }
         char nm[64];
         snprintf(nm, sizeof nm, "%s 5 steps vs torch.optim.Adam (abs)", tags[c]);
@@ -317,8 +318,7 @@ static void test_adam(void)
 int main(int argc, char **argv)
 {
     if (argc != 2 || strcmp(argv[1], "--help") == 0) {
-        fprintf(stderr, "usage: %s GOLDEN.bin  (written by tests/kernels/ref_grads.py)\n",
-                argv[0]);
+        fprintf(stderr, "usage: %s GOLDEN.bin  (written by tests/kernels/ref_grads.py)\n", argv[0]);
         return argc == 2 ? 0 : 2;
     }
     if (load(argv[1]) != 0) return 1;
@@ -337,7 +337,8 @@ int main(int argc, char **argv)
     test_ce();
     test_uncertain();
     test_adam();
-    for (int i = 0; i < g_nrec; i++) free(g_rec[i].v);
+    for (int i = 0; i < g_nrec; i++)
+        free(g_rec[i].v);
     free(g_rec);
     return kt_exit();
 }
