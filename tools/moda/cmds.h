@@ -11,7 +11,9 @@ typedef struct moda_cmd {
 } moda_cmd_t;
 
 /* add one declaration per command here (alphabetical) */
+int cmd_bench(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_health(int argc, char **argv);
+int cmd_segment(int argc, char **argv);
 
 #endif

