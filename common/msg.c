@@ -244,6 +244,19 @@ int msg_send(void *sock, const Moda__Envelope *env, const msg_part_t *parts, int
     return msg_send_to(sock, NULL, env, parts, nparts, 0, err);
 }
 
+int msg_publish(void *sock, const char *topic, const Moda__Envelope *env, const msg_part_t *parts,
+                int nparts, err_t *err)
+{
+    msg_route_t r;
+    size_t n = topic ? strlen(topic) : 0;
+    if (n >= sizeof r.id)
+        return err_set(err, ERR_RANGE, "topic of %zu bytes (max %d)", n, MSG_MAX_ROUTE - 1);
+    memcpy(r.id, topic ? topic : "", n);
+    r.id_len = n;
+    r.delimiter = 0;
+    return msg_send_to(sock, &r, env, parts, nparts, MSG_DONTWAIT, err);
+}
+
 int msg_reply(void *sock, const msg_t *req, const Moda__Envelope *env, const msg_part_t *parts,
               int nparts, err_t *err)
 {
@@ -361,6 +374,16 @@ int msg_recv(void *sock, int is_router, const msg_limits_t *lim, int flags, msg_
             m->route.delimiter = 1;
             i++;
         }
+    }
+    if (flags & MSG_TOPIC) {
+        size_t tn = i < f->n ? zmq_msg_size(&f->z[i]) : 0;
+        if (tn >= sizeof m->topic)
+            return err_set(err, ERR_FORMAT, "topic frame of %zu bytes (max %d)", tn,
+                           MSG_MAX_ROUTE - 1);
+        if (i < f->n) memcpy(m->topic, zmq_msg_data(&f->z[i]), tn);
+        m->topic[tn] = '\0';
+        m->has_topic = 1;
+        i++;
     }
     m->nframes = f->n - i;
     for (int k = i; k < f->n; k++) m->wire_bytes += zmq_msg_size(&f->z[k]);

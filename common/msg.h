@@ -77,6 +77,8 @@ typedef struct msg {
     int nparts;
     int has_route;
     msg_route_t route;
+    int has_topic;
+    char topic[MSG_MAX_ROUTE]; /* PUB/SUB topic frame (MSG_TOPIC), NUL-terminated */
     uint64_t request_id;  /* header.message_id when the header decoded, else 0 */
     size_t wire_bytes;    /* bytes of all application frames */
     int nframes;          /* application frames received (envelope + parts) */
@@ -103,8 +105,9 @@ int msg_endpoint_check(const char *endpoint, err_t *err);
 int msg_bind(void *sock, const char *endpoint, err_t *err);
 int msg_connect(void *sock, const char *endpoint, err_t *err);
 
-/* Send flags. */
-enum { MSG_DONTWAIT = 1 };
+/* Flags. MSG_DONTWAIT: never block (send: nothing sent, ERR_TIMEOUT; recv: nothing there).
+ * MSG_TOPIC (recv): the first frame is a PUB/SUB topic, stored in msg_t.topic. */
+enum { MSG_DONTWAIT = 1, MSG_TOPIC = 2 };
 
 /* Send `env` followed by `nparts` binary parts (data copied; borrowed during the call).
  * `env` is borrowed and not modified: the header that goes out is a fresh one (schema
@@ -116,6 +119,10 @@ int msg_send(void *sock, const Moda__Envelope *env, const msg_part_t *parts, int
 /* As msg_send, with ROUTER routing frames first (route may be NULL) and flags. */
 int msg_send_to(void *sock, const msg_route_t *route, const Moda__Envelope *env,
                 const msg_part_t *parts, int nparts, int flags, err_t *err);
+/* PUB side: send a topic frame ("result.cam-7", < MSG_MAX_ROUTE bytes) then the message.
+ * Never blocks (PUB drops at the high-water mark). Same codes as msg_send. */
+int msg_publish(void *sock, const char *topic, const Moda__Envelope *env, const msg_part_t *parts,
+                int nparts, err_t *err);
 /* Send a reply to `req`: sets header.reply_to = req->request_id and echoes req's route. */
 int msg_reply(void *sock, const msg_t *req, const Moda__Envelope *env, const msg_part_t *parts,
               int nparts, err_t *err);
@@ -123,7 +130,8 @@ int msg_reply(void *sock, const msg_t *req, const Moda__Envelope *env, const msg
 int msg_reply_error(void *sock, const msg_t *req, int code, const char *text, err_t *err);
 
 /* Receive one whole message. If `is_router`, the first frame is taken as the peer id (and
- * a following empty frame as the REQ delimiter). `lim` NULL = defaults. flags: MSG_DONTWAIT.
+ * a following empty frame as the REQ delimiter). `lim` NULL = defaults. flags: MSG_DONTWAIT,
+ * MSG_TOPIC (SUB sockets: first frame is the topic; a topic too long is ERR_FORMAT).
  * On return *out is NULL when nothing was received (ERR_TIMEOUT, ERR_INTERRUPTED, ERR_MSG),
  * else a message the caller must msg_free — also when the code is an error, so a ROUTER/REP
  * receiver can still reply to the route. Codes after a message was read:

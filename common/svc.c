@@ -336,7 +336,8 @@ int svc_recv(svc_t *s, void *sock, const char *name, msg_t **out)
     int type = sock_type(sock);
     msg_t *m = NULL;
     err_t e = {0};
-    int rc = msg_recv(sock, type == ZMQ_ROUTER, &s->opts.limits, MSG_DONTWAIT, &m, &e);
+    int flags = MSG_DONTWAIT | (type == ZMQ_SUB || type == ZMQ_XSUB ? MSG_TOPIC : 0);
+    int rc = msg_recv(sock, type == ZMQ_ROUTER, &s->opts.limits, flags, &m, &e);
     if (!m) {
         if (rc != ERR_TIMEOUT && rc != ERR_INTERRUPTED)
             log_warn("event=recv_failed socket=%s code=%d msg=\"%s\"", name, rc, e.msg);

@@ -362,6 +362,36 @@ static void endpoints_and_codes(void)
     msg_socket_close(&req);
 }
 
+/* PUB -> SUB with a topic frame; the SUB filter works on the topic. */
+static void pub_sub(void)
+{
+    err_t e = {0};
+    char ep[64];
+    snprintf(ep, sizeof ep, "inproc://test-msg-pub-%d", (int)getpid());
+    void *pub = sock(ZMQ_PUB, 0), *sub = sock(ZMQ_SUB, 2000);
+    T(msg_bind(pub, ep, &e) == 0 && msg_connect(sub, ep, &e) == 0);
+    zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "result.cam-2", 12);
+    Moda__Result res = MODA__RESULT__INIT;
+    res.camera_id = "cam-2";
+    res.bank_version = 17;
+    Moda__Envelope env = MODA__ENVELOPE__INIT;
+    env.body_case = MODA__ENVELOPE__BODY_RESULT;
+    env.result = &res;
+    usleep(50000); /* let the subscription reach the PUB (slow joiner) */
+    T(msg_publish(pub, "result.cam-1", &env, NULL, 0, &e) == 0);
+    T(msg_publish(pub, "result.cam-2", &env, NULL, 0, &e) == 0);
+    msg_t *m = NULL;
+    T(msg_recv(sub, 0, NULL, MSG_TOPIC, &m, &e) == 0);
+    T(m && m->has_topic && !strcmp(m->topic, "result.cam-2") && m->env->result->bank_version == 17);
+    msg_free(&m);
+    char longtopic[300];
+    memset(longtopic, 't', sizeof longtopic - 1);
+    longtopic[sizeof longtopic - 1] = '\0';
+    T(msg_publish(pub, longtopic, &env, NULL, 0, &e) == ERR_RANGE);
+    msg_socket_close(&sub);
+    msg_socket_close(&pub);
+}
+
 int main(void)
 {
     t_watchdog(60);
@@ -375,6 +405,7 @@ int main(void)
     roundtrip(ep);
     roundtrip("tcp://127.0.0.1:*");
     req_router();
+    pub_sub();
     bad_messages();
     transport_limit();
     endpoints_and_codes();
