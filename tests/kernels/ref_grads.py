@@ -202,6 +202,32 @@ def main():
     put("unc.imp", cand[idx])
     put("unc.rand", rand)
 
+    # ---- chain: the adapter's mask_feature branch end to end, as the trainer composes it:
+    #      fused = up + conv3(gelu(ln2d(conv3(up)))), logits = hyper · fused,
+    #      loss = BCE + Dice at 60 points (targets point-sampled from a 0/1 mask) ----
+    C, Hc, Wc, P = 8, 24, 20, 60
+    up = torch.rand(C, Hc, Wc) * 2 - 1
+    w1, b1 = rnd(16, C, 3, 3, lo=-0.3, hi=0.3), rnd(16, lo=-0.1, hi=0.1)
+    lw, lb = rnd(16, lo=0.5, hi=1.5), rnd(16, lo=-0.5, hi=0.5)
+    w2, b2 = rnd(C, 16, 3, 3, lo=-0.3, hi=0.3), rnd(C, lo=-0.1, hi=0.1)
+    hyper = rnd(C)
+    h1 = F.conv2d(up[None], w1, b1, padding=1)[0]
+    h2 = F.gelu(layernorm2d(h1.reshape(16, -1), lw, lb, 1e-6)).reshape(16, Hc, Wc)
+    fused = up + F.conv2d(h2[None], w2, b2, padding=1)[0]
+    logits = (hyper @ fused.reshape(C, -1)).reshape(1, Hc, Wc)
+    mask = (torch.rand(1, Hc, Wc) > 0.6).float()
+    pts = torch.rand(P, 2)
+    pl = point_sample(logits, pts)  # [1, P]
+    tg = point_sample(mask, pts)
+    loss = sigmoid_ce_loss(pl, tg, 1.0) + dice_loss(pl, tg, 1.0)
+    loss.backward()
+    for n, t in (("up", up), ("w1", w1), ("b1", b1), ("lw", lw), ("lb", lb), ("w2", w2),
+                 ("b2", b2), ("hyper", hyper), ("mask", mask), ("pts", pts),
+                 ("loss", loss.reshape(1)), ("dw1", w1.grad), ("db1", b1.grad),
+                 ("dlw", lw.grad), ("dlb", lb.grad), ("dw2", w2.grad), ("db2", b2.grad),
+                 ("dhyper", hyper.grad)):
+        put(f"chain.{n}", t)
+
     # ---- Adam: 5 steps on 50 params, torch.optim.Adam, wd 0 and wd 0.01 ----
     for tag, wd in (("adam0", 0.0), ("adam1", 0.01)):
         p = torch.nn.Parameter(torch.rand(50) * 2 - 1)

@@ -4,7 +4,8 @@
  * Covers conv2d (dense, stride 2, 1x1, grouped, depthwise), convT 2x2, LayerNorm2d, row
  * LayerNorm, linear, gelu, relu, sigmoid, softmax, attention with bias (and row strides),
  * point_sample vs grid_sample(align_corners=False), BCE + Dice, cross-entropy, uncertainty point
- * selection (same splitmix64 stream, torch.topk) and 5 steps of torch.optim.Adam.
+ * selection (same splitmix64 stream, torch.topk), 5 steps of torch.optim.Adam, and the
+ * adapter's mask_feature branch + point loss composed end to end ("chain").
  * error = max |ours − torch| / max(max |torch|, 1e-3); per-op tolerances below.
  */
 #include "kn_test.h"
@@ -269,6 +270,56 @@ static void test_ce(void)
     cmp("cross_entropy", "dlogits", dl, getf("ce", "dlogits", 28), 28, BWD_TOL);
 }
 
+/* The mask_feature branch end to end with the kn ops, forward and backward, the way the
+ * adapter trainer composes them (see ref_grads.py "chain"). */
+static void test_chain(void)
+{
+    enum { C = 8, H = 24, W = 20, HW = H * W, M = 16, P = 60 };
+    const char *t = "chain";
+    float *up = getf(t, "up", C * HW), *w1 = getf(t, "w1", M * C * 9), *b1 = getf(t, "b1", M);
+    float *lw = getf(t, "lw", M), *lb = getf(t, "lb", M), *w2 = getf(t, "w2", C * M * 9);
+    float *b2 = getf(t, "b2", C), *hyper = getf(t, "hyper", C), *mask = getf(t, "mask", HW);
+    float *pts = getf(t, "pts", 2 * P);
+    float *scr = kt_alloc(kn_conv2d_scratch(M, H, W, 3, 1, 1, 1));
+    float *h1 = kt_alloc(M * HW), *h2 = kt_alloc(M * HW), *h3 = kt_alloc(M * HW);
+    float *fused = kt_alloc(C * HW), *logits = kt_alloc(HW);
+    /* forward */
+    kn_conv2d_fwd(h1, up, w1, b1, C, H, W, M, 3, 1, 1, 1, scr);
+    kn_layernorm2d_fwd(h2, h1, lw, lb, M, HW, 1e-6f);
+    kn_gelu_fwd(h3, h2, M * HW);
+    kn_conv2d_fwd(fused, h3, w2, b2, M, H, W, C, 3, 1, 1, 1, scr);
+    kn_add(fused, fused, up, C * HW);
+    kn_gemm(0, 0, 1, HW, C, 1.0f, hyper, C, fused, HW, 0.0f, logits, HW);
+    float pl[P], tg[P], dpl[P];
+    kn_point_sample_fwd(pl, logits, pts, 1, H, W, P);
+    kn_point_sample_fwd(tg, mask, pts, 1, H, W, P);
+    float loss = kn_bce_dice_loss(dpl, NULL, pl, tg, P, 1.0f);
+    /* backward */
+    float *dlogits = kt_alloc(HW), *dfused = kt_alloc(C * HW), *dh3 = kt_alloc(M * HW);
+    float *dh2 = kt_alloc(M * HW), *dh1 = kt_alloc(M * HW), *lnscr = kt_alloc(2 * HW);
+    float *dw1 = kt_alloc(M * C * 9), *db1 = kt_alloc(M), *dlw = kt_alloc(M), *dlb = kt_alloc(M);
+    float *dw2 = kt_alloc(C * M * 9), *db2 = kt_alloc(C), *dhyper = kt_alloc(C);
+    kn_point_sample_bwd(dlogits, dpl, pts, 1, H, W, P);
+    kn_gemm(0, 1, 1, C, HW, 1.0f, dlogits, HW, fused, HW, 0.0f, dhyper, C); /* dhyper */
+    kn_gemm(1, 0, C, HW, 1, 1.0f, hyper, C, dlogits, HW, 0.0f, dfused, HW); /* hyperᵀ·dl */
+    kn_conv2d_bwd(dh3, dw2, db2, dfused, h3, w2, M, H, W, C, 3, 1, 1, 1, scr);
+    kn_gelu_bwd(dh2, dh3, h2, M * HW);
+    kn_layernorm2d_bwd(dh1, dlw, dlb, dh2, h1, lw, M, HW, 1e-6f, lnscr);
+    kn_conv2d_bwd(NULL, dw1, db1, dh1, up, w1, C, H, W, M, 3, 1, 1, 1, scr);
+    cmp(t, "loss", &loss, getf(t, "loss", 1), 1, FWD_TOL);
+    cmp(t, "dhyper", dhyper, getf(t, "dhyper", C), C, BWD_TOL);
+    cmp(t, "dw2", dw2, getf(t, "dw2", C * M * 9), C * M * 9, BWD_TOL);
+    cmp(t, "db2", db2, getf(t, "db2", C), C, BWD_TOL);
+    cmp(t, "dlw (ln2d)", dlw, getf(t, "dlw", M), M, BWD_TOL);
+    cmp(t, "dlb (ln2d)", dlb, getf(t, "dlb", M), M, BWD_TOL);
+    cmp(t, "dw1", dw1, getf(t, "dw1", M * C * 9), M * C * 9, BWD_TOL);
+    cmp(t, "db1", db1, getf(t, "db1", M), M, BWD_TOL);
+    float *bufs[] = {scr, h1,    h2,  h3,  fused, logits, dlogits, dfused, dh3,   dh2,
+                     dh1, lnscr, dw1, db1, dlw,   dlb,    dw2,     db2,    dhyper};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        free(bufs[i]);
+}
+
 static int cmp_pt(const void *a, const void *b)
 {
     const float *p = a, *q = b;
@@ -335,6 +386,7 @@ int main(int argc, char **argv)
     test_attention();
     test_points_loss();
     test_ce();
+    test_chain();
     test_uncertain();
     test_adam();
     for (int i = 0; i < g_nrec; i++)
