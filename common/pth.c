@@ -33,8 +33,17 @@ static uint64_t le64(const uint8_t *p) { return (uint64_t)le32(p) | ((uint64_t)l
 typedef struct zentry {
     char *name;
     uint64_t data_off; /* absolute offset of the entry bytes */
-    uint64_t size;
+    uint64_t size;     /* bytes at data_off (compressed size for non-stored entries) */
+    int method;        /* 0 stored; anything else is refused on use */
 } zentry_t;
+
+static int stored_entry(const zentry_t *z, err_t *err)
+{
+    if (z->method == 0) return 0;
+    return err_set(err, ERR_UNSUPPORTED,
+                   "pth: zip entry '%s' is compressed (method %d); only stored entries as written "
+                   "by torch.save are supported — re-save with torch.save", z->name, z->method);
+}
 
 typedef struct storage {
     char *key;
@@ -141,12 +150,9 @@ static int zip_parse(pth_t *p, err_t *err)
         p->nent++;
         if (memchr(nm, 0, nl)) return err_set(err, ERR_FORMAT, "pth: zip entry name contains NUL");
         if (flags & 1) return err_set(err, ERR_UNSUPPORTED, "pth: zip entry '%s' is encrypted", z->name);
-        if (method != 0)
-            return err_set(err, ERR_UNSUPPORTED,
-                           "pth: zip entry '%s' is compressed (method %u); only stored entries "
-                           "as written by torch.save are supported — re-save with torch.save",
-                           z->name, method);
-        if (csize != usize) return err_set(err, ERR_FORMAT, "pth: stored zip entry '%s' has csize != usize", z->name);
+        z->method = method; /* compressed entries are refused when read (stored_entry) */
+        if (method == 0 && csize != usize) return err_set(err, ERR_FORMAT, "pth: stored zip entry '%s' has csize != usize", z->name);
+        if (method != 0) usize = csize;
         if (loff > n || n - loff < 30 || le32(b + loff) != 0x04034b50u)
             return err_set(err, ERR_FORMAT, "pth: zip local header of '%s' out of range or bad", z->name);
         uint64_t doff = loff + 30 + le16(b + loff + 26) + le16(b + loff + 28);
@@ -346,6 +352,7 @@ static val_t *persistent_load(vm_t *m, val_t *pid)
         err_set(m->err, ERR_FORMAT, "pth: storage '%s' has no zip entry '%s%s'", key, p->root, rest);
         return NULL;
     }
+    if (stored_entry(z, m->err) < 0) return NULL;
     if (z->size / elsize(dt) < (uint64_t)numel) {
         err_set(m->err, ERR_FORMAT, "pth: storage '%s' entry holds %llu bytes, needs %lld elements of %zu bytes",
                 key, (unsigned long long)z->size, (long long)numel, elsize(dt));
@@ -772,6 +779,9 @@ static int collect_state_dict(pth_t *p, val_t *root, err_t *err)
 static int parse(pth_t *p, err_t *err)
 {
     TRY(zip_parse(p, err));
+    for (int i = 0; i < p->nent; i++)
+        if (strstr(p->ent[i].name, "/constants.pkl") || strstr(p->ent[i].name, "/code/"))
+            return err_set(err, ERR_UNSUPPORTED, "pth: this is a TorchScript archive (torch.jit.save); save the state_dict with torch.save");
     const zentry_t *pk = NULL;
     for (int i = 0; i < p->nent; i++) {
         const char *nm = p->ent[i].name, *sl = strchr(nm, '/');
@@ -780,12 +790,8 @@ static int parse(pth_t *p, err_t *err)
             pk = &p->ent[i];
         }
     }
-    if (!pk) {
-        for (int i = 0; i < p->nent; i++)
-            if (strstr(p->ent[i].name, "constants.pkl"))
-                return err_set(err, ERR_UNSUPPORTED, "pth: this is a TorchScript archive (torch.jit.save); save the state_dict with torch.save");
-        return err_set(err, ERR_FORMAT, "pth: zip has no '<root>/data.pkl' (not a torch.save checkpoint)");
-    }
+    if (!pk) return err_set(err, ERR_FORMAT, "pth: zip has no '<root>/data.pkl' (not a torch.save checkpoint)");
+    TRY(stored_entry(pk, err));
     size_t rl = (size_t)(strchr(pk->name, '/') - pk->name) + 1;
     p->root = strndup(pk->name, rl);
     if (!p->root) return err_set(err, ERR_NOMEM, "pth: out of memory");

@@ -1,0 +1,288 @@
+/* sam_vit.c — official SAM ViT-B/L/H image encoder on kn_* ops (MODEL.md "ViT-B/L/H").
+ *
+ * patch conv 16×16 s16 -> + pos_embed -> blocks -> neck. Block: x += proj(attn(LN1(x)))
+ * with windowed (14, LN output zero-padded 64->70, pad tokens unmasked) or global
+ * attention, decomposed rel-pos on the unscaled q; x += lin2(GELU(lin1(LN2(x)))).
+ * Shapes come from the weights: C from patch_embed, depth from the block count, head dim
+ * from rel_pos_h's width, window size (and global-ness) from rel_pos_h's length 2S−1, so
+ * B, L, H and small test configurations share this code. Only tables of exactly 2S−1 rows
+ * are supported (the official code would interpolate other lengths; we refuse them).
+ * The vit_t borrows the wts_t; activations live in one arena allocated at vit_new.
+ */
+#include "sam_vit.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kn.h"
+
+#define PATCH 16
+#define GRID SAM_EMB /* 64 tokens per side */
+#define LN_EPS 1e-6f
+
+typedef struct vblock {
+    const float *n1w, *n1b, *qkvw, *qkvb, *projw, *projb, *rph, *rpw;
+    const float *n2w, *n2b, *l1w, *l1b, *l2w, *l2b;
+    int S;    /* window side (GRID for global blocks) */
+    int nwin; /* windows per side */
+} vblock_t;
+
+struct vit {
+    const wts_t *w;
+    vit_info_t info;
+    const float *pw, *pb, *pos;
+    const float *neck0, *neck1w, *neck1b, *neck2, *neck3w, *neck3b;
+    vblock_t *blk;
+    /* arena */
+    float *mem;
+    float *x, *win, *qkv, *att, *hid, *col, *ascr;
+    size_t win_n, ascr_n;
+    int ascr_threads;
+};
+
+static const float *get(const wts_t *w, err_t *err, const char *fmt, int i, int ndim, int64_t d0,
+                        int64_t d1, int64_t d2, int64_t d3)
+{
+    char name[128];
+    snprintf(name, sizeof name, fmt, i);
+    switch (ndim) {
+    case 1: return wts_f32(w, name, err, 1, (int)d0);
+    case 2: return wts_f32(w, name, err, 2, (int)d0, (int)d1);
+    case 3: return wts_f32(w, name, err, 3, (int)d0, (int)d1, (int)d2);
+    default: return wts_f32(w, name, err, 4, (int)d0, (int)d1, (int)d2, (int)d3);
+    }
+}
+
+#define GET1(fmt, i, a) get(w, err, fmt, i, 1, a, 0, 0, 0)
+#define GET2(fmt, i, a, b) get(w, err, fmt, i, 2, a, b, 0, 0)
+
+static int load_block(vit_t *v, int i, err_t *err)
+{
+    const wts_t *w = v->w;
+    vblock_t *b = &v->blk[i];
+    int C = v->info.embed_dim;
+    char name[128];
+    snprintf(name, sizeof name, "image_encoder.blocks.%d.attn.rel_pos_h", i);
+    const wts_tensor_t *t = wts_find(w, name);
+    if (!t) return err_set(err, ERR_NOTFOUND, "vit: missing tensor '%s' (use_rel_pos is required)", name);
+    if (t->ndim != 2 || t->shape[0] < 1 || t->shape[0] % 2 == 0 || t->shape[1] < 1 || t->shape[1] > C)
+        return err_set(err, ERR_FORMAT, "vit: '%s' should be [2S-1, head_dim]", name);
+    int hd = (int)t->shape[1], S = (int)(t->shape[0] + 1) / 2;
+    if (i == 0) v->info.head_dim = hd;
+    if (hd != v->info.head_dim || C % hd != 0)
+        return err_set(err, ERR_FORMAT, "vit: '%s' head dim %d does not divide C=%d or differs from block 0", name, hd, C);
+    if (S > GRID)
+        return err_set(err, ERR_UNSUPPORTED, "vit: '%s' has %lld rows; only 2S-1 rows with S <= 64 are supported "
+                       "(the official code would interpolate)", name, (long long)t->shape[0]);
+    b->S = S;
+    b->nwin = (GRID + S - 1) / S;
+    int M = v->info.mlp_dim;
+    if (!(b->n1w = GET1("image_encoder.blocks.%d.norm1.weight", i, C)) ||
+        !(b->n1b = GET1("image_encoder.blocks.%d.norm1.bias", i, C)) ||
+        !(b->qkvw = GET2("image_encoder.blocks.%d.attn.qkv.weight", i, 3 * C, C)) ||
+        !(b->qkvb = GET1("image_encoder.blocks.%d.attn.qkv.bias", i, 3 * C)) ||
+        !(b->projw = GET2("image_encoder.blocks.%d.attn.proj.weight", i, C, C)) ||
+        !(b->projb = GET1("image_encoder.blocks.%d.attn.proj.bias", i, C)) ||
+        !(b->rph = GET2("image_encoder.blocks.%d.attn.rel_pos_h", i, 2 * S - 1, hd)) ||
+        !(b->rpw = GET2("image_encoder.blocks.%d.attn.rel_pos_w", i, 2 * S - 1, hd)) ||
+        !(b->n2w = GET1("image_encoder.blocks.%d.norm2.weight", i, C)) ||
+        !(b->n2b = GET1("image_encoder.blocks.%d.norm2.bias", i, C)) ||
+        !(b->l1w = GET2("image_encoder.blocks.%d.mlp.lin1.weight", i, M, C)) ||
+        !(b->l1b = GET1("image_encoder.blocks.%d.mlp.lin1.bias", i, M)) ||
+        !(b->l2w = GET2("image_encoder.blocks.%d.mlp.lin2.weight", i, C, M)) ||
+        !(b->l2b = GET1("image_encoder.blocks.%d.mlp.lin2.bias", i, C)))
+        return err ? err->code : ERR_FORMAT;
+    if (S == GRID) {
+        if (i < 64) v->info.global_mask |= 1ull << i;
+        if (v->info.first_global < 0) v->info.first_global = i;
+    }
+    return 0;
+}
+
+vit_t *vit_new(const wts_t *w, err_t *err)
+{
+    const wts_tensor_t *pe = wts_find(w, "image_encoder.patch_embed.proj.weight");
+    if (!pe || pe->ndim != 4 || pe->shape[1] != 3 || pe->shape[2] != PATCH || pe->shape[3] != PATCH ||
+        pe->shape[0] < 1 || pe->shape[0] > 8192) {
+        err_set(err, pe ? ERR_FORMAT : ERR_NOTFOUND,
+                "vit: image_encoder.patch_embed.proj.weight %s (expected [C,3,16,16])", pe ? "has a bad shape" : "missing");
+        return NULL;
+    }
+    vit_t *v = calloc(1, sizeof *v);
+    if (!v) { err_set(err, ERR_NOMEM, "vit: out of memory"); return NULL; }
+    v->w = w;
+    int C = (int)pe->shape[0];
+    v->info.embed_dim = C;
+    v->info.first_global = -1;
+    char name[128];
+    while (v->info.depth < 1000) {
+        snprintf(name, sizeof name, "image_encoder.blocks.%d.norm1.weight", v->info.depth);
+        if (!wts_find(w, name)) break;
+        v->info.depth++;
+    }
+    const wts_tensor_t *l1 = wts_find(w, "image_encoder.blocks.0.mlp.lin1.weight");
+    if (v->info.depth == 0 || !l1 || l1->ndim != 2 || l1->shape[0] < 1 || l1->shape[0] > 16 * C) {
+        err_set(err, ERR_FORMAT, "vit: no usable image_encoder.blocks.0 (norm1 / mlp.lin1.weight)");
+        goto fail;
+    }
+    v->info.mlp_dim = (int)l1->shape[0];
+    v->blk = calloc((size_t)v->info.depth, sizeof *v->blk);
+    if (!v->blk) { err_set(err, ERR_NOMEM, "vit: out of memory"); goto fail; }
+    if (!(v->pw = wts_f32(w, "image_encoder.patch_embed.proj.weight", err, 4, C, 3, PATCH, PATCH)) ||
+        !(v->pb = wts_f32(w, "image_encoder.patch_embed.proj.bias", err, 1, C)) ||
+        !(v->pos = wts_f32(w, "image_encoder.pos_embed", err, 4, 1, GRID, GRID, C)) ||
+        !(v->neck0 = wts_f32(w, "image_encoder.neck.0.weight", err, 4, SAM_EMB_C, C, 1, 1)) ||
+        !(v->neck1w = wts_f32(w, "image_encoder.neck.1.weight", err, 1, SAM_EMB_C)) ||
+        !(v->neck1b = wts_f32(w, "image_encoder.neck.1.bias", err, 1, SAM_EMB_C)) ||
+        !(v->neck2 = wts_f32(w, "image_encoder.neck.2.weight", err, 4, SAM_EMB_C, SAM_EMB_C, 3, 3)) ||
+        !(v->neck3w = wts_f32(w, "image_encoder.neck.3.weight", err, 1, SAM_EMB_C)) ||
+        !(v->neck3b = wts_f32(w, "image_encoder.neck.3.bias", err, 1, SAM_EMB_C)))
+        goto fail;
+    size_t win_n = VIT_TOKENS;
+    for (int i = 0; i < v->info.depth; i++) {
+        if (load_block(v, i, err) < 0) goto fail;
+        size_t n = (size_t)v->blk[i].nwin * v->blk[i].nwin * v->blk[i].S * v->blk[i].S;
+        if (n > win_n) win_n = n;
+    }
+    v->info.heads = C / v->info.head_dim;
+    if (v->info.first_global < 0) v->info.first_global = v->info.depth - 1;
+    v->win_n = win_n;
+    size_t col = (size_t)3 * PATCH * PATCH * VIT_TOKENS;
+    size_t col3 = (size_t)SAM_EMB_C * 9 * VIT_TOKENS;
+    if (col3 > col) col = col3;
+    size_t total = (size_t)VIT_TOKENS * C + win_n * C * 5 + (size_t)VIT_TOKENS * v->info.mlp_dim + col;
+    v->mem = malloc(total * sizeof(float));
+    if (!v->mem) { err_set(err, ERR_NOMEM, "vit: out of memory for %zu activation floats", total); goto fail; }
+    v->x = v->mem;
+    v->win = v->x + (size_t)VIT_TOKENS * C;
+    v->qkv = v->win + win_n * C;
+    v->att = v->qkv + win_n * 3 * C;
+    v->hid = v->att + win_n * C;
+    v->col = v->hid + (size_t)VIT_TOKENS * v->info.mlp_dim;
+    return v;
+fail:
+    vit_destroy(&v);
+    return NULL;
+}
+
+void vit_destroy(vit_t **pv)
+{
+    if (!pv || !*pv) return;
+    vit_t *v = *pv;
+    free(v->mem);
+    free(v->ascr);
+    free(v->blk);
+    free(v);
+    *pv = NULL;
+}
+
+int vit_early_channels(const vit_t *v) { return v ? v->info.embed_dim : 0; }
+
+void vit_get_info(const vit_t *v, vit_info_t *info) { *info = v->info; }
+
+int vit_embed(vit_t *v, const float *img, float *x, err_t *err)
+{
+    (void)err;
+    int C = v->info.embed_dim;
+    float *y = v->att; /* [C, 4096], att holds >= 4096*C floats */
+    kn_conv2d_fwd(y, img, v->pw, v->pb, 3, SAM_IMG, SAM_IMG, C, PATCH, PATCH, 0, 1, v->col);
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < VIT_TOKENS; t++)
+        for (int c = 0; c < C; c++)
+            x[(size_t)t * C + c] = y[(size_t)c * VIT_TOKENS + t] + v->pos[(size_t)t * C + c];
+    return 0;
+}
+
+static int ensure_scratch(vit_t *v, err_t *err)
+{
+    int th = kn_get_threads();
+    size_t n = kn_relpos_attention_scratch(GRID, th);
+    for (int i = 0; i < v->info.depth; i++) {
+        size_t m = kn_relpos_attention_scratch(v->blk[i].S, th);
+        if (m > n) n = m;
+    }
+    if (v->ascr && n <= v->ascr_n) return 0;
+    free(v->ascr);
+    v->ascr = malloc(n * sizeof(float));
+    v->ascr_n = v->ascr ? n : 0;
+    if (!v->ascr) return err_set(err, ERR_NOMEM, "vit: out of memory for attention scratch");
+    return 0;
+}
+
+/* Window slot of token t = (r, c): windows row-major, tokens row-major inside. */
+static inline size_t slot(int r, int c, int S, int nwin)
+{
+    return ((size_t)(r / S) * nwin + c / S) * S * S + (size_t)(r % S) * S + c % S;
+}
+
+int vit_block(vit_t *v, int i, float *x, err_t *err)
+{
+    if (i < 0 || i >= v->info.depth) return err_set(err, ERR_RANGE, "vit: block %d out of range", i);
+    int rc = ensure_scratch(v, err);
+    if (rc < 0) return rc;
+    const vblock_t *b = &v->blk[i];
+    int C = v->info.embed_dim, S = b->S, nw = b->nwin, M = v->info.mlp_dim;
+    int Np = nw * nw * S * S;
+    float *xn = v->att; /* LN1 output in grid order */
+    kn_layernorm_fwd(xn, NULL, NULL, x, b->n1w, b->n1b, VIT_TOKENS, C, LN_EPS);
+    float *win = v->win;
+    if (Np != VIT_TOKENS) {
+        memset(win, 0, (size_t)Np * C * sizeof(float)); /* pad tokens are zeros */
+#pragma omp parallel for schedule(static)
+        for (int t = 0; t < VIT_TOKENS; t++)
+            memcpy(win + slot(t / GRID, t % GRID, S, nw) * C, xn + (size_t)t * C, (size_t)C * sizeof(float));
+    } else if (S == GRID) {
+        win = xn;
+    } else {
+#pragma omp parallel for schedule(static)
+        for (int t = 0; t < VIT_TOKENS; t++)
+            memcpy(win + slot(t / GRID, t % GRID, S, nw) * C, xn + (size_t)t * C, (size_t)C * sizeof(float));
+    }
+    kn_linear_fwd(v->qkv, win, b->qkvw, b->qkvb, Np, C, 3 * C);
+    int hd = v->info.head_dim;
+    kn_relpos_attention_fwd(v->att, v->qkv, b->rph, b->rpw, nw * nw, S, v->info.heads, hd,
+                            1.0f / sqrtf((float)hd), v->ascr);
+    float *y = v->win; /* proj output, window order */
+    kn_linear_fwd(y, v->att, b->projw, b->projb, Np, C, C);
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < VIT_TOKENS; t++) {
+        const float *src = y + slot(t / GRID, t % GRID, S, nw) * C;
+        float *dst = x + (size_t)t * C;
+        for (int c = 0; c < C; c++) dst[c] += src[c];
+    }
+    /* MLP */
+    kn_layernorm_fwd(v->att, NULL, NULL, x, b->n2w, b->n2b, VIT_TOKENS, C, LN_EPS);
+    kn_linear_fwd(v->hid, v->att, b->l1w, b->l1b, VIT_TOKENS, C, M);
+    kn_gelu_fwd(v->hid, v->hid, (size_t)VIT_TOKENS * M);
+    kn_linear_fwd(v->att, v->hid, b->l2w, b->l2b, VIT_TOKENS, M, C);
+    kn_add(x, x, v->att, (size_t)VIT_TOKENS * C);
+    return 0;
+}
+
+int vit_neck(vit_t *v, const float *x, float *emb, err_t *err)
+{
+    (void)err;
+    int C = v->info.embed_dim;
+    float *n1 = v->att; /* [256, 4096] */
+    /* conv 1×1 without bias on tokens: n1[o, t] = Σc W[o, c] x[t, c] */
+    kn_gemm(0, 1, SAM_EMB_C, VIT_TOKENS, C, 1.0f, v->neck0, C, x, C, 0.0f, n1, VIT_TOKENS);
+    kn_layernorm2d_fwd(n1, n1, v->neck1w, v->neck1b, SAM_EMB_C, VIT_TOKENS, LN_EPS);
+    kn_conv2d_fwd(emb, n1, v->neck2, NULL, SAM_EMB_C, GRID, GRID, SAM_EMB_C, 3, 1, 1, 1, v->col);
+    kn_layernorm2d_fwd(emb, emb, v->neck3w, v->neck3b, SAM_EMB_C, VIT_TOKENS, LN_EPS);
+    return 0;
+}
+
+int vit_forward(vit_t *v, const float *x, float *emb, float *early, err_t *err)
+{
+    if (!v || !x || !emb) return err_set(err, ERR_INVALID, "vit_forward: NULL argument");
+    int rc = vit_embed(v, x, v->x, err);
+    int C = v->info.embed_dim;
+    for (int i = 0; rc == 0 && i < v->info.depth; i++) {
+        rc = vit_block(v, i, v->x, err);
+        if (rc == 0 && early && i == v->info.first_global)
+            kn_transpose(early, v->x, VIT_TOKENS, C);
+    }
+    if (rc == 0) rc = vit_neck(v, v->x, emb, err);
+    return rc;
+}
