@@ -6,11 +6,15 @@
  * residual and GELU fused (kn_linear_pk_fwd), depthwise convs run over contiguous channels,
  * and attention reads q/k/v of each window straight from the image-ordered qkv map: a pad
  * token's qkv is the constant qkv(LayerNorm bias) row computed at load time, and pad
- * queries are never computed. Weights are repacked once in tinyvit_new (GEMM panels,
- * [9, C] depthwise taps, expanded attention bias tables); the activation arena is
- * allocated there too, so a forward pass does not allocate.
+ * queries are never computed. Stage 0 (256×256) is memory-bound, so each MBConv and
+ * PatchMerging streams image rows through a per-thread ring of 1×1-conv output rows
+ * (1×1 → depthwise → 1×1 per row; the 64 MB hidden map never exists), and the dense 3×3
+ * convs (patch embedding, neck) build im2col rows for one output row band at a time.
+ * Weights are repacked once in tinyvit_new (GEMM panels, [9, C] depthwise taps, expanded
+ * attention bias tables); the activation arena is allocated there too, so a forward pass
+ * does not allocate.
  *
- * Arena (floats): X tokens 4.2M, A 16.8M, B 18.9M, C 8.4M — about 193 MB.
+ * Arena (floats): X 8.4M, A 8.4M, B 6.3M, C 8.4M, plus 459K per thread — about 130 MB.
  */
 #include "sam_parts.h"
 
@@ -19,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <omp.h>
 
 #include "kn.h"
 
@@ -34,9 +40,14 @@ static const int k_ws[NSTAGE] = {7, 7, 14, 7};
 static const int k_side[NSTAGE] = {256, 128, 64, 64};
 
 /* Profile buckets (MODA_PROFILE=1). */
-enum { P_IM2COL, P_GEMM, P_DW, P_LN, P_ATTN, P_OTHER, P_COUNT };
-static const char *k_pname[P_COUNT] = {"im2col", "gemm", "dwconv", "layernorm", "attention",
-                                       "other"};
+enum { P_PATCH, P_CONVBLK, P_GEMM, P_DW, P_LN, P_ATTN, P_NECK, P_OTHER, P_COUNT };
+static const char *k_pname[P_COUNT] = {"patch_embed", "conv_blocks", "linear", "local_conv",
+                                       "layernorm", "attention", "neck_conv3", "other"};
+
+/* Per-thread scratch: max of the stage-0 ring (4 rows + 2 pinned halo rows + 1 depthwise
+ * output row of 256×256) and the im2col bands (pe0 8×512×27, pe1 256×288, neck 64×2304). */
+#define SCR_FLOATS ((size_t)7 * 256 * 256)
+#define PE0_BAND 8
 
 typedef struct lin {
     float *wp;      /* packed, owned by the encoder */
@@ -71,6 +82,8 @@ struct tinyvit {
     void *allocs[MAXALLOC];
     int nallocs;
     float *X, *A, *B, *C; /* arena slices */
+    float *scr;           /* nscr × SCR_FLOATS, one slice per thread */
+    int nscr;
     int profile;
     double ptime[P_COUNT];
     int pruns;
@@ -272,8 +285,12 @@ tinyvit_t *tinyvit_new(const wts_t *w, err_t *err)
         return NULL;
     }
     /* Arena: X holds the running tokens, A/B/C the per-layer temporaries (sizes above). */
-    if (!(e->X = ealloc(e, (size_t)65536 * 64, err)) || !(e->A = ealloc(e, (size_t)65536 * 256, err)) ||
-        !(e->B = ealloc(e, (size_t)65536 * 288, err)) || !(e->C = ealloc(e, (size_t)16384 * 512, err))) {
+    e->nscr = omp_get_num_procs();
+    if (e->nscr < 1) e->nscr = 1;
+    if (e->nscr > 64) e->nscr = 64;
+    if (!(e->X = ealloc(e, (size_t)16384 * 512, err)) || !(e->A = ealloc(e, (size_t)512 * 512 * 32, err)) ||
+        !(e->B = ealloc(e, (size_t)16384 * 384, err)) || !(e->C = ealloc(e, (size_t)16384 * 512, err)) ||
+        !(e->scr = ealloc(e, SCR_FLOATS * (size_t)e->nscr, err))) {
         tinyvit_destroy(&e);
         return NULL;
     }
@@ -335,14 +352,89 @@ static void layernorm(tinyvit_t *e, float *y, const float *x, const float *w, co
     tock(e, P_LN, t);
 }
 
-/* 1×1 → GELU → depthwise 3×3 (stride) → GELU → 1×1, then optionally + shortcut and GELU
- * (MBConv) or nothing (PatchMerging). Input X[side², cin]; output X[(side/stride)², cout]. */
+static int team(const tinyvit_t *e)
+{
+    int t = kn_get_threads();
+    return t < 1 ? 1 : t > e->nscr ? e->nscr : t;
+}
+
+/* 1×1 → GELU → depthwise 3×3 (stride) → GELU → 1×1, then + shortcut and GELU (MBConv, in
+ * place on X) or nothing (PatchMerging, into C, then X and C swap). X[side², cin] →
+ * X[so², cout]. Each thread owns a band of output rows and keeps the 1×1 outputs of the
+ * input rows it needs in a 4-slot ring; in place, the two rows next to its band belong to
+ * other threads, so they are computed into pinned slots before a barrier. */
+static void c1_row(const conv_block_t *cb, const float *in, int side, int row, float *dst)
+{
+    kn_linear_pk_fwd(dst, cb->c1.N, in + (size_t)row * side * cb->c1.K, cb->c1.K, cb->c1.wp,
+                     cb->c1.b, NULL, 0, side, cb->c1.N, cb->c1.K, KN_ACT_GELU);
+}
+
 static void conv_block(tinyvit_t *e, const conv_block_t *cb, int side, int stride, int mbconv)
 {
-    int M = side * side, so = (side - 1) / stride + 1;
-    gemm(e, e->A, e->X, &cb->c1, NULL, M, KN_ACT_GELU);
-    dwconv(e, e->B, e->A, &cb->c2, side, stride, KN_ACT_GELU);
-    gemm(e, e->X, e->B, &cb->c3, mbconv ? e->X : NULL, so * so, mbconv ? KN_ACT_GELU : KN_ACT_NONE);
+    double t = tick(e);
+    int chid = cb->c1.N, cout = cb->c3.N, so = (side - 1) / stride + 1;
+    const float *in = e->X;
+    float *out = mbconv ? e->X : e->C;
+    size_t rowsz = (size_t)side * chid;
+#pragma omp parallel num_threads(team(e))
+    {
+        int tid = omp_get_thread_num(), T = omp_get_num_threads();
+        int o0 = so * tid / T, o1 = so * (tid + 1) / T;
+        float *ring = e->scr + (size_t)tid * SCR_FLOATS;
+        float *top = ring + 4 * rowsz, *bot = top + rowsz, *dwo = bot + rowsz;
+        int tag[4] = {-1, -1, -1, -1};
+        int top_row = o0 * stride - 1, bot_row = (o1 - 1) * stride + 1;
+        int pin_top = mbconv && o0 < o1 && top_row >= 0;
+        int pin_bot = mbconv && o0 < o1 && bot_row < side;
+        if (pin_top) c1_row(cb, in, side, top_row, top);
+        if (pin_bot) c1_row(cb, in, side, bot_row, bot);
+#pragma omp barrier
+        for (int oy = o0; oy < o1; oy++) {
+            const float *r[3];
+            for (int ky = 0; ky < 3; ky++) {
+                int iy = oy * stride - 1 + ky;
+                if (iy < 0 || iy >= side) r[ky] = NULL;
+                else if (pin_top && iy == top_row) r[ky] = top;
+                else if (pin_bot && iy == bot_row) r[ky] = bot;
+                else {
+                    float *slot = ring + (size_t)(iy & 3) * rowsz;
+                    if (tag[iy & 3] != iy) {
+                        c1_row(cb, in, side, iy, slot);
+                        tag[iy & 3] = iy;
+                    }
+                    r[ky] = slot;
+                }
+            }
+            kn_dwconv3_row_nhwc(dwo, r[0], r[1], r[2], cb->c2.w9c, cb->c2.b, side, chid, stride,
+                                KN_ACT_GELU);
+            float *yo = out + (size_t)oy * so * cout;
+            kn_linear_pk_fwd(yo, cout, dwo, chid, cb->c3.wp, cb->c3.b, mbconv ? yo : NULL, cout, so,
+                             cout, chid, mbconv ? KN_ACT_GELU : KN_ACT_NONE);
+        }
+    }
+    if (!mbconv) {
+        float *tmp = e->X;
+        e->X = e->C;
+        e->C = tmp;
+    }
+    tock(e, P_CONVBLK, t);
+}
+
+/* Dense 3×3 pad-1 conv as implicit GEMM: for each band of `band` output rows, im2col into
+ * the thread's scratch, then one packed GEMM into y[Ho*Wo, N]. chw: x is [C, H, W]. */
+static void conv3(tinyvit_t *e, float *y, const float *x, const lin_t *l, int H, int W, int C,
+                  int stride, int chw, int band, int act)
+{
+    int Ho = (H - 1) / stride + 1, Wo = (W - 1) / stride + 1, nb = (Ho + band - 1) / band;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(team(e))
+    for (int bi = 0; bi < nb; bi++) {
+        int oy0 = bi * band, n = Ho - oy0 < band ? Ho - oy0 : band;
+        float *col = e->scr + (size_t)omp_get_thread_num() * SCR_FLOATS;
+        if (chw) kn_im2col3_chw(col, x, C, H, W, stride, oy0, n);
+        else kn_im2col3_nhwc(col, x, H, W, C, stride, oy0, n);
+        kn_linear_pk_fwd(y + (size_t)oy0 * Wo * l->N, l->N, col, l->K, l->wp, l->b, NULL, 0, n * Wo,
+                         l->N, l->K, act);
+    }
 }
 
 /* TinyViT block on X[side², C]: X += proj(attn(LN(X))); A = local_conv(X);
@@ -368,16 +460,11 @@ static int attn_block(tinyvit_t *e, const attn_block_t *b, int stage, err_t *err
 int tinyvit_forward(tinyvit_t *e, const float *x, float *emb, float *early, err_t *err)
 {
     if (!e || !x || !emb) return err_set(err, ERR_INVALID, "tinyvit_forward: NULL argument");
-    double t;
     /* Patch embedding: conv 3→32 s2 + GELU, conv 32→64 s2 → X[256², 64]. */
-    t = tick(e);
-    kn_im2col3_chw(e->B, x, 3, SAM_IMG, SAM_IMG, 2);
-    tock(e, P_IM2COL, t);
-    gemm(e, e->A, e->B, &e->pe0, NULL, 512 * 512, KN_ACT_GELU);
-    t = tick(e);
-    kn_im2col3_nhwc(e->B, e->A, 512, 512, 32, 2);
-    tock(e, P_IM2COL, t);
-    gemm(e, e->X, e->B, &e->pe1, NULL, 256 * 256, KN_ACT_NONE);
+    double t = tick(e);
+    conv3(e, e->A, x, &e->pe0, SAM_IMG, SAM_IMG, 3, 2, 1, PE0_BAND, KN_ACT_GELU);
+    conv3(e, e->X, e->A, &e->pe1, 512, 512, 32, 2, 0, 1, KN_ACT_NONE);
+    tock(e, P_PATCH, t);
 
     for (int i = 0; i < 2; i++) conv_block(e, &e->mb[i], 256, 1, 1);
     conv_block(e, &e->merge[0], 256, 2, 0);
@@ -400,9 +487,8 @@ int tinyvit_forward(tinyvit_t *e, const float *x, float *emb, float *early, err_
     gemm(e, e->A, e->X, &e->neck0, NULL, M, KN_ACT_NONE);
     layernorm(e, e->A, e->A, e->n1w, e->n1b, M, 256, 1e-6f);
     t = tick(e);
-    kn_im2col3_nhwc(e->B, e->A, 64, 64, 256, 1);
-    tock(e, P_IM2COL, t);
-    gemm(e, e->C, e->B, &e->neck2, NULL, M, KN_ACT_NONE);
+    conv3(e, e->C, e->A, &e->neck2, 64, 64, 256, 1, 0, 1, KN_ACT_NONE);
+    tock(e, P_NECK, t);
     layernorm(e, e->A, e->C, e->n3w, e->n3b, M, 256, 1e-6f);
     t = tick(e);
     kn_transpose(emb, e->A, M, 256);

@@ -227,7 +227,7 @@ void kn_softmax_dim0_fast_fwd(float *y, const float *x, int rows, int cols);
  * token-major [H*W, C]) unless an op says otherwise. */
 
 #define KN_PK_NR 32 /* output columns per packed weight panel */
-enum { KN_ACT_NONE = 0, KN_ACT_GELU = 1 /* exact erf GELU, vectorised (≤ 2e-7 abs) */ };
+enum { KN_ACT_NONE = 0, KN_ACT_GELU = 1 /* erf GELU, vectorised: ≤ 4e-7·max(1,|x|) abs */ };
 
 /* Floats needed to pack a weight W[N, K] for kn_linear_pk_fwd. */
 size_t kn_pack_size(int N, int K);
@@ -243,10 +243,17 @@ void kn_linear_pk_fwd(float *y, int ldy, const float *x, int ldx, const float *W
  * Ho = (H-1)/stride + 1 (same for W). w9c is [9, C] (tap-major); b may be NULL. */
 void kn_dwconv3_nhwc_fwd(float *y, const float *x, const float *w9c, const float *b, int H,
                          int W, int C, int stride, int act);
-/* 3×3 pad-1 im2col: col[Ho*Wo, 9*C], column (ky*3+kx)*C + c; zeros outside the map.
- * _nhwc reads x[H, W, C]; _chw reads x[C, H, W]. Ho as for kn_dwconv3_nhwc_fwd. */
-void kn_im2col3_nhwc(float *col, const float *x, int H, int W, int C, int stride);
-void kn_im2col3_chw(float *col, const float *x, int C, int H, int W, int stride);
+/* One output row of kn_dwconv3_nhwc_fwd: y[Wo, C] from the input rows r0, r1, r2 ([W, C]
+ * each; the rows oy*stride-1 .. oy*stride+1), any of which may be NULL (zero padding). */
+void kn_dwconv3_row_nhwc(float *y, const float *r0, const float *r1, const float *r2,
+                         const float *w9c, const float *b, int W, int C, int stride, int act);
+/* 3×3 pad-1 im2col of the output rows [oy0, oy0+noy): col[noy*Wo, 9*C], column
+ * (ky*3+kx)*C + c; zeros outside the map. _nhwc reads x[H, W, C]; _chw reads x[C, H, W].
+ * Wo as for kn_dwconv3_nhwc_fwd. */
+void kn_im2col3_nhwc(float *col, const float *x, int H, int W, int C, int stride, int oy0,
+                     int noy);
+void kn_im2col3_chw(float *col, const float *x, int C, int H, int W, int stride, int oy0,
+                    int noy);
 
 /* TinyViT windowed attention. qkv[H*W, 3*heads*d] in image order, per head h the columns
  * [h*3d, h*3d+d) = q, then k, then v. The map is padded bottom/right to multiples of ws;

@@ -3,7 +3,8 @@
  *
  * Channel-last ([H, W, C], token-major) keeps the channel loop innermost and contiguous, so
  * the AVX-512 body handles 16 channels per vector with masked tails; OpenMP splits output
- * rows. Column order of both im2col variants is tap-major, channel fastest:
+ * rows. The row-level forms let a caller stream rows through a small ring buffer (fused
+ * MBConv) or build im2col rows for one output row band at a time (implicit GEMM). Column order of both im2col variants is tap-major, channel fastest:
  * col[p, (ky*3 + kx)*C + c], matching a weight repacked as [Cout][ky][kx][Cin].
  */
 #include "kn.h"
@@ -11,60 +12,72 @@
 
 #include <string.h>
 
+void kn_dwconv3_row_nhwc(float *y, const float *r0, const float *r1, const float *r2,
+                         const float *w9c, const float *b, int W, int C, int stride, int act)
+{
+    int Wo = (W - 1) / stride + 1;
+    const float *rows[3] = {r0, r1, r2};
+    for (int ox = 0; ox < Wo; ox++) {
+        float *yo = y + (size_t)ox * C;
+        int ix0 = ox * stride - 1;
+#if KN_HAVE_AVX512
+        for (int c = 0; c < C; c += 16) {
+            __mmask16 m = C - c >= 16 ? 0xffff : (__mmask16)((1u << (C - c)) - 1);
+            __m512 acc = b ? _mm512_maskz_loadu_ps(m, b + c) : _mm512_setzero_ps();
+            for (int ky = 0; ky < 3; ky++) {
+                if (!rows[ky]) continue;
+                for (int kx = 0; kx < 3; kx++) {
+                    int ix = ix0 + kx;
+                    if (ix < 0 || ix >= W) continue;
+                    __m512 xv = _mm512_maskz_loadu_ps(m, rows[ky] + (size_t)ix * C + c);
+                    __m512 wv = _mm512_maskz_loadu_ps(m, w9c + (size_t)(ky * 3 + kx) * C + c);
+                    acc = _mm512_fmadd_ps(xv, wv, acc);
+                }
+            }
+            if (act == KN_ACT_GELU) acc = kn_gelu16(acc);
+            _mm512_mask_storeu_ps(yo + c, m, acc);
+        }
+#else
+        for (int c = 0; c < C; c++) {
+            float acc = b ? b[c] : 0.0f;
+            for (int ky = 0; ky < 3; ky++) {
+                if (!rows[ky]) continue;
+                for (int kx = 0; kx < 3; kx++) {
+                    int ix = ix0 + kx;
+                    if (ix < 0 || ix >= W) continue;
+                    acc += rows[ky][(size_t)ix * C + c] * w9c[(size_t)(ky * 3 + kx) * C + c];
+                }
+            }
+            yo[c] = act == KN_ACT_GELU ? kn_gelu1(acc) : acc;
+        }
+#endif
+    }
+}
+
 void kn_dwconv3_nhwc_fwd(float *y, const float *x, const float *w9c, const float *b, int H,
                          int W, int C, int stride, int act)
 {
     int Ho = (H - 1) / stride + 1, Wo = (W - 1) / stride + 1;
 #pragma omp parallel for schedule(static)
     for (int oy = 0; oy < Ho; oy++) {
-        for (int ox = 0; ox < Wo; ox++) {
-            float *yo = y + ((size_t)oy * Wo + ox) * C;
-            int iy0 = oy * stride - 1, ix0 = ox * stride - 1;
-#if KN_HAVE_AVX512
-            for (int c = 0; c < C; c += 16) {
-                __mmask16 m = C - c >= 16 ? 0xffff : (__mmask16)((1u << (C - c)) - 1);
-                __m512 acc = b ? _mm512_maskz_loadu_ps(m, b + c) : _mm512_setzero_ps();
-                for (int ky = 0; ky < 3; ky++) {
-                    int iy = iy0 + ky;
-                    if (iy < 0 || iy >= H) continue;
-                    for (int kx = 0; kx < 3; kx++) {
-                        int ix = ix0 + kx;
-                        if (ix < 0 || ix >= W) continue;
-                        __m512 xv = _mm512_maskz_loadu_ps(m, x + ((size_t)iy * W + ix) * C + c);
-                        __m512 wv = _mm512_maskz_loadu_ps(m, w9c + (size_t)(ky * 3 + kx) * C + c);
-                        acc = _mm512_fmadd_ps(xv, wv, acc);
-                    }
-                }
-                if (act == KN_ACT_GELU) acc = kn_gelu16(acc);
-                _mm512_mask_storeu_ps(yo + c, m, acc);
-            }
-#else
-            for (int c = 0; c < C; c++) {
-                float acc = b ? b[c] : 0.0f;
-                for (int ky = 0; ky < 3; ky++) {
-                    int iy = iy0 + ky;
-                    if (iy < 0 || iy >= H) continue;
-                    for (int kx = 0; kx < 3; kx++) {
-                        int ix = ix0 + kx;
-                        if (ix < 0 || ix >= W) continue;
-                        acc += x[((size_t)iy * W + ix) * C + c] * w9c[(size_t)(ky * 3 + kx) * C + c];
-                    }
-                }
-                yo[c] = act == KN_ACT_GELU ? kn_gelu1(acc) : acc;
-            }
-#endif
+        const float *r[3];
+        for (int ky = 0; ky < 3; ky++) {
+            int iy = oy * stride - 1 + ky;
+            r[ky] = iy >= 0 && iy < H ? x + (size_t)iy * W * C : NULL;
         }
+        kn_dwconv3_row_nhwc(y + (size_t)oy * Wo * C, r[0], r[1], r[2], w9c, b, W, C, stride, act);
     }
 }
 
-void kn_im2col3_nhwc(float *col, const float *x, int H, int W, int C, int stride)
+void kn_im2col3_nhwc(float *col, const float *x, int H, int W, int C, int stride, int oy0,
+                     int noy)
 {
-    int Ho = (H - 1) / stride + 1, Wo = (W - 1) / stride + 1;
+    int Wo = (W - 1) / stride + 1;
     size_t K = (size_t)9 * C;
 #pragma omp parallel for schedule(static)
-    for (int oy = 0; oy < Ho; oy++)
+    for (int oy = oy0; oy < oy0 + noy; oy++)
         for (int ox = 0; ox < Wo; ox++) {
-            float *d = col + ((size_t)oy * Wo + ox) * K;
+            float *d = col + ((size_t)(oy - oy0) * Wo + ox) * K;
             for (int ky = 0; ky < 3; ky++) {
                 int iy = oy * stride - 1 + ky;
                 for (int kx = 0; kx < 3; kx++, d += C) {
@@ -78,14 +91,15 @@ void kn_im2col3_nhwc(float *col, const float *x, int H, int W, int C, int stride
         }
 }
 
-void kn_im2col3_chw(float *col, const float *x, int C, int H, int W, int stride)
+void kn_im2col3_chw(float *col, const float *x, int C, int H, int W, int stride, int oy0,
+                    int noy)
 {
-    int Ho = (H - 1) / stride + 1, Wo = (W - 1) / stride + 1;
+    int Wo = (W - 1) / stride + 1;
     size_t K = (size_t)9 * C;
 #pragma omp parallel for schedule(static)
-    for (int oy = 0; oy < Ho; oy++)
+    for (int oy = oy0; oy < oy0 + noy; oy++)
         for (int ox = 0; ox < Wo; ox++) {
-            float *d = col + ((size_t)oy * Wo + ox) * K;
+            float *d = col + ((size_t)(oy - oy0) * Wo + ox) * K;
             for (int ky = 0; ky < 3; ky++) {
                 int iy = oy * stride - 1 + ky;
                 for (int kx = 0; kx < 3; kx++, d += C) {

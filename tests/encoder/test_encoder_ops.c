@@ -140,11 +140,13 @@ static void test_conv3(int H, int W, int Cin, int Cout, int stride)
                 want[((size_t)oy * Wo + ox) * Cout + o] = s;
             }
     char what[96];
-    kn_im2col3_nhwc(col, xn, H, W, Cin, stride);
+    kn_im2col3_nhwc(col, xn, H, W, Cin, stride, 0, Ho);
     kn_linear_pk_fwd(y, Cout, col, K, Wp, b, NULL, 0, P, Cout, K, KN_ACT_NONE);
     snprintf(what, sizeof what, "im2col3_nhwc conv H=%d W=%d %d->%d s=%d", H, W, Cin, Cout, stride);
     check(what, y, want, (size_t)P * Cout, 1e-5, 1e-5);
-    kn_im2col3_chw(col, xc, Cin, H, W, stride);
+    int band = Ho / 2; /* two row bands: exercises oy0 > 0 */
+    kn_im2col3_chw(col, xc, Cin, H, W, stride, 0, band);
+    kn_im2col3_chw(col + (size_t)band * Wo * K, xc, Cin, H, W, stride, band, Ho - band);
     kn_linear_pk_fwd(y, Cout, col, K, Wp, b, NULL, 0, P, Cout, K, KN_ACT_NONE);
     snprintf(what, sizeof what, "im2col3_chw conv H=%d W=%d %d->%d s=%d", H, W, Cin, Cout, stride);
     check(what, y, want, (size_t)P * Cout, 1e-5, 1e-5);
