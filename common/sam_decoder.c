@@ -377,7 +377,8 @@ static void self_attn(samdec_t *d, const attn_w_t *a, const float *qin, const fl
 }
 
 /* Tokens→image cross-attention, re-associated (see file header).
- * qin[nt,256] (tokens + pe), kp[4096,256] (image + pe), img[4096,256] -> out[nt,256].
+ * qin[nt,256] (nt query tokens + pe), kp[4096,256] (image + pe), img[4096,256]
+ * -> out[nt,256].
  * The k bias adds s·q_h·bk_h to a whole logits row, which softmax ignores: dropped. */
 static void t2i(samdec_t *d, const attn_w_t *a, const float *qin, const float *kp,
                 const float *img, float *out, int nt)
@@ -617,11 +618,14 @@ int samdec_forward(samdec_t *d, const float *emb, const sam_point_t *pts, int n,
         i2t(d, &L->i2t, kp, d->tmp2, Q, keys, nt);
         kn_layernorm_fwd(keys, NULL, NULL, keys, L->n4.w, L->n4.b, NP, C, LN_EPS);
     }
+    /* final tokens→image attention: only the iou and mask tokens (rows 0..4) are read
+     * afterwards, and attention rows are independent, so the prompt rows are skipped */
+    const int nout = 1 + SAM_NMASK;
     kn_add(kp, keys, d->pe, (size_t)NP * C);
-    add_rows(d->tmp2, Q, T0, nt);
-    t2i(d, &d->fin, d->tmp2, kp, keys, d->tmp, nt);
-    kn_add(Q, Q, d->tmp, (size_t)nt * C);
-    kn_layernorm_fwd(Q, NULL, NULL, Q, d->nfin.w, d->nfin.b, nt, C, LN_EPS);
+    add_rows(d->tmp2, Q, T0, nout);
+    t2i(d, &d->fin, d->tmp2, kp, keys, d->tmp, nout);
+    kn_add(Q, Q, d->tmp, (size_t)nout * C);
+    kn_layernorm_fwd(Q, NULL, NULL, Q, d->nfin.w, d->nfin.b, nout, C, LN_EPS);
 
     /* heads: iou from token 0, hyper vectors from tokens 1..4 */
     float *h1 = d->tmp, *h2 = d->tmp + C, *hyper = d->tmp2; /* hyper [4,32] */
