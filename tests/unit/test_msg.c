@@ -5,6 +5,7 @@
  * Raw frames are built with libzmq directly so the checks do not trust msg_send. Endpoints are
  * unique per process (pid in ipc paths, tcp port chosen by the kernel).
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -362,6 +363,45 @@ static void endpoints_and_codes(void)
     msg_socket_close(&req);
 }
 
+/* A ROUTER in a thread that answers one request with an ErrorReply(NOT_FOUND), after first
+ * sending a stale reply (reply_to 1) that msg_request must skip. */
+static void *answer_once(void *srv)
+{
+    msg_t *m = NULL;
+    err_t e = {0};
+    if (msg_recv(srv, 1, NULL, 0, &m, &e) == 0) {
+        msg_t stale = *m;
+        stale.request_id = 1;
+        msg_reply_error(srv, &stale, ERR_STATE, "stale", &e);
+        msg_reply_error(srv, m, ERR_NOTFOUND, "fresh", &e);
+    }
+    msg_free(&m);
+    return NULL;
+}
+
+static void request_reply(void)
+{
+    err_t e = {0};
+    char ep[64];
+    snprintf(ep, sizeof ep, "inproc://test-msg-rr-%d", (int)getpid());
+    void *srv = sock(ZMQ_ROUTER, 2000), *cli = sock(ZMQ_DEALER, 2000);
+    T(msg_bind(srv, ep, &e) == 0 && msg_connect(cli, ep, &e) == 0);
+    Moda__HealthRequest hr = MODA__HEALTH_REQUEST__INIT;
+    Moda__Envelope env = MODA__ENVELOPE__INIT;
+    env.body_case = MODA__ENVELOPE__BODY_HEALTH_REQUEST;
+    env.health_request = &hr;
+    pthread_t th;
+    pthread_create(&th, NULL, answer_once, srv);
+    msg_t *r = NULL;
+    T(msg_request(cli, &env, NULL, 0, 2000, NULL, &r, &e) == 0);
+    T(r && r->env->body_case == MODA__ENVELOPE__BODY_ERROR &&
+      !strcmp(r->env->error->status->message, "fresh"));
+    msg_free(&r);
+    pthread_join(th, NULL);
+    msg_socket_close(&cli);
+    msg_socket_close(&srv);
+}
+
 /* PUB -> SUB with a topic frame; the SUB filter works on the topic. */
 static void pub_sub(void)
 {
@@ -406,6 +446,7 @@ int main(void)
     roundtrip("tcp://127.0.0.1:*");
     req_router();
     pub_sub();
+    request_reply();
     bad_messages();
     transport_limit();
     endpoints_and_codes();
