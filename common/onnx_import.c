@@ -312,7 +312,8 @@ static int scope_module(const char *node, char *out, size_t n)
     if (snprintf(tmp, sizeof tmp, "%s", node + 1) >= (int)sizeof tmp) return -1;
     char *parts[32];
     int np = 0;
-    for (char *s = strtok(tmp, "/"); s && np < 32; s = strtok(NULL, "/")) parts[np++] = s;
+    char *save = NULL;
+    for (char *s = strtok_r(tmp, "/", &save); s && np < 32; s = strtok_r(NULL, "/", &save)) parts[np++] = s;
     if (np < 1) return -1;
     np--; /* the op */
     size_t o = 0;
