@@ -58,6 +58,19 @@ static void publish(svc_t *s, app_t *a, const reg_pub_t *p)
         svc_count(s, "bank_changed_sent", 1);
 }
 
+/* Storage figures for Health, so dedup and map growth are visible to operators. */
+static void update_counters(svc_t *s, app_t *a)
+{
+    store_stats_t st;
+    if (store_stats(reg_store(a->reg), &st, NULL)) return;
+    *svc_counter(s, "store_versions") = st.versions;
+    *svc_counter(s, "store_blobs") = st.blobs;
+    *svc_counter(s, "store_blob_bytes") = st.blob_bytes;
+    *svc_counter(s, "store_history") = st.history;
+    *svc_counter(s, "store_map_bytes") = st.map_size;
+    *svc_counter(s, "store_map_grows") = st.map_grows;
+}
+
 static int on_request(svc_t *s, void *sock, const msg_t *req, void *user)
 {
     app_t *a = user;
@@ -73,6 +86,7 @@ static int on_request(svc_t *s, void *sock, const msg_t *req, void *user)
     } else {
         svc_count(s, "requests_ok", 1);
     }
+    update_counters(s, a);
     for (int i = 0; i < rep.n_pub; i++) {
         log_info("event=alias_changed alias=%s version=%llu", rep.pub[i].alias,
                  (unsigned long long)rep.pub[i].version);
@@ -124,6 +138,7 @@ int main(int argc, char **argv)
         rc = svc_add_timer(svc, (int)cfg_int(cfg, "republish_ms"), on_timer, &app, &err);
     if (!rc) {
         svc_set_control_handler(svc, on_request, &app);
+        update_counters(svc, &app);
         store_stats_t st;
         store_stats(reg_store(app.reg), &st, NULL);
         log_info("event=start data=%s bind=%s pub=%s versions=%llu blobs=%llu map_mb=%llu", cfg_str(cfg, "data"),
