@@ -159,49 +159,79 @@ static int count_fields(const ProtobufCMessageDescriptor *d, int depth)
     return n;
 }
 
-static int run(const char *cmd)
+/* All bodies go into one `message All { repeated moda.Envelope e = 1; }` so protoc-c runs
+ * twice in total: the concatenation of (tag 0x0a, varint length, envelope) is its encoding. */
+typedef struct all {
+    uint8_t *buf;
+    size_t n, cap;
+    char names[4096];
+} all_t;
+
+static void all_add(all_t *a, const char *name, const uint8_t *env, size_t n)
 {
-    int rc = system(cmd);
-    return rc;
+    if (a->n + n + 16 > a->cap) {
+        a->cap = (a->n + n + 16) * 2;
+        a->buf = realloc(a->buf, a->cap);
+    }
+    a->buf[a->n++] = 0x0a;
+    size_t v = n;
+    do {
+        a->buf[a->n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        v >>= 7;
+    } while (v);
+    memcpy(a->buf + a->n, env, n);
+    a->n += n;
+    size_t l = strlen(a->names);
+    snprintf(a->names + l, sizeof a->names - l, "%s%s", l ? " " : "", name);
 }
 
-static void cross_check(const char *protoc, const char *dir, const char *out, const char *name,
-                        const uint8_t *buf, size_t n)
+static void cross_check(const char *protoc, const char *dir, const char *out, const all_t *a)
 {
-    char bin[512], txt[512], bin2[512], cmd[2048];
-    snprintf(bin, sizeof bin, "%s/%s.bin", out, name);
-    snprintf(txt, sizeof txt, "%s/%s.txt", out, name);
-    snprintf(bin2, sizeof bin2, "%s/%s.re.bin", out, name);
-    FILE *f = fopen(bin, "wb");
+    char path[512], bin[512], txt[512], bin2[512], cmd[4096];
+    snprintf(path, sizeof path, "%s/all.proto", out);
+    FILE *f = fopen(path, "w");
     T(f != NULL);
     if (!f) return;
-    fwrite(buf, 1, n, f);
+    fputs("syntax = \"proto3\";\nimport \"moda.proto\";\n"
+          "message All { repeated moda.Envelope e = 1; }\n", f);
     fclose(f);
-    snprintf(cmd, sizeof cmd, "'%s' --decode=moda.Envelope -I'%s' '%s/moda.proto' <'%s' >'%s'",
-             protoc, dir, dir, bin, txt);
-    T(run(cmd) == 0);
-    snprintf(cmd, sizeof cmd, "'%s' --encode=moda.Envelope -I'%s' '%s/moda.proto' <'%s' >'%s'",
-             protoc, dir, dir, txt, bin2);
-    T(run(cmd) == 0);
+    snprintf(bin, sizeof bin, "%s/all.bin", out);
+    snprintf(txt, sizeof txt, "%s/all.txt", out);
+    snprintf(bin2, sizeof bin2, "%s/all.re.bin", out);
+    f = fopen(bin, "wb");
+    T(f != NULL);
+    if (!f) return;
+    fwrite(a->buf, 1, a->n, f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd,
+             "'%s' --decode=All -I'%s' -I'%s' all.proto <'%s' >'%s' && "
+             "'%s' --encode=All -I'%s' -I'%s' all.proto <'%s' >'%s'",
+             protoc, out, dir, bin, txt, protoc, out, dir, txt, bin2);
+    T(system(cmd) == 0);
     f = fopen(bin2, "rb");
     T(f != NULL);
     if (!f) return;
-    uint8_t *b2 = malloc(n + 16);
-    size_t n2 = fread(b2, 1, n + 16, f);
+    uint8_t *b2 = malloc(a->n + 16);
+    size_t n2 = fread(b2, 1, a->n + 16, f);
     fclose(f);
-    T(n2 == n && !memcmp(b2, buf, n));
-    if (n2 != n || memcmp(b2, buf, n)) fprintf(stderr, "  bytes differ for %s (%zu vs %zu)\n", name, n, n2);
-    /* The text decoded by C++ must name the body field. */
+    T(n2 == a->n && !memcmp(b2, a->buf, a->n));
+    if (n2 != a->n || memcmp(b2, a->buf, a->n))
+        fprintf(stderr, "  protoc re-encoding differs (%zu vs %zu bytes)\n", a->n, n2);
+    free(b2);
+    /* The text decoded by C++ must name every body field. */
     f = fopen(txt, "r");
-    char text[65536];
+    static char text[1 << 20];
     size_t tn = f ? fread(text, 1, sizeof text - 1, f) : 0;
     if (f) fclose(f);
     text[tn] = '\0';
-    char want[128];
-    snprintf(want, sizeof want, "%s {", name);
-    T_HAS(text, want);
+    char names[4096];
+    snprintf(names, sizeof names, "%s", a->names);
+    for (char *sp, *tok = strtok_r(names, " ", &sp); tok; tok = strtok_r(NULL, " ", &sp)) {
+        char want[128];
+        snprintf(want, sizeof want, "  %s {", tok);
+        T_HAS(text, want);
+    }
     T_HAS(text, "schema_version: 1");
-    free(b2);
 }
 
 int main(int argc, char **argv)
@@ -210,6 +240,7 @@ int main(int argc, char **argv)
     const char *protoc = argc > 3 ? argv[1] : NULL;
     const ProtobufCMessageDescriptor *ed = &moda__envelope__descriptor;
     int bodies = 0;
+    all_t all = {0};
     for (unsigned i = 0; i < ed->n_fields; i++) {
         const ProtobufCFieldDescriptor *f = &ed->fields[i];
         if (!(f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)) continue;
@@ -248,11 +279,13 @@ int main(int argc, char **argv)
             Moda__Envelope *t = moda__envelope__unpack(NULL, n - cut, buf);
             if (t) moda__envelope__free_unpacked(t, NULL);
         }
-        if (protoc) cross_check(protoc, argv[2], argv[3], f->name, buf, n);
+        all_add(&all, f->name, buf, n);
         free(buf);
         protobuf_c_message_free_unpacked(&e->base, NULL);
     }
     T(bodies >= 32);
+    if (protoc) cross_check(protoc, argv[2], argv[3], &all);
+    free(all.buf);
     T(count_fields(ed, 0) > 200);
 
     /* Explicit values of the common flows, so a renumbered field shows up by name. */
