@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -63,6 +64,9 @@ struct svc {
     atomic_int stop;
     int pipe_rd, pipe_wr;
     int owns_signals;
+    int ipc_owned; /* control endpoint is an ipc file we created (dev, ino) */
+    dev_t ipc_dev;
+    ino_t ipc_ino;
 };
 
 /* Process-wide signal state: only one svc installs handlers at a time. */
@@ -140,6 +144,27 @@ static int install_signals(svc_t *s, err_t *err)
     return 0;
 }
 
+/* libzmq leaves the ipc socket file behind. Remove it at exit, but only if it is still the
+ * file this service created: a newer instance may have re-bound the path meanwhile. */
+static void remember_ipc_file(svc_t *s)
+{
+    struct stat st;
+    if (strncmp(s->endpoint, "ipc://", 6) || s->endpoint[6] == '@') return;
+    if (stat(s->endpoint + 6, &st) == 0 && S_ISSOCK(st.st_mode)) {
+        s->ipc_dev = st.st_dev;
+        s->ipc_ino = st.st_ino;
+        s->ipc_owned = 1;
+    }
+}
+
+static void remove_ipc_file(svc_t *s)
+{
+    struct stat st;
+    if (s->ipc_owned && stat(s->endpoint + 6, &st) == 0 && st.st_dev == s->ipc_dev &&
+        st.st_ino == s->ipc_ino)
+        unlink(s->endpoint + 6);
+}
+
 svc_t *svc_new(const svc_opts_t *o, err_t *err)
 {
     if (!o || !o->name || !o->control_endpoint) {
@@ -163,6 +188,11 @@ svc_t *svc_new(const svc_opts_t *o, err_t *err)
     svc_counter(s, "msgs_bad");
     svc_counter(s, "msgs_dropped");
     svc_counter(s, "health_requests");
+    /* Signals first: whoever sees the control socket appear may already send SIGTERM. */
+    if (install_signals(s, err)) {
+        svc_destroy(&s);
+        return NULL;
+    }
     s->ctx = zmq_ctx_new();
     if (!s->ctx) {
         err_set(err, ERR_MSG, "zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
@@ -179,10 +209,7 @@ svc_t *svc_new(const svc_opts_t *o, err_t *err)
     if (zmq_getsockopt(s->control, ZMQ_LAST_ENDPOINT, s->endpoint, &n) != 0)
         snprintf(s->endpoint, sizeof s->endpoint, "%s", o->control_endpoint);
     s->opts.control_endpoint = s->endpoint;
-    if (install_signals(s, err)) {
-        svc_destroy(&s);
-        return NULL;
-    }
+    remember_ipc_file(s);
     return s;
 }
 
@@ -197,6 +224,7 @@ void svc_destroy(svc_t **sp)
     }
     for (int i = 0; i < s->nsocks; i++) msg_socket_close(&s->socks[i].sock);
     msg_socket_close(&s->control);
+    remove_ipc_file(s);
     if (s->ctx) zmq_ctx_term(s->ctx);
     if (s->pipe_rd >= 0) close(s->pipe_rd);
     if (s->pipe_wr >= 0) close(s->pipe_wr);

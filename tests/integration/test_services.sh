@@ -15,11 +15,15 @@ SVCS="ingest infer label train registry"
 cleanup() { for s in $SVCS; do [ -n "${PIDS[$s]:-}" ] && kill -KILL "${PIDS[$s]}" 2>/dev/null; done; }
 trap cleanup EXIT
 
+# Service-specific arguments so nothing touches shared default paths.
+declare -A EXTRA
+EXTRA[registry]="--data $OUT/registry-data --pub ipc:///tmp/moda-it-$$-regpub.sock --no-sync"
 for s in $SVCS; do
   ep="ipc:///tmp/moda-it-$$-$s.sock"
   # Started directly (not under timeout(1), which would signal it twice); the trap and the
   # bounded wait below keep the test from hanging.
-  "$BIN/moda-$s" --bind "$ep" 2>"$OUT/$s.log" &
+  # shellcheck disable=SC2086
+  "$BIN/moda-$s" --bind "$ep" ${EXTRA[$s]:-} 2>"$OUT/$s.log" &
   PIDS[$s]=$!
 done
 for s in $SVCS; do
@@ -57,6 +61,7 @@ for s in $SVCS; do
   wait "${PIDS[$s]}"; rc=$?
   check "[ $rc -eq 0 ]" "moda-$s exited $rc after SIGTERM (want 0; 137 = did not stop in 5 s)"
   check "grep -q 'event=stop code=0' '$OUT/$s.log'" "moda-$s log lacks event=stop"
+  check "[ ! -e /tmp/moda-it-$$-$s.sock ]" "moda-$s left its ipc socket file behind"
   PIDS[$s]=
 done
 [ $fail -eq 0 ] && echo "test_services: 5 services reached with moda health and stopped cleanly"

@@ -319,6 +319,28 @@ static void sigterm_stops(void)
     T(sa.sa_handler == SIG_DFL);
 }
 
+/* The ipc socket file is removed at svc_destroy, unless a newer instance re-bound the path. */
+static void ipc_file_cleanup(void)
+{
+    char ep[96];
+    snprintf(ep, sizeof ep, "ipc:///tmp/test-svc-file-%d.sock", (int)getpid());
+    const char *path = ep + 6;
+    err_t e = {0};
+    svc_opts_t o;
+    svc_opts_default(&o);
+    o.name = "filesvc";
+    o.control_endpoint = ep;
+    o.install_signals = 0;
+    svc_t *a = svc_new(&o, &e);
+    T(a != NULL && access(path, F_OK) == 0);
+    svc_t *b = svc_new(&o, &e); /* libzmq replaces the file: b owns the path now */
+    T(b != NULL);
+    svc_destroy(&a);
+    T(access(path, F_OK) == 0);
+    svc_destroy(&b);
+    T(access(path, F_OK) != 0);
+}
+
 int main(int argc, char **argv)
 {
     t_watchdog(60);
@@ -329,6 +351,7 @@ int main(int argc, char **argv)
     msg_set_sender("test-svc");
     bad_input(logpath);
     sigterm_stops();
+    ipc_file_cleanup();
     zmq_ctx_term(g_ctx);
     return t_done("test_svc");
 }
