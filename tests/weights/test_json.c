@@ -225,11 +225,61 @@ static void test_writer(void)
     EXPECT(json_w_finish(&w, NULL, &e) == NULL);
 }
 
+/* Mutated / truncated copies of a document: the parser either rejects with a message or
+ * accepts, and then what it accepted survives write → parse unchanged. */
+static void test_fuzz(int iters)
+{
+    static const char seed[] = "{\"a\": [1, -2.5e3, true, false, null, \"x\\u00e9\\ud83d\\ude00\\n\"],"
+                               " \"counts\": [0, 12, 7, 99], \"size\": [480, 640], \"b\": {\"c\": {}}}";
+    static const char tokens[] = "{}[],:\"\\0123456789-+.eEtrufalsn \x01\xc3\xa9\xff";
+    size_t n = strlen(seed);
+    char buf[256];
+    unsigned r = 2463534242u;
+    int accepted = 0, bad = 0;
+    for (int it = 0; it < iters; it++) {
+        memcpy(buf, seed, n);
+        size_t len = n;
+        int muts = 1 + (int)(r % 4);
+        for (int m = 0; m < muts; m++) {
+            r ^= r << 13, r ^= r >> 17, r ^= r << 5;
+            size_t at = r % len;
+            r ^= r << 13, r ^= r >> 17, r ^= r << 5;
+            if (r % 7 == 0) len = at; /* truncate */
+            else buf[at] = tokens[r % (sizeof tokens - 1)];
+            if (!len) break;
+        }
+        err_t e = {0};
+        json_t *j = json_parse(buf, len, &e);
+        if (!j) {
+            if (e.code >= 0 || !strstr(e.msg, "json: ")) bad++;
+            continue;
+        }
+        accepted++;
+        json_writer_t w;
+        json_w_init(&w);
+        json_w_value(&w, j);
+        size_t l1;
+        char *s1 = json_w_finish(&w, &l1, &e);
+        json_t *j2 = s1 ? json_parse(s1, l1, &e) : NULL;
+        json_w_init(&w);
+        json_w_value(&w, j2);
+        char *s2 = json_w_finish(&w, NULL, &e);
+        if (!s1 || !s2 || strcmp(s1, s2)) bad++;
+        free(s1);
+        free(s2);
+        json_free(&j2);
+        json_free(&j);
+    }
+    printf("json fuzz: %d inputs, %d accepted, %d bad\n", iters, accepted, bad);
+    EXPECT(bad == 0);
+}
+
 int main(void)
 {
     test_parse_ok();
     test_parse_bad();
     test_writer();
+    test_fuzz(50000);
     if (g_fail) {
         fprintf(stderr, "test_json: %d failure(s)\n", g_fail);
         return 1;
