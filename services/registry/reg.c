@@ -58,6 +58,7 @@ void reg_reply_clear(reg_reply_t *rep)
     if (!rep) return;
     for (int i = 0; i < rep->nowned; i++) free(rep->owned[i]);
     free(rep->owned);
+    free(rep->parts);
     memset(rep, 0, sizeof *rep);
 }
 
