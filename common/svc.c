@@ -44,6 +44,12 @@ typedef struct svc_counter_slot {
     uint64_t value;
 } svc_counter_slot_t;
 
+typedef struct svc_ipc {
+    char path[MSG_ENDPOINT_MAX];
+    dev_t dev;
+    ino_t ino;
+} svc_ipc_t;
+
 struct svc {
     svc_opts_t opts;
     void *ctx;
@@ -64,9 +70,8 @@ struct svc {
     atomic_int stop;
     int pipe_rd, pipe_wr;
     int owns_signals;
-    int ipc_owned; /* control endpoint is an ipc file we created (dev, ino) */
-    dev_t ipc_dev;
-    ino_t ipc_ino;
+    svc_ipc_t ipc[SVC_MAX_SOCKETS + 1]; /* ipc files our binds created */
+    int nipc;
 };
 
 /* Process-wide signal state: only one svc installs handlers at a time. */
@@ -144,25 +149,37 @@ static int install_signals(svc_t *s, err_t *err)
     return 0;
 }
 
-/* libzmq leaves the ipc socket file behind. Remove it at exit, but only if it is still the
- * file this service created: a newer instance may have re-bound the path meanwhile. */
-static void remember_ipc_file(svc_t *s)
+/* libzmq leaves ipc socket files behind. Remember each file a bind created and remove it at
+ * exit, but only if it is still that file: a newer instance may have re-bound the path. */
+static void remember_ipc_file(svc_t *s, void *sock)
+{
+    char ep[MSG_ENDPOINT_MAX];
+    size_t n = sizeof ep;
+    struct stat st;
+    if (s->nipc == SVC_MAX_SOCKETS + 1) return;
+    if (zmq_getsockopt(sock, ZMQ_LAST_ENDPOINT, ep, &n) != 0) return;
+    if (strncmp(ep, "ipc://", 6) || ep[6] == '@') return;
+    if (stat(ep + 6, &st) != 0 || !S_ISSOCK(st.st_mode)) return;
+    svc_ipc_t *f = &s->ipc[s->nipc++];
+    snprintf(f->path, sizeof f->path, "%s", ep + 6);
+    f->dev = st.st_dev;
+    f->ino = st.st_ino;
+}
+
+static void remove_ipc_files(svc_t *s)
 {
     struct stat st;
-    if (strncmp(s->endpoint, "ipc://", 6) || s->endpoint[6] == '@') return;
-    if (stat(s->endpoint + 6, &st) == 0 && S_ISSOCK(st.st_mode)) {
-        s->ipc_dev = st.st_dev;
-        s->ipc_ino = st.st_ino;
-        s->ipc_owned = 1;
+    for (int i = 0; i < s->nipc; i++) {
+        const svc_ipc_t *f = &s->ipc[i];
+        if (stat(f->path, &st) == 0 && st.st_dev == f->dev && st.st_ino == f->ino) unlink(f->path);
     }
 }
 
-static void remove_ipc_file(svc_t *s)
+int svc_bind(svc_t *s, void *sock, const char *endpoint, err_t *err)
 {
-    struct stat st;
-    if (s->ipc_owned && stat(s->endpoint + 6, &st) == 0 && st.st_dev == s->ipc_dev &&
-        st.st_ino == s->ipc_ino)
-        unlink(s->endpoint + 6);
+    int rc = msg_bind(sock, endpoint, err);
+    if (!rc) remember_ipc_file(s, sock);
+    return rc;
 }
 
 svc_t *svc_new(const svc_opts_t *o, err_t *err)
@@ -209,7 +226,7 @@ svc_t *svc_new(const svc_opts_t *o, err_t *err)
     if (zmq_getsockopt(s->control, ZMQ_LAST_ENDPOINT, s->endpoint, &n) != 0)
         snprintf(s->endpoint, sizeof s->endpoint, "%s", o->control_endpoint);
     s->opts.control_endpoint = s->endpoint;
-    remember_ipc_file(s);
+    remember_ipc_file(s, s->control);
     return s;
 }
 
@@ -224,7 +241,7 @@ void svc_destroy(svc_t **sp)
     }
     for (int i = 0; i < s->nsocks; i++) msg_socket_close(&s->socks[i].sock);
     msg_socket_close(&s->control);
-    remove_ipc_file(s);
+    remove_ipc_files(s);
     if (s->ctx) zmq_ctx_term(s->ctx);
     if (s->pipe_rd >= 0) close(s->pipe_rd);
     if (s->pipe_wr >= 0) close(s->pipe_wr);

@@ -70,6 +70,11 @@ const char *svc_control_endpoint(const svc_t *s);
  * it is passed to svc_add_socket. NULL + err on failure. */
 void *svc_socket(svc_t *s, int type, err_t *err);
 
+/* msg_bind, and remember an ipc socket file the bind created so svc_destroy removes it
+ * (libzmq leaves it behind; a file re-bound meanwhile by a newer process is left alone).
+ * Use it for every socket a service binds. */
+int svc_bind(svc_t *s, void *sock, const char *endpoint, err_t *err);
+
 /* Called when `sock` is readable. Return 0 to keep serving; a negative code stops svc_run
  * with that code (only for fatal conditions — bad input must return 0). */
 typedef int (*svc_handler_fn)(svc_t *s, void *sock, void *user);

@@ -163,7 +163,7 @@ static void bad_input(const char *logpath)
     }
     T(!strcmp(svc_control_endpoint(s), cep));
     void *pull = svc_socket(s, ZMQ_PULL, &e);
-    T(pull && msg_bind(pull, dep, &e) == 0);
+    T(pull && svc_bind(s, pull, dep, &e) == 0);
     T(svc_add_socket(s, pull, "data", on_data, NULL, &e) == 0);
     T(svc_add_timer(s, 10, on_tick, NULL, &e) == 0);
     T(svc_add_timer(s, 0, on_tick, NULL, &e) == ERR_INVALID);
@@ -228,10 +228,12 @@ static void bad_input(const char *logpath)
     free(b);
 
     msg_t *h = NULL;
-    for (int i = 0; i < 100; i++) { /* until the PULL side has seen both (<= 2 s) */
+    for (int i = 0; i < 100; i++) { /* until the PULL side saw both and a tick (<= 2 s) */
         msg_free(&h);
         h = health(d);
-        if (!h || counter(h->env->health_reply, "frames_ok") == 1) break;
+        if (!h) break;
+        uint64_t ticks = counter(h->env->health_reply, "ticks"); /* -1 until the first tick */
+        if (counter(h->env->health_reply, "frames_ok") == 1 && ticks != (uint64_t)-1) break;
         usleep(20000);
     }
     T(h != NULL);
@@ -261,6 +263,12 @@ static void bad_input(const char *logpath)
     fflush(stderr);
     dup2(saved, 2);
     close(saved);
+    /* Checks that failed while stderr was captured: show them. */
+    FILE *lf = fopen(logpath, "r");
+    char line[4096];
+    while (lf && fgets(line, sizeof line, lf))
+        if (!strncmp(line, "FAIL ", 5)) fputs(line, stderr);
+    if (lf) fclose(lf);
     T(count_lines(logpath, "event=bad_msg", NULL) == 5);
     T(count_lines(logpath, "event=bad_msg socket=control code=STATUS_FORMAT", "action=error_reply") == 2);
     T(count_lines(logpath, "event=bad_msg socket=control code=STATUS_RANGE", NULL) == 1);
@@ -269,8 +277,10 @@ static void bad_input(const char *logpath)
     T(count_lines(logpath, "svc=testsvc event=stop code=0", NULL) == 1);
     msg_socket_close(&d);
     msg_socket_close(&push);
+    T(access(dep + 6, F_OK) == 0);
     svc_destroy(&s);
     T(s == NULL);
+    T(access(cep + 6, F_OK) != 0 && access(dep + 6, F_OK) != 0);
 }
 
 /* SIGTERM delivered to the process stops a loop that installed the handlers, with rc 0. */
