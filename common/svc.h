@@ -99,7 +99,9 @@ void svc_set_control_handler(svc_t *s, svc_control_fn fn, void *user);
 /* Receive one message on `sock` named `name`. Returns 0 with *out a valid message (caller
  * frees with msg_free), or a nonzero code with *out NULL: ERR_TIMEOUT (nothing there) or the
  * validation code of a bad message, which has already been logged, counted (msgs_bad, and
- * bad_<name>), and answered with ErrorReply if sock is ROUTER or REP. Counts msgs_in. */
+ * bad_<name>), and answered with ErrorReply if sock is ROUTER or REP. Counts msgs_in.
+ * On a REP socket a handler that got 0 must send exactly one reply (REP's state machine).
+ * SUB sockets: the topic frame is taken off into (*out)->topic. */
 int svc_recv(svc_t *s, void *sock, const char *name, msg_t **out);
 
 /* Counters. svc_counter returns a stable pointer (created at 0 on first use; up to 64
