@@ -216,11 +216,13 @@ int vit_embed(vit_t *v, const float *img, float *x, err_t *err)
 static int ensure_scratch(vit_t *v, err_t *err)
 {
     int th = kn_get_threads();
-    size_t n = kn_relpos_attention_scratch(GRID, th);
+    size_t n = 0;
     for (int i = 0; i < v->info.depth; i++) {
-        size_t m = kn_relpos_attention_scratch(v->blk[i].S, th);
+        const vblock_t *b = &v->blk[i];
+        size_t m = kn_relpos_attention_scratch(b->nwin * b->nwin, b->S, v->info.heads, v->info.head_dim, th);
         if (m > n) n = m;
     }
+    v->ascr_threads = th;
     if (v->ascr && n <= v->ascr_n) return 0;
     free(v->ascr);
     v->ascr = malloc(n * sizeof(float));
@@ -261,7 +263,7 @@ int vit_block(vit_t *v, int i, float *x, err_t *err)
     kn_linear_pk_fwd(v->qkv, 3 * C, win, C, b->pk_qkv, b->qkvb, NULL, 0, Np, 3 * C, C, KN_ACT_NONE);
     int hd = v->info.head_dim;
     kn_relpos_attention_fwd(v->att, v->qkv, b->rph, b->rpw, nw * nw, S, v->info.heads, hd,
-                            1.0f / sqrtf((float)hd), v->ascr);
+                            1.0f / sqrtf((float)hd), v->ascr, v->ascr_threads);
     if (S == GRID) { /* window order is grid order: fuse the residual */
         kn_linear_pk_fwd(x, C, v->att, C, b->pk_proj, b->projb, x, C, Np, C, C, KN_ACT_NONE);
     } else {

@@ -270,17 +270,19 @@ int kn_winattn_fwd(float *out, int ldo, const float *qkv, const float *padrow,
 
 /* Query rows per task of kn_relpos_attention_fwd (bounds one logits block). */
 #define KN_RELPOS_ROWS 256
-/* Floats of scratch kn_relpos_attention_fwd needs when run on `threads` threads
- * (pass kn_get_threads()). */
-size_t kn_relpos_attention_scratch(int S, int threads);
+/* Floats of scratch kn_relpos_attention_fwd needs for these sizes on `threads` threads:
+ * packed K and Vᵀ of every window×head plus one logits block per thread (ViT-B windowed:
+ * ~8.6 M floats; global: ~8.4 M). */
+size_t kn_relpos_attention_scratch(int nwin, int S, int heads, int d, int threads);
 /* Attention with decomposed relative position (official SAM ViT), per window and head.
  * qkv[nwin, S*S, 3*C], C = heads*d, each token row [q | k | v], head h at columns h*d of
  * each part; tokens row-major in the S×S window. rel_h, rel_w [2S−1, d].
  * logits[i, j] = scale·q_i·k_j + q_i·rel_h[ih−jh+S−1] + q_i·rel_w[iw−jw+S−1] (the rel-pos
  * terms use the UNSCALED q), i = ih*S+iw, j = jh*S+jw; no masking.
- * out[nwin, S*S, C] (head h at columns h*d) = softmax_j(logits) · v. */
+ * out[nwin, S*S, C] (head h at columns h*d) = softmax_j(logits) · v. Runs on `threads`
+ * OpenMP threads (the count the scratch was sized for); result independent of it. */
 void kn_relpos_attention_fwd(float *out, const float *qkv, const float *rel_h,
                              const float *rel_w, int nwin, int S, int heads, int d, float scale,
-                             float *scratch);
+                             float *scratch, int threads);
 
 #endif

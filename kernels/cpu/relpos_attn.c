@@ -1,16 +1,17 @@
 /* relpos_attn.c — SAM ViT attention core with decomposed relative position (CPU).
  *
- * One task = (window, head, block of query rows). Per task: L = scale·Q·Kᵀ by GEMM, the
- * two rel-pos projections Ph = Q·rel_hᵀ, Pw = Q·rel_wᵀ ([R, 2S−1], unscaled q) by GEMM,
- * then per row L[i, (jh,jw)] += Ph[i, ih−jh+S−1] + Pw[i, iw−jw+S−1], softmax and out = P·V
- * by GEMM. Tasks run on OpenMP threads with single-threaded BLAS calls; each thread holds
- * one R×N logits block (R ≤ KN_RELPOS_ROWS), never a whole head. Deterministic: the result
- * does not depend on the thread count.
+ * Pass 1 (per window×head group): pack scale·K_h and V_hᵀ for kn_linear_pk_fwd.
+ * Pass 2, one task = (window, head, block of query rows): L = Q·(scale·K)ᵀ, the two
+ * rel-pos projections Ph = Q·rel_hᵀ, Pw = Q·rel_wᵀ ([R, 2S−1], unscaled q), then per row
+ * L[i, (jh,jw)] += Ph[i, ih−jh+S−1] + Pw[i, iw−jw+S−1], softmax and out = P·V — all GEMMs
+ * on the packed AVX-512 kernel, called single-threaded inside our OpenMP tasks (nested
+ * regions are inactive). Each thread holds one R×N logits block (R ≤ KN_RELPOS_ROWS),
+ * never a whole head. Deterministic: the result does not depend on the thread count.
  */
 #include "kn.h"
 
-#include <cblas.h>
 #include <math.h>
+#include <stdint.h>
 #include <omp.h>
 #include <string.h>
 
@@ -18,16 +19,27 @@
 #include <immintrin.h>
 #endif
 
-void openblas_set_num_threads(int n);
-int openblas_get_num_threads(void);
-
 static int rows_per_task(int N) { return N <= KN_RELPOS_ROWS ? N : KN_RELPOS_ROWS; }
 
-size_t kn_relpos_attention_scratch(int S, int threads)
+/* Scratch layout (floats, every part a multiple of 16 so 64-byte alignment carries):
+ * [packed rel_h][packed rel_w][groups × (packed K, packed Vᵀ)][threads × per-thread] where
+ * per-thread = max(R×N + 2×R×T, N×d staging). */
+static size_t up16(size_t n) { return (n + 15) / 16 * 16; }
+
+static size_t per_thread(int S, int d)
 {
-    int N = S * S, R = rows_per_task(N);
+    size_t N = (size_t)S * S, R = (size_t)rows_per_task(S * S), T = 2 * (size_t)S - 1;
+    size_t a = R * N + 2 * R * T, b = N * (size_t)d;
+    return up16(a > b ? a : b);
+}
+
+size_t kn_relpos_attention_scratch(int nwin, int S, int heads, int d, int threads)
+{
+    int N = S * S, T = 2 * S - 1;
     if (threads < 1) threads = 1;
-    return (size_t)threads * ((size_t)R * N + 2 * (size_t)R * (2 * S - 1));
+    size_t grp = up16(kn_pack_size(N, d)) + up16(kn_pack_size(d, N));
+    return 16 + 2 * up16(kn_pack_size(T, d)) + (size_t)nwin * heads * grp +
+           (size_t)threads * per_thread(S, d);
 }
 
 /* e^x for x <= 0 (softmax after max subtraction); ~1 ulp on [-87, 0], 0 below. */
@@ -94,44 +106,58 @@ static void softmax_row(float *row, int N)
 
 void kn_relpos_attention_fwd(float *out, const float *qkv, const float *rel_h,
                              const float *rel_w, int nwin, int S, int heads, int d, float scale,
-                             float *scratch)
+                             float *scratch, int threads)
 {
     int N = S * S, R = rows_per_task(N), T = 2 * S - 1, C = heads * d;
-    int nblk = (N + R - 1) / R;
-    long ntask = (long)nwin * heads * nblk;
-    size_t per = (size_t)R * N + 2 * (size_t)R * T;
-    int nth = kn_get_threads();
-    int blas_threads = openblas_get_num_threads();
-    if (nth > 1) openblas_set_num_threads(1);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nth)
-    for (long task = 0; task < ntask; task++) {
-        int blk = (int)(task % nblk), h = (int)(task / nblk % heads), w = (int)(task / nblk / heads);
-        int r0 = blk * R, nr = N - r0 < R ? N - r0 : R;
-        float *L = scratch + (size_t)omp_get_thread_num() * per;
-        float *Ph = L + (size_t)R * N, *Pw = Ph + (size_t)R * T;
-        const float *base = qkv + (size_t)w * N * 3 * C;
-        const float *q = base + (size_t)r0 * 3 * C + h * d, *k = base + C + h * d,
-                    *v = base + 2 * C + h * d;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, N, d, scale, q, 3 * C, k,
-                    3 * C, 0.0f, L, N);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, T, d, 1.0f, q, 3 * C, rel_h, d,
-                    0.0f, Ph, T);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, T, d, 1.0f, q, 3 * C, rel_w, d,
-                    0.0f, Pw, T);
-        for (int r = 0; r < nr; r++) {
-            int i = r0 + r, ih = i / S, iw = i % S;
-            float *row = L + (size_t)r * N;
-            const float *ph = Ph + (size_t)r * T + ih + S - 1; /* ph[-jh] */
-            const float *pw = Pw + (size_t)r * T + iw + S - 1; /* pw[-jw] */
-            for (int jh = 0; jh < S; jh++) {
-                float bh = ph[-jh];
-                float *rr = row + (size_t)jh * S;
-                for (int jw = 0; jw < S; jw++) rr[jw] += bh + pw[-jw];
-            }
-            softmax_row(row, N);
+    int nblk = (N + R - 1) / R, ngrp = nwin * heads;
+    long ntask = (long)ngrp * nblk;
+    if (threads < 1) threads = 1;
+    float *base = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    size_t prel = up16(kn_pack_size(T, d)), pk = up16(kn_pack_size(N, d)), pv = up16(kn_pack_size(d, N));
+    float *rh = base, *rw = rh + prel, *grp = rw + prel;
+    float *thr = grp + (size_t)ngrp * (pk + pv);
+    size_t per = per_thread(S, d);
+    kn_pack_w(rh, rel_h, T, d);
+    kn_pack_w(rw, rel_w, T, d);
+#pragma omp parallel num_threads(threads)
+    {
+        float *mine = thr + (size_t)omp_get_thread_num() * per;
+#pragma omp for schedule(static)
+        for (int g = 0; g < ngrp; g++) {
+            int h = g % heads, w = g / heads;
+            const float *k = qkv + (size_t)w * N * 3 * C + C + h * d, *v = k + C;
+            for (int j = 0; j < N; j++)
+                for (int c = 0; c < d; c++) mine[(size_t)j * d + c] = k[(size_t)j * 3 * C + c] * scale;
+            kn_pack_w(grp + (size_t)g * (pk + pv), mine, N, d);
+            for (int c = 0; c < d; c++)
+                for (int j = 0; j < N; j++) mine[(size_t)c * N + j] = v[(size_t)j * 3 * C + c];
+            kn_pack_w(grp + (size_t)g * (pk + pv) + pk, mine, d, N);
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, d, N, 1.0f, L, N, v, 3 * C,
-                    0.0f, out + ((size_t)w * N + r0) * C + h * d, C);
+#pragma omp for schedule(dynamic, 1)
+        for (long task = 0; task < ntask; task++) {
+            int blk = (int)(task % nblk), g = (int)(task / nblk);
+            int h = g % heads, w = g / heads;
+            int r0 = blk * R, nr = N - r0 < R ? N - r0 : R;
+            float *L = mine, *Ph = L + (size_t)R * N, *Pw = Ph + (size_t)R * T;
+            const float *q = qkv + ((size_t)w * N + r0) * 3 * C + h * d;
+            const float *kp = grp + (size_t)g * (pk + pv), *vp = kp + pk;
+            kn_linear_pk_fwd(L, N, q, 3 * C, kp, NULL, NULL, 0, nr, N, d, KN_ACT_NONE);
+            kn_linear_pk_fwd(Ph, T, q, 3 * C, rh, NULL, NULL, 0, nr, T, d, KN_ACT_NONE);
+            kn_linear_pk_fwd(Pw, T, q, 3 * C, rw, NULL, NULL, 0, nr, T, d, KN_ACT_NONE);
+            for (int r = 0; r < nr; r++) {
+                int i = r0 + r, ih = i / S, iw = i % S;
+                float *row = L + (size_t)r * N;
+                const float *ph = Ph + (size_t)r * T + ih + S - 1; /* ph[-jh] */
+                const float *pw = Pw + (size_t)r * T + iw + S - 1; /* pw[-jw] */
+                for (int jh = 0; jh < S; jh++) {
+                    float bh = ph[-jh];
+                    float *rr = row + (size_t)jh * S;
+                    for (int jw = 0; jw < S; jw++) rr[jw] += bh + pw[-jw];
+                }
+                softmax_row(row, N);
+            }
+            kn_linear_pk_fwd(out + ((size_t)w * N + r0) * C + h * d, C, L, N, vp, NULL, NULL, 0, nr,
+                             d, N, KN_ACT_NONE);
+        }
     }
-    if (nth > 1) openblas_set_num_threads(blas_threads);
 }

@@ -66,8 +66,9 @@ static void op_test(const char *tag, int nwin, int S, int heads, int d)
     snprintf(nm, sizeof nm, "op_%s_out.bin", tag);
     float *ref = load(nm, (size_t)nwin * N * C);
     float *out = malloc((size_t)nwin * N * C * sizeof(float));
-    float *scr = malloc(kn_relpos_attention_scratch(S, kn_get_threads()) * sizeof(float));
-    kn_relpos_attention_fwd(out, qkv, rh, rw, nwin, S, heads, d, 1.0f / sqrtf((float)d), scr);
+    int th = kn_get_threads();
+    float *scr = malloc(kn_relpos_attention_scratch(nwin, S, heads, d, th) * sizeof(float));
+    kn_relpos_attention_fwd(out, qkv, rh, rw, nwin, S, heads, d, 1.0f / sqrtf((float)d), scr, th);
     snprintf(nm, sizeof nm, "relpos_attn S=%d d=%d", S, d);
     compare(nm, out, ref, (size_t)nwin * N * C, 1e-5);
     free(qkv); free(rh); free(rw); free(ref); free(out); free(scr);
