@@ -209,7 +209,7 @@ typedef struct ort_cmp {
 } ort_cmp_t;
 
 static int compare_ort(int threads, int iters, const float *x, const float *emb,
-                       const sam_point_t *pts, int npts, const prep_info_t *info, int mask_index,
+                       const sam_point_t *pts, int npts, const prep_info_t *info,
                        const float *lowres, ort_cmp_t *o, err_t *err)
 {
     char script[4096], dir[] = "/tmp/moda-bench-XXXXXX", path[4200], cmd[16384];
@@ -278,7 +278,7 @@ static int compare_ort(int threads, int iters, const float *x, const float *emb,
     snprintf(path, sizeof path, "%s/dec/low_res.f32", dir);
     if ((rc = read_file(path, olr, sizeof(float) * nl, err))) goto done;
     o->lowres_max_abs = 0;
-    (void)mask_index; /* the ONNX graph applies the same single-mask rule */
+    /* the ONNX graph applies the same single-mask rule as sam_predict */
     for (size_t i = 0; i < nl; i++) {
         double d = fabs((double)lowres[i] - olr[i]);
         if (d > o->lowres_max_abs) o->lowres_max_abs = d;
@@ -287,11 +287,21 @@ done:
     free(oemb);
     free(olr);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) rc = rc ? rc : 0;
+    if (system(cmd) != 0) { /* a leftover temp folder is harmless */ }
     return rc;
 }
 
 /* ---- moda bench infer ---------------------------------------------------------------- */
+
+static void put_stats(json_writer_t *jw, const char *key, stats_t st)
+{
+    json_w_key(jw, key);
+    json_w_begin_obj(jw);
+    json_w_key(jw, "median"); json_w_double(jw, st.med);
+    json_w_key(jw, "min"); json_w_double(jw, st.min);
+    json_w_key(jw, "max"); json_w_double(jw, st.max);
+    json_w_end_obj(jw);
+}
 
 static int bench_infer(int argc, char **argv)
 {
@@ -376,26 +386,46 @@ static int bench_infer(int argc, char **argv)
         sam_point_t dp[SAM_MAX_POINTS + 2];
         int n = sam_prompt_points(&info, &prompt, dp, &e);
         if (n < 0 || (rc = compare_ort(kn_get_threads(), iters, x, emb.emb, dp, n, &info,
-                                       res.index[0], res.lowres, &oc, &e))) {
+                                       res.lowres, &oc, &e))) {
             rc = rc ? rc : n;
             goto done;
         }
     }
     if (as_json) {
-        printf("{\"model\":\"%s\",\"encoder\":\"%s\",\"threads\":%d,\"iters\":%d,\"image\":[%d,%d],"
-               "\"load_ms\":%.1f,\"preprocess_ms\":%.2f,"
-               "\"encoder_ms\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
-               "\"decoder_ms\":{\"median\":%.3f,\"min\":%.3f,\"max\":%.3f},\"peak_rss_mb\":%.1f",
-               model, sam_encoder_name(sam), kn_get_threads(), iters, img->w, img->h, load_ms,
-               prep_ms, se.med, se.min, se.max, sd.med, sd.min, sd.max, rss_mb);
-        if (vs_ort)
-            printf(",\"ort\":{\"encoder_ms\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
-                   "\"decoder_ms\":{\"median\":%.3f,\"min\":%.3f,\"max\":%.3f},"
-                   "\"encoder_ratio\":%.3f,\"decoder_ratio\":%.3f,\"embedding_rel_l2\":%.3g,"
-                   "\"lowres_max_abs\":%.3g}",
-                   oc.enc.med, oc.enc.min, oc.enc.max, oc.dec.med, oc.dec.min, oc.dec.max,
-                   se.med / oc.enc.med, sd.med / oc.dec.med, oc.emb_rel_l2, oc.lowres_max_abs);
-        printf("}\n");
+        json_writer_t jw;
+        json_w_init(&jw);
+        json_w_begin_obj(&jw);
+        json_w_key(&jw, "model"); json_w_string(&jw, model);
+        json_w_key(&jw, "encoder"); json_w_string(&jw, sam_encoder_name(sam));
+        json_w_key(&jw, "threads"); json_w_int(&jw, kn_get_threads());
+        json_w_key(&jw, "iters"); json_w_int(&jw, iters);
+        json_w_key(&jw, "image");
+        json_w_begin_arr(&jw); json_w_int(&jw, img->w); json_w_int(&jw, img->h); json_w_end_arr(&jw);
+        json_w_key(&jw, "load_ms"); json_w_double(&jw, load_ms);
+        json_w_key(&jw, "preprocess_ms"); json_w_double(&jw, prep_ms);
+        put_stats(&jw, "encoder_ms", se);
+        put_stats(&jw, "decoder_ms", sd);
+        json_w_key(&jw, "peak_rss_mb"); json_w_double(&jw, rss_mb);
+        if (vs_ort) {
+            json_w_key(&jw, "ort");
+            json_w_begin_obj(&jw);
+            put_stats(&jw, "encoder_ms", oc.enc);
+            put_stats(&jw, "decoder_ms", oc.dec);
+            json_w_key(&jw, "encoder_ratio"); json_w_double(&jw, se.med / oc.enc.med);
+            json_w_key(&jw, "decoder_ratio"); json_w_double(&jw, sd.med / oc.dec.med);
+            json_w_key(&jw, "embedding_rel_l2"); json_w_double(&jw, oc.emb_rel_l2);
+            json_w_key(&jw, "lowres_max_abs"); json_w_double(&jw, oc.lowres_max_abs);
+            json_w_end_obj(&jw);
+        }
+        json_w_end_obj(&jw);
+        size_t len;
+        char *js = json_w_finish(&jw, &len, &e);
+        if (!js) {
+            rc = e.code;
+            goto done;
+        }
+        printf("%s\n", js);
+        free(js);
     } else {
         printf("model %s (%s), image %dx%d, %d threads, %d iterations\n", model,
                sam_encoder_name(sam), img->w, img->h, kn_get_threads(), iters);
