@@ -6,8 +6,10 @@
  * attention LayerNorm, so a pad token is qkv(LN bias), not zero) and is not masked as a
  * key; its own output is dropped, so only real query tokens are computed and written.
  * One OpenMP task per (window, head): keys transposed and values gathered into stack
- * buffers (n = ws² ≤ KN_WINATTN_MAXN), one query row at a time: logits vectorised over
- * keys, exact softmax, then P·V. Per-thread state lives on the stack (about 130 KB).
+ * buffers (n = ws² ≤ KN_WINATTN_MAXN). The AVX-512 path (head dim 32) takes the real
+ * queries four at a time: logits as a 4×64 register tile over the transposed keys, exact
+ * softmax per row, then P·V with 8 accumulators. Other head dims and non-AVX-512 builds
+ * take the plain loop. Per-thread state lives on the stack (about 200 KB).
  */
 #include "kn.h"
 #include "vmath.h"
@@ -17,6 +19,84 @@
 
 #define MAXN KN_WINATTN_MAXN
 #define MAXD 64
+#define QB 4 /* queries per block in the AVX-512 path */
+
+#if KN_HAVE_AVX512
+/* Queries q[0..m) (m ≤ QB; missing rows repeat the last) against keys Kt[32][npad] and
+ * values V[n][32]; bias rows brow[r] (or NULL); writes o[r][0..32). P is QB×npad scratch. */
+static void attend4(float *const o[QB], const float *const q[QB], const float *const brow[QB],
+                    int m, const float *Kt, const float *V, float *P, int n, int npad,
+                    float scale)
+{
+    __m512 vmax[QB];
+    for (int r = 0; r < QB; r++) vmax[r] = _mm512_set1_ps(-INFINITY);
+    for (int j0 = 0; j0 < npad; j0 += 64) {
+        __m512 s[QB][4];
+#pragma GCC unroll 4
+        for (int r = 0; r < QB; r++)
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) s[r][v] = _mm512_setzero_ps();
+        const float *kb = Kt + j0;
+        for (int c = 0; c < 32; c++) {
+            const float *kr = kb + (size_t)c * npad;
+            __m512 k0 = _mm512_load_ps(kr), k1 = _mm512_load_ps(kr + 16);
+            __m512 k2 = _mm512_load_ps(kr + 32), k3 = _mm512_load_ps(kr + 48);
+#pragma GCC unroll 4
+            for (int r = 0; r < QB; r++) {
+                __m512 qc = _mm512_set1_ps(q[r][c]);
+                s[r][0] = _mm512_fmadd_ps(qc, k0, s[r][0]);
+                s[r][1] = _mm512_fmadd_ps(qc, k1, s[r][1]);
+                s[r][2] = _mm512_fmadd_ps(qc, k2, s[r][2]);
+                s[r][3] = _mm512_fmadd_ps(qc, k3, s[r][3]);
+            }
+        }
+        int nv = (npad - j0) / 16 < 4 ? (npad - j0) / 16 : 4;
+#pragma GCC unroll 4
+        for (int r = 0; r < QB; r++)
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) {
+                if (v >= nv) break;
+                int j = j0 + 16 * v;
+                __mmask16 mk = n - j >= 16 ? 0xffff : (__mmask16)((1u << (n - j)) - 1);
+                __m512 l = _mm512_mul_ps(s[r][v], _mm512_set1_ps(scale));
+                if (brow[r]) l = _mm512_add_ps(l, _mm512_maskz_loadu_ps(mk, brow[r] + j));
+                l = _mm512_mask_blend_ps(mk, _mm512_set1_ps(-INFINITY), l);
+                _mm512_store_ps(P + (size_t)r * npad + j, l);
+                vmax[r] = _mm512_max_ps(vmax[r], l);
+            }
+    }
+    float inv[QB];
+    for (int r = 0; r < QB; r++) {
+        __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmax[r]));
+        __m512 vsum = _mm512_setzero_ps();
+        float *pr = P + (size_t)r * npad;
+        for (int j = 0; j < npad; j += 16) {
+            __mmask16 mk = n - j >= 16 ? 0xffff : (__mmask16)((1u << (n - j)) - 1);
+            __m512 e = _mm512_maskz_mov_ps(mk, kn_exp16(_mm512_sub_ps(_mm512_load_ps(pr + j), mx)));
+            _mm512_store_ps(pr + j, e);
+            vsum = _mm512_add_ps(vsum, e);
+        }
+        inv[r] = 1.0f / _mm512_reduce_add_ps(vsum);
+    }
+    __m512 a[QB][2];
+#pragma GCC unroll 4
+    for (int r = 0; r < QB; r++) a[r][0] = a[r][1] = _mm512_setzero_ps();
+    for (int j = 0; j < n; j++) {
+        __m512 v0 = _mm512_load_ps(V + (size_t)j * 32), v1 = _mm512_load_ps(V + (size_t)j * 32 + 16);
+#pragma GCC unroll 4
+        for (int r = 0; r < QB; r++) {
+            __m512 p = _mm512_set1_ps(P[(size_t)r * npad + j]);
+            a[r][0] = _mm512_fmadd_ps(p, v0, a[r][0]);
+            a[r][1] = _mm512_fmadd_ps(p, v1, a[r][1]);
+        }
+    }
+    for (int r = 0; r < m; r++) {
+        __m512 vi = _mm512_set1_ps(inv[r]);
+        _mm512_storeu_ps(o[r], _mm512_mul_ps(a[r][0], vi));
+        _mm512_storeu_ps(o[r] + 16, _mm512_mul_ps(a[r][1], vi));
+    }
+}
+#endif
 
 int kn_winattn_fwd(float *out, int ldo, const float *qkv, const float *padrow,
                    const float *bias, int H, int W, int heads, int d, int ws, float scale)
@@ -31,81 +111,49 @@ int kn_winattn_fwd(float *out, int ldo, const float *qkv, const float *padrow,
     for (int task = 0; task < ntask; task++) {
         int h = task % heads, wi = task / heads;
         int wy = wi / nwx, wx = wi % nwx;
-        float Kt[MAXD * MAXN] __attribute__((aligned(64)));
+        /* +64: the 4×64 logits tile may read past npad (results discarded). */
+        float Kt[MAXD * MAXN + 64] __attribute__((aligned(64)));
         float V[MAXN * MAXD] __attribute__((aligned(64)));
-        float S[MAXN] __attribute__((aligned(64)));
+        float S[QB * MAXN + 64] __attribute__((aligned(64)));
         const float *rows[MAXN];
+        int real[MAXN], nreal = 0;
         for (int t = 0; t < n; t++) {
             int iy = wy * ws + t / ws, ix = wx * ws + t % ws;
-            rows[t] = (iy < H && ix < W) ? qkv + ((size_t)iy * W + ix) * ld : padrow;
+            int in = iy < H && ix < W;
+            rows[t] = in ? qkv + ((size_t)iy * W + ix) * ld : padrow;
+            if (in) real[nreal++] = t;
             const float *kr = rows[t] + h * 3 * d + d, *vr = kr + d;
             for (int c = 0; c < d; c++) Kt[c * npad + t] = kr[c];
             memcpy(V + (size_t)t * d, vr, sizeof(float) * d);
         }
         for (int c = 0; c < d; c++)
             for (int t = n; t < npad; t++) Kt[c * npad + t] = 0.0f;
-        for (int t = 0; t < n; t++) {
-            int iy = wy * ws + t / ws, ix = wx * ws + t % ws;
-            if (iy >= H || ix >= W) continue;
-            const float *q = rows[t] + h * 3 * d;
-            const float *bt = bias ? bias + ((size_t)h * n + t) * n : NULL;
-            float *o = out + ((size_t)iy * W + ix) * ldo + h * d;
+        memset(Kt + d * npad, 0, 64 * sizeof(float));
+        const float *bh = bias ? bias + (size_t)h * n * n : NULL;
 #if KN_HAVE_AVX512
-            __m512 vmax = _mm512_set1_ps(-INFINITY);
-            for (int j0 = 0; j0 < npad; j0 += 64) {
-                int nv = (npad - j0) / 16 < 4 ? (npad - j0) / 16 : 4;
-                __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-                const float *kb = Kt + j0;
-                for (int c = 0; c < d; c++) {
-                    __m512 qc = _mm512_set1_ps(q[c]);
-                    const float *kr = kb + (size_t)c * npad;
-                    s0 = _mm512_fmadd_ps(qc, _mm512_load_ps(kr), s0);
-                    if (nv > 1) s1 = _mm512_fmadd_ps(qc, _mm512_load_ps(kr + 16), s1);
-                    if (nv > 2) s2 = _mm512_fmadd_ps(qc, _mm512_load_ps(kr + 32), s2);
-                    if (nv > 3) s3 = _mm512_fmadd_ps(qc, _mm512_load_ps(kr + 48), s3);
+        if (d == 32) {
+            for (int g = 0; g < nreal; g += QB) {
+                int m = nreal - g < QB ? nreal - g : QB;
+                float *o[QB];
+                const float *q[QB], *brow[QB];
+                for (int r = 0; r < QB; r++) {
+                    int t = real[g + (r < m ? r : m - 1)];
+                    int iy = wy * ws + t / ws, ix = wx * ws + t % ws;
+                    q[r] = rows[t] + h * 3 * d;
+                    brow[r] = bh ? bh + (size_t)t * n : NULL;
+                    o[r] = out + ((size_t)iy * W + ix) * ldo + h * d;
                 }
-                __m512 sv[4] = {s0, s1, s2, s3};
-                for (int v = 0; v < nv; v++) {
-                    int j = j0 + 16 * v;
-                    __mmask16 m = n - j >= 16 ? 0xffff : (__mmask16)((1u << (n - j)) - 1);
-                    __m512 l = _mm512_mul_ps(sv[v], _mm512_set1_ps(scale));
-                    if (bt) l = _mm512_add_ps(l, _mm512_maskz_loadu_ps(m, bt + j));
-                    l = _mm512_mask_blend_ps(m, _mm512_set1_ps(-INFINITY), l);
-                    _mm512_store_ps(S + j, l);
-                    vmax = _mm512_max_ps(vmax, l);
-                }
+                attend4(o, q, brow, m, Kt, V, S, n, npad, scale);
             }
-            __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
-            __m512 vsum = _mm512_setzero_ps();
-            for (int j = 0; j < npad; j += 16) {
-                __m512 e = kn_exp16(_mm512_sub_ps(_mm512_load_ps(S + j), mx));
-                __mmask16 m = n - j >= 16 ? 0xffff : (__mmask16)((1u << (n - j)) - 1);
-                e = _mm512_maskz_mov_ps(m, e);
-                _mm512_store_ps(S + j, e);
-                vsum = _mm512_add_ps(vsum, e);
-            }
-            float inv = 1.0f / _mm512_reduce_add_ps(vsum);
-            if (d == 32) {
-                __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
-                int j = 0;
-                for (; j + 1 < n; j += 2) {
-                    __m512 p0 = _mm512_set1_ps(S[j]), p1 = _mm512_set1_ps(S[j + 1]);
-                    o0 = _mm512_fmadd_ps(p0, _mm512_load_ps(V + (size_t)j * 32), o0);
-                    o1 = _mm512_fmadd_ps(p0, _mm512_load_ps(V + (size_t)j * 32 + 16), o1);
-                    o2 = _mm512_fmadd_ps(p1, _mm512_load_ps(V + (size_t)(j + 1) * 32), o2);
-                    o3 = _mm512_fmadd_ps(p1, _mm512_load_ps(V + (size_t)(j + 1) * 32 + 16), o3);
-                }
-                if (j < n) {
-                    __m512 p0 = _mm512_set1_ps(S[j]);
-                    o0 = _mm512_fmadd_ps(p0, _mm512_load_ps(V + (size_t)j * 32), o0);
-                    o1 = _mm512_fmadd_ps(p0, _mm512_load_ps(V + (size_t)j * 32 + 16), o1);
-                }
-                __m512 vi = _mm512_set1_ps(inv);
-                _mm512_storeu_ps(o, _mm512_mul_ps(_mm512_add_ps(o0, o2), vi));
-                _mm512_storeu_ps(o + 16, _mm512_mul_ps(_mm512_add_ps(o1, o3), vi));
-                continue;
-            }
-#else
+            continue;
+        }
+#endif
+        for (int g = 0; g < nreal; g++) {
+            int t = real[g];
+            int iy = wy * ws + t / ws, ix = wx * ws + t % ws;
+            const float *q = rows[t] + h * 3 * d;
+            const float *bt = bh ? bh + (size_t)t * n : NULL;
+            float *o = out + ((size_t)iy * W + ix) * ldo + h * d;
             float mx = -INFINITY;
             for (int j = 0; j < n; j++) {
                 float s = 0;
@@ -119,7 +167,6 @@ int kn_winattn_fwd(float *out, int ldo, const float *qkv, const float *padrow,
                 sum += S[j];
             }
             float inv = 1.0f / sum;
-#endif
             for (int c = 0; c < d; c++) {
                 float acc = 0;
                 for (int j = 0; j < n; j++) acc += S[j] * V[(size_t)j * d + c];
