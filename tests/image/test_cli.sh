@@ -18,6 +18,10 @@ expect() { # expect STATUS PATTERN -- args...
 }
 "$MODA" bench example --out "$WORK/ex.png" >/dev/null || { echo "FAIL: bench example"; exit 1; }
 printf 'not a weights file' >"$WORK/bad.safetensors"
+# valid safetensors layout, but no SAM encoder named / an unknown one (26- and 44-byte headers)
+printf '\x1a\x00\x00\x00\x00\x00\x00\x00{"__metadata__":{"a":"b"}}' >"$WORK/nometa.safetensors"
+printf '\x2e\x00\x00\x00\x00\x00\x00\x00{"__metadata__":{"moda.encoder":"tinyvit_5m"}}' >"$WORK/tvempty.safetensors"
+printf '\x2c\x00\x00\x00\x00\x00\x00\x00{"__metadata__":{"moda.encoder":"vit_q"}}   ' >"$WORK/vitq.safetensors"
 printf '\x89PNG\r\n\x1a\n' >"$WORK/trunc.png"
 : >"$WORK/empty.jpg"
 IMG=$WORK/ex.png OUT=$WORK/m.png
@@ -41,6 +45,9 @@ expect 1 "cannot open image" -- segment --image "$WORK/nope.png" --point 1,1,1 -
 expect 1 "empty file" -- segment --image "$WORK/empty.jpg" --point 1,1,1 --out "$OUT"
 expect 1 "corrupt PNG" -- segment --image "$WORK/trunc.png" --point 1,1,1 --out "$OUT"
 expect 1 "bad.safetensors" -- segment --image "$IMG" --point 1,1,1 --out "$OUT" --model "$WORK/bad.safetensors"
+expect 1 "no 'moda.encoder' metadata" -- segment --image "$IMG" --point 1,1,1 --out "$OUT" --model "$WORK/nometa.safetensors"
+expect 1 "encoder 'vit_q' is not supported" -- segment --image "$IMG" --point 1,1,1 --out "$OUT" --model "$WORK/vitq.safetensors"
+expect 1 "tensor 'image_encoder.*not in the weights file" -- segment --image "$IMG" --point 1,1,1 --out "$OUT" --model "$WORK/tvempty.safetensors"
 expect 1 "nope.safetensors" -- segment --image "$IMG" --point 1,1,1 --out "$OUT" --model "$WORK/nope.safetensors"
 expect 2 "unknown benchmark" -- bench nope
 expect 2 "--iters" -- bench infer --iters 0
