@@ -82,6 +82,7 @@ static int call(Moda__Envelope *env, const msg_part_t *parts, int n, msg_t **out
     case MODA__ENVELOPE__BODY_REVERT_DOMAIN_REPLY: code = (int)e->revert_domain_reply->status->code; break;
     case MODA__ENVELOPE__BODY_HISTORY_REPLY: code = (int)e->history_reply->status->code; break;
     case MODA__ENVELOPE__BODY_GET_ALIAS_REPLY: code = (int)e->get_alias_reply->status->code; break;
+    case MODA__ENVELOPE__BODY_BACKUP_REPLY: code = (int)e->backup_reply->status->code; break;
     case MODA__ENVELOPE__BODY_HEALTH_REPLY: code = e->health_reply->status ? (int)e->health_reply->status->code : 0; break;
     default: code = 98;
     }
@@ -521,6 +522,43 @@ int main(int argc, char **argv)
     }
 
     hostile();
+
+    /* 9) backup while serving, then a second registry on the copy holds the same versions */
+    {
+        char bdir[4300];
+        snprintf(bdir, sizeof bdir, "%s/backup", argv[2]);
+        Moda__BackupRequest q = MODA__BACKUP_REQUEST__INIT;
+        q.dir = bdir;
+        Moda__Envelope env = MODA__ENVELOPE__INIT;
+        env.body_case = MODA__ENVELOPE__BODY_BACKUP_REQUEST;
+        env.backup_request = &q;
+        msg_t *r = NULL;
+        EXPECT(call(&env, NULL, 0, &r) == 0 && r && r->env->backup_reply->bytes > 0);
+        msg_free(&r);
+        EXPECT(call(&env, NULL, 0, NULL) == MODA__STATUS_CODE__STATUS_EXISTS); /* never overwrites */
+        uint64_t nver = counter("store_versions");
+        char saved_ep[600], saved_pub[600];
+        snprintf(saved_ep, sizeof saved_ep, "%s", ep);
+        snprintf(saved_pub, sizeof saved_pub, "%s", pub_ep);
+        snprintf(ep, sizeof ep, "ipc://%s/r2.sock", argv[2]);
+        snprintf(pub_ep, sizeof pub_ep, "ipc://%s/p2.sock", argv[2]);
+        pid_t p2 = start(argv[1], bdir);
+        reconnect();
+        int up2 = 0;
+        for (int i = 0; i < 50 && !up2; i++) {
+            up2 = counter("store_versions") == nver;
+            if (!up2) usleep(100000);
+        }
+        EXPECT(up2);
+        EXPECT(get_bank(v3, NULL, 0, &got, &gl, NULL) == 0 && gl == n3 && !memcmp(got, b3, n3));
+        free(got);
+        kill(p2, SIGTERM);
+        waitpid(p2, NULL, 0);
+        snprintf(ep, sizeof ep, "%s", saved_ep);
+        snprintf(pub_ep, sizeof pub_ep, "%s", saved_pub);
+        reconnect();
+        EXPECT(alive());
+    }
 
     bank_split_clear(&s2);
     bank_split_clear(&s3);
