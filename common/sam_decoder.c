@@ -75,18 +75,17 @@ struct samdec {
     layer_w_t L[2];
     attn_w_t fin;
     ln_w_t nfin;
-    const float *up1w, *up1b;
+    const float *up1w, *up1b, *up3b;
     mlp3_w_t hyper[SAM_NMASK], iouh;
     /* owned constants */
     float *pe;       /* [4096,256] dense PE, token-major */
     float *up0t;     /* [4*64, 256]: row s*64+co = w0[:, co, s] */
     float *up0bt;    /* [4*64] */
-    float *up3t;     /* [4*32, 64] */
-    float *up3bt;    /* [4*32] */
+    float *up3t;     /* [4*32, 64]: row s*32+co = w3[:, co, s] */
     /* image-side activations (owned) */
     float *keys, *kp; /* [4096,256] */
     float *y2;        /* [16384,128]; also the mask path's dense [256,4096] */
-    float *rm;        /* [65536,4] */
+    float *rm;        /* [4 s2, 4 masks, 16384] before the scatter */
     float *mscratch;  /* mask path: conv im2col + intermediates */
     /* layer-0 cache (no mask prompt) */
     float *c_emb;            /* [256,4096] copy of the cached embedding */
@@ -214,7 +213,7 @@ static int load_weights(samdec_t *d, const wts_t *w, err_t *err)
     d->up1w = get(w, err, &bad, "mask_decoder.output_upscaling.1.weight", 1, 64, 0, 0, 0);
     d->up1b = get(w, err, &bad, "mask_decoder.output_upscaling.1.bias", 1, 64, 0, 0, 0);
     const float *up3w = get(w, err, &bad, "mask_decoder.output_upscaling.3.weight", 4, 64, HYP, 2, 2);
-    const float *up3b = get(w, err, &bad, "mask_decoder.output_upscaling.3.bias", 1, HYP, 0, 0, 0);
+    d->up3b = get(w, err, &bad, "mask_decoder.output_upscaling.3.bias", 1, HYP, 0, 0, 0);
     for (int i = 0; i < SAM_NMASK; i++) {
         snprintf(s, sizeof s, "%s.output_hypernetworks_mlps.%d", md, i);
         load_mlp3(&d->hyper[i], w, err, &bad, s, HYP);
@@ -232,7 +231,6 @@ static int load_weights(samdec_t *d, const wts_t *w, err_t *err)
         }
     for (int s4 = 0; s4 < 4; s4++)
         for (int co = 0; co < HYP; co++) {
-            d->up3bt[s4 * HYP + co] = up3b[co];
             for (int ci = 0; ci < 64; ci++)
                 d->up3t[(size_t)(s4 * HYP + co) * 64 + ci] = up3w[((size_t)ci * HYP + co) * 4 + s4];
         }
@@ -273,7 +271,6 @@ samdec_t *samdec_new(const wts_t *w, err_t *err)
     d->up0t = falloc(256 * C);
     d->up0bt = falloc(256);
     d->up3t = falloc(128 * 64);
-    d->up3bt = falloc(128);
     d->keys = falloc((size_t)NP * C);
     d->kp = falloc((size_t)NP * C);
     d->y2 = falloc((size_t)4 * NP * 128);
@@ -285,7 +282,7 @@ samdec_t *samdec_new(const wts_t *w, err_t *err)
     d->c_k = falloc((size_t)NP * XDIM);
     d->c_v = falloc((size_t)NP * XDIM);
     d->c_q = falloc((size_t)NP * XDIM);
-    if (!d->pe || !d->up0t || !d->up0bt || !d->up3t || !d->up3bt || !d->keys || !d->kp ||
+    if (!d->pe || !d->up0t || !d->up0bt || !d->up3t || !d->keys || !d->kp ||
         !d->y2 || !d->rm || !d->mscratch || !d->c_emb || !d->c_keys || !d->c_kp || !d->c_k ||
         !d->c_v || !d->c_q) {
         err_set(err, ERR_NOMEM, "samdec_new: out of memory for activations");
@@ -322,7 +319,7 @@ void samdec_destroy(samdec_t **dp)
     if (!dp || !*dp) return;
     samdec_t *d = *dp;
     free_tokens(d);
-    float *bufs[] = {d->pe, d->up0t, d->up0bt, d->up3t, d->up3bt, d->keys, d->kp, d->y2,
+    float *bufs[] = {d->pe, d->up0t, d->up0bt, d->up3t, d->keys, d->kp, d->y2,
                      d->rm, d->mscratch, d->c_emb, d->c_keys, d->c_kp, d->c_k, d->c_v,
                      d->c_q};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
@@ -633,27 +630,34 @@ int samdec_forward(samdec_t *d, const float *emb, const sam_point_t *pts, int n,
     for (int i = 0; i < SAM_NMASK; i++)
         mlp3(&d->hyper[i], Q + (size_t)(1 + i) * C, h1, h2, hyper + i * HYP, HYP);
 
-    /* upscaling: rows (p, s) of y1 = convT1 output pixels, 64 channels each */
+    /* upscaling. convT1 as a Linear: y1 rows (p, s) are its output pixels, 64 channels
+     * each; convT2 channel-major: y2t[(s2, co), (p, s)]; then per s2 the hypernetwork
+     * product over co, out[m, (p, s)] = Σ_co hyper[m, co] gelu(y2t[(s2, co), (p, s)] + b) */
     float *y1 = kp; /* [4096, 4*64] = [16384, 64] */
     kn_linear_fwd(y1, keys, d->up0t, d->up0bt, NP, C, 256);
-    kn_layernorm_fwd(y1, NULL, NULL, y1, d->up1w, d->up1b, 4 * NP, 64, LN2D_EPS);
-    kn_gelu_fast_fwd(y1, y1, (size_t)4 * NP * 64);
-    kn_linear_fwd(d->y2, y1, d->up3t, d->up3bt, 4 * NP, 64, 4 * HYP); /* [16384, 4*32] */
-    kn_gelu_fast_fwd(d->y2, d->y2, (size_t)16 * NP * HYP);
-    kn_linear_fwd(d->rm, d->y2, hyper, NULL, 16 * NP, HYP, SAM_NMASK); /* [65536, 4] */
-    /* row r = (p*4 + s)*4 + s2 with p = i*64+j, s = dy*2+dx, s2 = ey*2+ex
-     * -> pixel (4i + 2dy + ey, 4j + 2dx + ex) */
+    kn_layernorm_gelu_fast_fwd(y1, y1, d->up1w, d->up1b, 4 * NP, 64, LN2D_EPS);
+    float *y2t = d->y2; /* [4*32, 16384] */
+    kn_gemm(0, 1, 4 * HYP, 4 * NP, 64, 1.0f, d->up3t, 64, y1, 64, 0.0f, y2t, 4 * NP);
     const size_t plane = (size_t)SAM_LOWRES * SAM_LOWRES;
-    for (int i = 0; i < SAM_EMB; i++)
-        for (int j = 0; j < SAM_EMB; j++)
-            for (int s = 0; s < 4; s++)
-                for (int s2 = 0; s2 < 4; s2++) {
-                    size_t r = ((size_t)((i * SAM_EMB + j) * 4 + s)) * 4 + s2;
+    for (int s2 = 0; s2 < 4; s2++) {
+        float *o = d->rm + (size_t)s2 * SAM_NMASK * 4 * NP; /* [4 masks, 16384] */
+        kn_gelu_linear_fwd(o, y2t + (size_t)s2 * HYP * 4 * NP, d->up3b, hyper, HYP, 4 * NP,
+                           SAM_NMASK);
+    }
+    /* column (p, s) of block s2 -> pixel (4i + 2dy + ey, 4j + 2dx + ex) with p = i*64+j,
+     * s = dy*2+dx, s2 = ey*2+ex */
+    for (int m = 0; m < SAM_NMASK; m++)
+        for (int s2 = 0; s2 < 4; s2++) {
+            const float *o = d->rm + ((size_t)s2 * SAM_NMASK + m) * 4 * NP;
+            float *dst = lowres + m * plane;
+            for (int p = 0; p < NP; p++) {
+                int i = p / SAM_EMB, j = p % SAM_EMB;
+                for (int s = 0; s < 4; s++) {
                     int y = 4 * i + 2 * (s >> 1) + (s2 >> 1);
                     int x = 4 * j + 2 * (s & 1) + (s2 & 1);
-                    const float *v = d->rm + r * SAM_NMASK;
-                    for (int m = 0; m < SAM_NMASK; m++)
-                        lowres[m * plane + (size_t)y * SAM_LOWRES + x] = v[m];
+                    dst[(size_t)y * SAM_LOWRES + x] = o[p * 4 + s];
                 }
+            }
+        }
     return 0;
 }

@@ -209,7 +209,8 @@ int kn_uncertain_points(float *pts, const float *logits, int H, int W, int P, in
 void kn_adam_step(float *p, const float *g, float *m, float *v, size_t n, float lr,
                   float beta1, float beta2, float eps, float weight_decay, int step);
 
-/* ---- decoder ops (SAM mask decoder; kernels/cpu/transpose.c, gelu_fast.c, softmax_fast.c) */
+/* ---- decoder ops (SAM mask decoder; kernels/cpu/transpose.c, gelu_fast.c, softmax_fast.c,
+ *      layernorm_gelu_fast.c, gelu_linear.c) */
 /* y[cols, rows] = x[rows, cols]ᵀ. Bit-exact data movement. No aliasing. */
 void kn_transpose(float *y, const float *x, int rows, int cols);
 /* GELU, erf form like kn_gelu_fwd, with a vectorisable erf: absolute error
@@ -221,6 +222,14 @@ void kn_softmax_fast_fwd(float *y, const float *x, int rows, int cols);
 /* Softmax over dim 0: for every column c, y[:, c] = softmax(x[:, c]) over the rows of
  * x[rows, cols]; same accuracy; in place allowed. */
 void kn_softmax_dim0_fast_fwd(float *y, const float *x, int rows, int cols);
+/* Row LayerNorm (as kn_layernorm_fwd, float accumulation) then GELU (as kn_gelu_fast_fwd):
+ * y[N,C] = gelu((x - mean) * rstd * w + b). In place allowed. */
+void kn_layernorm_gelu_fast_fwd(float *y, const float *x, const float *w, const float *b, int N,
+                                int C, float eps);
+/* Channel-major: y[O, N] = W[O, K] · gelu(x[K, N] + b[K]) (b may be NULL; GELU as
+ * kn_gelu_fast_fwd; activations never stored). For small K and 1 ≤ O ≤ 16. No aliasing. */
+void kn_gelu_linear_fwd(float *y, const float *x, const float *b, const float *W, int K, int N,
+                        int O);
 
 /* ---- TinyViT / encoder ops (kernels/cpu/gemm_pk.c, dwconv.c, winattn.c) -------------
  * Inference-only fast paths for the image encoders. Maps are channel-last ([H, W, C] =

@@ -2,7 +2,10 @@
  *   u = k ln2 + r (k = round(u / ln2), ln2 split hi/lo), |r| ≤ ln2/2,
  *   e^r by its degree-6 Taylor polynomial (truncation < 1.3e-7 relative), times 2^k built in
  *   the exponent bits. u is clamped at −87 (e^u < 1.7e-38 there, and 2^k stays normal).
- * Relative error ≤ ~3e-7 on [−87, 0]; NaN in gives NaN out (the clamp keeps NaN). */
+ * Relative error ≤ ~3e-7 on [−87, 0]; NaN in gives NaN out (the clamp keeps NaN).
+ * kn_gelu1_fast: GELU 0.5 v (1 + erf(v/√2)) with erf from Abramowitz & Stegun 7.1.26
+ * (|ε| ≤ 1.5e-7) and the exp above; absolute error ≤ 2e-7 · max(1, |v|). The one GELU of
+ * kn_gelu_fast_fwd, kn_layernorm_gelu_fast_fwd and kn_gelu_linear_fwd. */
 #ifndef MODA_KN_FAST_EXP_H
 #define MODA_KN_FAST_EXP_H
 
@@ -27,6 +30,20 @@ static inline float kn_exp_nonpos(float u)
     float s;
     memcpy(&s, &bits, sizeof s);
     return p * s;
+}
+
+static inline float kn_gelu1_fast(float v)
+{
+    float z = v * 0.70710678118654752f;
+    float az = z < 0.0f ? -z : z;
+    float t = 1.0f / (1.0f + 0.3275911f * az);
+    float q = 1.061405429f;
+    q = q * t - 1.453152027f;
+    q = q * t + 1.421413741f;
+    q = q * t - 0.284496736f;
+    q = q * t + 0.254829592f;
+    float e = 1.0f - q * t * kn_exp_nonpos(-az * az); /* erf(|z|) */
+    return 0.5f * v * (1.0f + (z < 0.0f ? -e : e));
 }
 
 #endif

@@ -201,9 +201,9 @@ int main(int argc, char **argv)
 
         int ok = maxe <= 5e-2 && ierr <= 5e-3 && miou >= 0.99;
         printf("%s %-9s n=%d pick=%d max_abs=%.3g mean_abs=%.3g iou_err=%.3g mask_iou=%.5f "
-               "first_ms=%.1f ms=%.1f cpu_ms=%.1f ort_ms=%.1f\n",
+               "first_ms=%.1f ms=%.1f cpu_ms=%.1f cpu_min_ms=%.1f ort_ms=%.1f\n",
                ok ? "ok  " : "FAIL", name, n, pick, maxe, sume / NLR, ierr, miou, cold, med,
-               cmed, ort_ms);
+               cmed, it ? cms[0] : 0.0, ort_ms);
         fails += !ok;
         free(ref);
         free(mask);
