@@ -420,18 +420,22 @@ static void conv_block(tinyvit_t *e, const conv_block_t *cb, int side, int strid
     tock(e, P_CONVBLK, t);
 }
 
-/* Dense 3×3 pad-1 conv as implicit GEMM: for each band of `band` output rows, im2col into
- * the thread's scratch, then one packed GEMM into y[Ho*Wo, N]. chw: x is [C, H, W]. */
+/* Dense 3×3 pad-1 conv into y[Ho*Wo, N]. Channel-last x: kn_conv3_pk_fwd (implicit GEMM).
+ * chw (the 3-channel input image): per band of `band` output rows, im2col into the thread's
+ * scratch, then one packed GEMM. */
 static void conv3(tinyvit_t *e, float *y, const float *x, const lin_t *l, int H, int W, int C,
                   int stride, int chw, int band, int act)
 {
     int Ho = (H - 1) / stride + 1, Wo = (W - 1) / stride + 1, nb = (Ho + band - 1) / band;
+    if (!chw) { /* channel-last input: implicit GEMM straight from the map */
+        kn_conv3_pk_fwd(y, l->N, x, H, W, C, stride, 0, Ho, l->wp, l->b, l->N, act);
+        return;
+    }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(team(e))
     for (int bi = 0; bi < nb; bi++) {
         int oy0 = bi * band, n = Ho - oy0 < band ? Ho - oy0 : band;
         float *col = e->scr + (size_t)omp_get_thread_num() * SCR_FLOATS;
-        if (chw) kn_im2col3_chw(col, x, C, H, W, stride, oy0, n);
-        else kn_im2col3_nhwc(col, x, H, W, C, stride, oy0, n);
+        kn_im2col3_chw(col, x, C, H, W, stride, oy0, n);
         kn_linear_pk_fwd(y + (size_t)oy0 * Wo * l->N, l->N, col, l->K, l->wp, l->b, NULL, 0, n * Wo,
                          l->N, l->K, act);
     }

@@ -248,6 +248,11 @@ void kn_pack_w(float *dst, const float *W, int N, int K);
 void kn_linear_pk_fwd(float *y, int ldy, const float *x, int ldx, const float *Wp,
                       const float *b, const float *res, int ldr, int M, int N, int K, int act);
 
+/* Dense 3×3 conv, pad 1, on x[H, W, C] as an implicit GEMM, output rows [oy0, oy0+noy):
+ * y[noy*Wo, N] (row stride ldy) = act(conv + b). Wp = kn_pack_w of the weight reordered to
+ * [N][ky][kx][C] (K = 9*C). Wo as for kn_dwconv3_nhwc_fwd; C ≤ 4096 for the fast path. */
+void kn_conv3_pk_fwd(float *y, int ldy, const float *x, int H, int W, int C, int stride,
+                     int oy0, int noy, const float *Wp, const float *b, int N, int act);
 /* Depthwise 3×3 conv, pad 1: y[Ho, Wo, C] = act(b[c] + Σ w9c[ky*3+kx, c] · x[...]),
  * Ho = (H-1)/stride + 1 (same for W). w9c is [9, C] (tap-major); b may be NULL. */
 void kn_dwconv3_nhwc_fwd(float *y, const float *x, const float *w9c, const float *b, int H,

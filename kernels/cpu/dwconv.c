@@ -82,10 +82,17 @@ void kn_im2col3_nhwc(float *col, const float *x, int H, int W, int C, int stride
                 int iy = oy * stride - 1 + ky;
                 for (int kx = 0; kx < 3; kx++, d += C) {
                     int ix = ox * stride - 1 + kx;
-                    if (iy < 0 || iy >= H || ix < 0 || ix >= W)
-                        memset(d, 0, sizeof(float) * C);
-                    else
-                        memcpy(d, x + ((size_t)iy * W + ix) * C, sizeof(float) * C);
+                    int in = iy >= 0 && iy < H && ix >= 0 && ix < W;
+                    const float *src = in ? x + ((size_t)iy * W + ix) * C : NULL;
+#if KN_HAVE_AVX512
+                    if (C % 16 == 0) { /* short rows: inline copies beat memcpy calls */
+                        for (int c = 0; c < C; c += 16)
+                            _mm512_storeu_ps(d + c, in ? _mm512_loadu_ps(src + c) : _mm512_setzero_ps());
+                        continue;
+                    }
+#endif
+                    if (in) memcpy(d, src, sizeof(float) * C);
+                    else memset(d, 0, sizeof(float) * C);
                 }
             }
         }

@@ -8,7 +8,8 @@
  * registers over the whole K; row blocks of 96 go to OpenMP threads and each packed panel
  * is reused by the 8 tiles of a block while it sits in L1/L2. Tail rows reuse the last row
  * pointer and are not stored; tail columns use store masks. Builds without AVX-512 use a
- * plain loop over the same packed layout.
+ * plain loop over the same packed layout. The same tile, fed one row pointer per 3×3 tap,
+ * is an implicit-GEMM convolution (kn_conv3_pk_fwd): no im2col buffer.
  */
 #include "kn.h"
 #include "vmath.h"
@@ -55,31 +56,35 @@ static inline void ep_store(float *y, const float *res, __m512 c0, __m512 c1, __
     _mm512_mask_storeu_ps(y + 16, m1, c1);
 }
 
-/* One 12×32 tile: rows x[0..mr) (row stride ldx), panel bp [K][32]. */
-static void tile(float *y, int ldy, const float *x, int ldx, int mr, const float *bp, int K,
-                 __m512 b0, __m512 b1, __mmask16 m0, __mmask16 m1, const float *res, int ldr,
-                 int act)
+/* One 12×32 tile over nseg K-segments of seglen each: segment s reads row i from
+ * aseg[s*MR + i] (rows past mr repeat a valid pointer and are not stored); the packed
+ * panel bp is [nseg*seglen][32]. A plain GEMM is one segment; an implicit 3×3 conv has one
+ * segment per tap. */
+static void tile(float *y, int ldy, const float *const *aseg, int nseg, int seglen, int mr,
+                 const float *bp, __m512 b0, __m512 b1, __mmask16 m0, __mmask16 m1,
+                 const float *res, int ldr, int act)
 {
-    const float *a[MR];
-    for (int i = 0; i < MR; i++) a[i] = x + (size_t)(i < mr ? i : mr - 1) * ldx;
-    const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
-    const float *a6 = a[6], *a7 = a[7], *a8 = a[8], *a9 = a[9], *a10 = a[10], *a11 = a[11];
     __m512 z = _mm512_setzero_ps();
     __m512 c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z;
     __m512 c40 = z, c41 = z, c50 = z, c51 = z, c60 = z, c61 = z, c70 = z, c71 = z;
     __m512 c80 = z, c81 = z, c90 = z, c91 = z, cA0 = z, cA1 = z, cB0 = z, cB1 = z;
-    for (int k = 0; k < K; k++) {
-        __m512 w0 = _mm512_load_ps(bp + (size_t)k * NR);
-        __m512 w1 = _mm512_load_ps(bp + (size_t)k * NR + 16);
-        __m512 v;
+    for (int sg = 0; sg < nseg; sg++, bp += (size_t)seglen * NR) {
+        const float *const *a = aseg + (size_t)sg * MR;
+        const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
+        const float *a6 = a[6], *a7 = a[7], *a8 = a[8], *a9 = a[9], *a10 = a[10], *a11 = a[11];
+        for (int k = 0; k < seglen; k++) {
+            __m512 w0 = _mm512_load_ps(bp + (size_t)k * NR);
+            __m512 w1 = _mm512_load_ps(bp + (size_t)k * NR + 16);
+            __m512 v;
 #define ROW(ai, ca, cb)                                                                    \
     v = _mm512_set1_ps(ai[k]);                                                             \
     ca = _mm512_fmadd_ps(v, w0, ca);                                                       \
     cb = _mm512_fmadd_ps(v, w1, cb);
-        ROW(a0, c00, c01) ROW(a1, c10, c11) ROW(a2, c20, c21) ROW(a3, c30, c31)
-        ROW(a4, c40, c41) ROW(a5, c50, c51) ROW(a6, c60, c61) ROW(a7, c70, c71)
-        ROW(a8, c80, c81) ROW(a9, c90, c91) ROW(a10, cA0, cA1) ROW(a11, cB0, cB1)
+            ROW(a0, c00, c01) ROW(a1, c10, c11) ROW(a2, c20, c21) ROW(a3, c30, c31)
+            ROW(a4, c40, c41) ROW(a5, c50, c51) ROW(a6, c60, c61) ROW(a7, c70, c71)
+            ROW(a8, c80, c81) ROW(a9, c90, c91) ROW(a10, cA0, cA1) ROW(a11, cB0, cB1)
 #undef ROW
+        }
     }
 #define ST(i, ca, cb)                                                                      \
     if (i < mr)                                                                            \
@@ -110,8 +115,10 @@ void kn_linear_pk_fwd(float *y, int ldy, const float *x, int ldx, const float *W
             const float *bp = Wp + (size_t)p * K * NR;
             for (int m = m0; m < m1; m += MR) {
                 int mr = m1 - m < MR ? m1 - m : MR;
-                tile(y + (size_t)m * ldy + n0, ldy, x + (size_t)m * ldx, ldx, mr, bp, K, b0, b1,
-                     k0, k1, res ? res + (size_t)m * ldr + n0 : NULL, ldr, act);
+                const float *a[MR];
+                for (int i = 0; i < MR; i++) a[i] = x + (size_t)(m + (i < mr ? i : mr - 1)) * ldx;
+                tile(y + (size_t)m * ldy + n0, ldy, a, 1, K, mr, bp, b0, b1, k0, k1,
+                     res ? res + (size_t)m * ldr + n0 : NULL, ldr, act);
             }
         }
     }
@@ -136,4 +143,67 @@ void kn_linear_pk_fwd(float *y, int ldy, const float *x, int ldx, const float *W
             }
     }
 #endif
+}
+
+/* ---- implicit-GEMM 3×3 conv ---------------------------------------------------------- */
+
+#define CONV_MAXC 4096
+static const float g_zeros[CONV_MAXC] __attribute__((aligned(64)));
+
+void kn_conv3_pk_fwd(float *y, int ldy, const float *x, int H, int W, int C, int stride,
+                     int oy0, int noy, const float *Wp, const float *b, int N, int act)
+{
+    int Wo = (W - 1) / stride + 1, M = noy * Wo, K = 9 * C;
+    int np = (N + NR - 1) / NR, nblk = (M + MB - 1) / MB;
+#if KN_HAVE_AVX512
+    if (C <= CONV_MAXC) {
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int blk = 0; blk < nblk; blk++) {
+            int m0 = blk * MB, m1 = m0 + MB < M ? m0 + MB : M;
+            const float *aseg[MB / MR][9 * MR];
+            for (int m = m0, t = 0; m < m1; m += MR, t++) {
+                int mr = m1 - m < MR ? m1 - m : MR;
+                for (int i = 0; i < MR; i++) {
+                    int pix = m + (i < mr ? i : mr - 1);
+                    int oy = oy0 + pix / Wo, ox = pix % Wo;
+                    for (int tap = 0; tap < 9; tap++) {
+                        int iy = oy * stride - 1 + tap / 3, ix = ox * stride - 1 + tap % 3;
+                        aseg[t][tap * MR + i] = (iy >= 0 && iy < H && ix >= 0 && ix < W)
+                                                    ? x + ((size_t)iy * W + ix) * C
+                                                    : g_zeros;
+                    }
+                }
+            }
+            for (int p = 0; p < np; p++) {
+                int n0 = p * NR, nr = N - n0 < NR ? N - n0 : NR;
+                __mmask16 k0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
+                __mmask16 k1 = nr >= 32 ? 0xffff : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
+                __m512 b0 = b ? _mm512_maskz_loadu_ps(k0, b + n0) : _mm512_setzero_ps();
+                __m512 b1 = b ? _mm512_maskz_loadu_ps(k1, b + n0 + 16) : _mm512_setzero_ps();
+                const float *bp = Wp + (size_t)p * K * NR;
+                for (int m = m0, t = 0; m < m1; m += MR, t++) {
+                    int mr = m1 - m < MR ? m1 - m : MR;
+                    tile(y + (size_t)m * ldy + n0, ldy, aseg[t], 9, C, mr, bp, b0, b1, k0, k1,
+                         NULL, 0, act);
+                }
+            }
+        }
+        return;
+    }
+#endif
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int m = 0; m < M; m++) {
+        int oy = oy0 + m / Wo, ox = m % Wo;
+        for (int n = 0; n < N; n++) {
+            const float *bp = Wp + (size_t)(n / NR) * K * NR + n % NR;
+            float acc = b ? b[n] : 0.0f;
+            for (int tap = 0; tap < 9; tap++) {
+                int iy = oy * stride - 1 + tap / 3, ix = ox * stride - 1 + tap % 3;
+                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                const float *xr = x + ((size_t)iy * W + ix) * C;
+                for (int c = 0; c < C; c++) acc += xr[c] * bp[(size_t)(tap * C + c) * NR];
+            }
+            y[(size_t)m * ldy + n] = act == KN_ACT_GELU ? kn_gelu1(acc) : acc;
+        }
+    }
 }

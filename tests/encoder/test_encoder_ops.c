@@ -3,7 +3,7 @@
  *
  *   kn_linear_pk_fwd      all epilogues (bias, residual, in-place residual, GELU), strides
  *   kn_dwconv3_nhwc_fwd   strides 1 and 2, channel tails, GELU
- *   kn_im2col3_*          + kn_linear_pk_fwd = the dense 3×3 conv (vs kn_conv2d_fwd too)
+ *   kn_im2col3_*, kn_conv3_pk_fwd  = the dense 3×3 conv (vs kn_conv2d_fwd too)
  *   kn_winattn_fwd        maps not a multiple of the window, pad row, bias, d 32 and 8
  * Exit status 1 on any failed check (each failure is printed).
  */
@@ -144,6 +144,11 @@ static void test_conv3(int H, int W, int Cin, int Cout, int stride)
     kn_linear_pk_fwd(y, Cout, col, K, Wp, b, NULL, 0, P, Cout, K, KN_ACT_NONE);
     snprintf(what, sizeof what, "im2col3_nhwc conv H=%d W=%d %d->%d s=%d", H, W, Cin, Cout, stride);
     check(what, y, want, (size_t)P * Cout, 1e-5, 1e-5);
+    kn_conv3_pk_fwd(y, Cout, xn, H, W, Cin, stride, 0, Ho / 2, Wp, b, Cout, KN_ACT_NONE);
+    kn_conv3_pk_fwd(y + (size_t)(Ho / 2) * Wo * Cout, Cout, xn, H, W, Cin, stride, Ho / 2,
+                    Ho - Ho / 2, Wp, b, Cout, KN_ACT_NONE);
+    snprintf(what, sizeof what, "conv3_pk (implicit) H=%d W=%d %d->%d s=%d", H, W, Cin, Cout, stride);
+    check(what, y, want, (size_t)P * Cout, 1e-5, 1e-5);
     int band = Ho / 2; /* two row bands: exercises oy0 > 0 */
     kn_im2col3_chw(col, xc, Cin, H, W, stride, 0, band);
     kn_im2col3_chw(col + (size_t)band * Wo * K, xc, Cin, H, W, stride, band, Ho - band);
@@ -235,6 +240,7 @@ int main(void)
     test_conv3(9, 7, 3, 32, 2);
     test_conv3(8, 10, 5, 17, 1);
     test_conv3(6, 6, 32, 64, 2);
+    test_conv3(13, 5, 16, 40, 1); /* 40 outputs: a masked second panel */
     test_winattn(9, 12, 2, 32, 7, 1);    /* 2×2 windows, pads on both sides */
     test_winattn(14, 14, 1, 32, 7, 0);   /* exact multiple, no bias */
     test_winattn(15, 13, 3, 32, 14, 1);  /* n = 196, heavy padding */
