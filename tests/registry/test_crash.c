@@ -3,7 +3,7 @@
  *
  * Each cycle starts the real binary (full sync), runs random operations (puts of generated
  * banks, some moving "active"; promotes; rollbacks) while a thread kills the process after a
- * random 2..60 ms, then restarts it and checks: the environment opens; every acknowledged
+ * random 2..150 ms, then restarts it and checks: the environment opens; every acknowledged
  * put is present with its digest; at most the one unacknowledged put became visible and
  * then completely (its bytes equal the generated bank); "active" is the last acknowledged
  * value or the in-flight one; the history is contiguous, chained (from = previous to) and
@@ -336,7 +336,7 @@ int main(int argc, char **argv)
             break;
         }
         if (cycle > 0) verify();
-        killer_t k = {pid, 2 + (int)(rand_r(&seed) % 59)};
+        killer_t k = {pid, 2 + (int)(rand_r(&seed) % 149)};
         pthread_t th;
         pthread_create(&th, NULL, kill_later, &k);
         run_ops(&seed);
