@@ -24,6 +24,13 @@ printf '\x2e\x00\x00\x00\x00\x00\x00\x00{"__metadata__":{"moda.encoder":"tinyvit
 printf '\x2c\x00\x00\x00\x00\x00\x00\x00{"__metadata__":{"moda.encoder":"vit_q"}}   ' >"$WORK/vitq.safetensors"
 printf '\x89PNG\r\n\x1a\n' >"$WORK/trunc.png"
 : >"$WORK/empty.jpg"
+# a 5000x1 gray PNG: its short side would resize to 0 pixels
+"${PYTHON:-/usr/bin/python3}" - "$WORK/thin.png" <<'PY'
+import struct, sys, zlib
+def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+open(sys.argv[1], "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 5000, 1, 8, 0, 0, 0, 0))
+    + chunk(b"IDAT", zlib.compress(b"\x00" + b"\x80" * 5000)) + chunk(b"IEND", b""))
+PY
 IMG=$WORK/ex.png OUT=$WORK/m.png
 expect 0 "usage: moda segment" -- segment --help
 expect 2 "--image is required" -- segment --point 1,1,1 --out "$OUT"
@@ -41,6 +48,7 @@ expect 2 "x0 <= x1" -- segment --image "$IMG" --box 50,10,20,20 --out "$OUT"
 expect 2 "unknown argument" -- segment --image "$IMG" --bogus --out "$OUT"
 expect 2 "needs a value" -- segment --image "$IMG" --out
 expect 2 "threads" -- segment --image "$IMG" --point 1,1,1 --out "$OUT" --threads 0
+expect 2 "too elongated" -- segment --image "$WORK/thin.png" --point 1,0,1 --out "$OUT"
 expect 1 "cannot open image" -- segment --image "$WORK/nope.png" --point 1,1,1 --out "$OUT"
 expect 1 "empty file" -- segment --image "$WORK/empty.jpg" --point 1,1,1 --out "$OUT"
 expect 1 "corrupt PNG" -- segment --image "$WORK/trunc.png" --point 1,1,1 --out "$OUT"

@@ -202,6 +202,12 @@ int cmd_segment(int argc, char **argv)
     if (has_box) memcpy(prompt.box, box, sizeof box);
     prep_info_t info = {.h = img->h, .w = img->w};
     prep_target_size(img->h, img->w, PREP_SIDE, &info.new_h, &info.new_w);
+    if (info.new_h < 1 || info.new_w < 1) {
+        err_set(&e, ERR_RANGE, "%s: image %dx%d is too elongated (a side would resize to 0)",
+                image, img->w, img->h);
+        image_destroy(&img);
+        return fail(e.code, &e);
+    }
     sam_point_t dpts[SAM_MAX_POINTS + 2];
     int ndp = sam_prompt_points(&info, &prompt, dpts, &e);
     if (ndp < 0) {
