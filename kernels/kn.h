@@ -248,6 +248,13 @@ void kn_pack_w(float *dst, const float *W, int N, int K);
 void kn_linear_pk_fwd(float *y, int ldy, const float *x, int ldx, const float *Wp,
                       const float *b, const float *res, int ldr, int M, int N, int K, int act);
 
+/* kn_linear_pk_fwd on LayerNorm(x) (per row over K, as kn_layernorm_fwd with ln_w, ln_b,
+ * eps), computed per row block inside the GEMM: x is not modified and no LN map is
+ * written. Returns 0, or -1 when ln_w/ln_b is NULL or K > KN_PK_LN_MAXK. */
+#define KN_PK_LN_MAXK 1024
+int kn_linear_pk_ln_fwd(float *y, int ldy, const float *x, int ldx, const float *ln_w,
+                        const float *ln_b, float eps, const float *Wp, const float *b,
+                        const float *res, int ldr, int M, int N, int K, int act);
 /* Dense 3×3 conv, pad 1, on x[H, W, C] as an implicit GEMM, output rows [oy0, oy0+noy):
  * y[noy*Wo, N] (row stride ldy) = act(conv + b). Wp = kn_pack_w of the weight reordered to
  * [N][ky][kx][C] (K = 9*C). Wo as for kn_dwconv3_nhwc_fwd; C ≤ 4096 for the fast path. */

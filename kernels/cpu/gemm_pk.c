@@ -97,8 +97,11 @@ static void tile(float *y, int ldy, const float *const *aseg, int nseg, int segl
 }
 #endif
 
-void kn_linear_pk_fwd(float *y, int ldy, const float *x, int ldx, const float *Wp,
-                      const float *b, const float *res, int ldr, int M, int N, int K, int act)
+/* With ln_w != NULL each 96-row block of x is first LayerNormed (kn_layernorm_fwd, over K)
+ * into a stack buffer, and the tiles read that (kn_linear_pk_ln_fwd). */
+static void linear_pk(float *y, int ldy, const float *x, int ldx, const float *ln_w,
+                      const float *ln_b, float eps, const float *Wp, const float *b,
+                      const float *res, int ldr, int M, int N, int K, int act)
 {
     int np = (N + NR - 1) / NR;
     int nblk = (M + MB - 1) / MB;
@@ -106,6 +109,15 @@ void kn_linear_pk_fwd(float *y, int ldy, const float *x, int ldx, const float *W
 #pragma omp parallel for schedule(dynamic, 1)
     for (int blk = 0; blk < nblk; blk++) {
         int m0 = blk * MB, m1 = m0 + MB < M ? m0 + MB : M;
+        float xb[ln_w ? MB * K : 1] __attribute__((aligned(64)));
+        if (ln_w) {
+            for (int m = m0; m < m1; m++)
+                if (ldx != K) memcpy(xb + (size_t)(m - m0) * K, x + (size_t)m * ldx, sizeof(float) * K);
+            kn_layernorm_fwd(xb, NULL, NULL, ldx == K ? x + (size_t)m0 * K : xb, ln_w, ln_b, m1 - m0,
+                             K, eps);
+        }
+        const float *xs = ln_w ? xb - (size_t)m0 * K : x;
+        int lds = ln_w ? K : ldx;
         for (int p = 0; p < np; p++) {
             int n0 = p * NR, nr = N - n0 < NR ? N - n0 : NR;
             __mmask16 k0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
@@ -116,7 +128,7 @@ void kn_linear_pk_fwd(float *y, int ldy, const float *x, int ldx, const float *W
             for (int m = m0; m < m1; m += MR) {
                 int mr = m1 - m < MR ? m1 - m : MR;
                 const float *a[MR];
-                for (int i = 0; i < MR; i++) a[i] = x + (size_t)(m + (i < mr ? i : mr - 1)) * ldx;
+                for (int i = 0; i < MR; i++) a[i] = xs + (size_t)(m + (i < mr ? i : mr - 1)) * lds;
                 tile(y + (size_t)m * ldy + n0, ldy, a, 1, K, mr, bp, b0, b1, k0, k1,
                      res ? res + (size_t)m * ldr + n0 : NULL, ldr, act);
             }
@@ -127,11 +139,16 @@ void kn_linear_pk_fwd(float *y, int ldy, const float *x, int ldx, const float *W
     for (int blk = 0; blk < nblk; blk++) {
         int m0 = blk * MB, m1 = m0 + MB < M ? m0 + MB : M;
         float acc[NR];
+        float xn[ln_w ? K : 1];
         for (int m = m0; m < m1; m++)
             for (int p = 0; p < np; p++) {
                 int n0 = p * NR, nr = N - n0 < NR ? N - n0 : NR;
                 const float *bp = Wp + (size_t)p * K * NR;
                 const float *xr = x + (size_t)m * ldx;
+                if (ln_w) {
+                    kn_layernorm_fwd(xn, NULL, NULL, xr, ln_w, ln_b, 1, K, eps);
+                    xr = xn;
+                }
                 memset(acc, 0, sizeof acc);
                 for (int k = 0; k < K; k++)
                     for (int j = 0; j < NR; j++) acc[j] += xr[k] * bp[(size_t)k * NR + j];
@@ -143,6 +160,21 @@ void kn_linear_pk_fwd(float *y, int ldy, const float *x, int ldx, const float *W
             }
     }
 #endif
+}
+
+void kn_linear_pk_fwd(float *y, int ldy, const float *x, int ldx, const float *Wp,
+                      const float *b, const float *res, int ldr, int M, int N, int K, int act)
+{
+    linear_pk(y, ldy, x, ldx, NULL, NULL, 0.0f, Wp, b, res, ldr, M, N, K, act);
+}
+
+int kn_linear_pk_ln_fwd(float *y, int ldy, const float *x, int ldx, const float *ln_w,
+                        const float *ln_b, float eps, const float *Wp, const float *b,
+                        const float *res, int ldr, int M, int N, int K, int act)
+{
+    if (!ln_w || !ln_b || K < 1 || K > KN_PK_LN_MAXK) return -1;
+    linear_pk(y, ldy, x, ldx, ln_w, ln_b, eps, Wp, b, res, ldr, M, N, K, act);
+    return 0;
 }
 
 /* ---- implicit-GEMM 3×3 conv ---------------------------------------------------------- */

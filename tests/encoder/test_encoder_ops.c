@@ -2,6 +2,7 @@
  * loops written from the op definitions, on odd shapes (tails in every dimension).
  *
  *   kn_linear_pk_fwd      all epilogues (bias, residual, in-place residual, GELU), strides
+ *   kn_linear_pk_ln_fwd   the LayerNorm prologue vs double LN + GEMM
  *   kn_dwconv3_nhwc_fwd   strides 1 and 2, channel tails, GELU
  *   kn_im2col3_*, kn_conv3_pk_fwd  = the dense 3×3 conv (vs kn_conv2d_fwd too)
  *   kn_winattn_fwd        maps not a multiple of the window, pad row, bias, d 32 and 8
@@ -81,6 +82,43 @@ static void test_linear(int M, int N, int K, int act, int use_b, int res_mode, i
              use_b, res_mode);
     check(what, y, want, (size_t)M * ldy, 1e-5, 1e-5);
     free(x), free(W), free(b), free(res), free(y), free(Wp), free(want);
+}
+
+/* kn_linear_pk_ln_fwd = kn_layernorm_fwd then kn_linear_pk_fwd (same LN code), and the
+ * LayerNorm itself vs a double loop. */
+static void test_linear_ln(int M, int N, int K, int act, int ldx)
+{
+    float *x = rnd((size_t)M * ldx, 2.0f), *W = rnd((size_t)N * K, 0.3f), *b = rnd(N, 0.5f);
+    float *lw = rnd(K, 1.0f), *lb = rnd(K, 1.0f), *xn = malloc(sizeof(float) * (size_t)M * K);
+    float *y = malloc(sizeof(float) * (size_t)M * N), *Wp = aligned_alloc(64, kn_pack_size(N, K) * sizeof(float));
+    double *want = malloc(sizeof(double) * (size_t)M * N), *lnd = malloc(sizeof(double) * K);
+    for (int m = 0; m < M; m++) {
+        double mu = 0, var = 0;
+        for (int k = 0; k < K; k++) mu += x[(size_t)m * ldx + k];
+        mu /= K;
+        for (int k = 0; k < K; k++) var += (x[(size_t)m * ldx + k] - mu) * (x[(size_t)m * ldx + k] - mu);
+        var /= K;
+        for (int k = 0; k < K; k++)
+            lnd[k] = (x[(size_t)m * ldx + k] - mu) / sqrt(var + 1e-5) * lw[k] + lb[k];
+        for (int n = 0; n < N; n++) {
+            double s = b[n];
+            for (int k = 0; k < K; k++) s += lnd[k] * W[(size_t)n * K + k];
+            want[(size_t)m * N + n] = act == KN_ACT_GELU ? gelu_d(s) : s;
+        }
+    }
+    kn_pack_w(Wp, W, N, K);
+    char what[96];
+    snprintf(what, sizeof what, "linear_pk_ln M=%d N=%d K=%d act=%d ldx=%d", M, N, K, act, ldx);
+    if (kn_linear_pk_ln_fwd(y, N, x, ldx, lw, lb, 1e-5f, Wp, b, NULL, 0, M, N, K, act) != 0) {
+        printf("FAIL %s: returned an error\n", what);
+        g_fail = 1;
+    }
+    check(what, y, want, (size_t)M * N, 1e-4, 1e-4);
+    if (kn_linear_pk_ln_fwd(y, N, x, ldx, lw, lb, 1e-5f, Wp, b, NULL, 0, M, N, KN_PK_LN_MAXK + 1, act) != -1) {
+        printf("FAIL %s: accepted K > KN_PK_LN_MAXK\n", what);
+        g_fail = 1;
+    }
+    free(x), free(W), free(b), free(lw), free(lb), free(xn), free(y), free(Wp), free(want), free(lnd);
 }
 
 static void test_dwconv(int H, int W, int C, int stride, int act)
@@ -231,6 +269,9 @@ int main(void)
                             (a + c) % 2 ? 3 : 0);
             }
     test_linear(300, 64, 256, KN_ACT_GELU, 1, 2, 0); /* MBConv shortcut form */
+    test_linear_ln(203, 70, 160, KN_ACT_GELU, 160);
+    test_linear_ln(97, 33, 48, KN_ACT_NONE, 51);
+    test_linear_ln(5, 16, 320, KN_ACT_NONE, 320);
     for (int C = 1; C <= 40; C += 13)
         for (int s = 1; s <= 2; s++) {
             test_dwconv(9, 7, C, s, KN_ACT_NONE);
