@@ -51,6 +51,7 @@ static const cfg_key_t keys[] = {
     {"registry_bin", CFG_STRING, "", 0, 4000, "bench: moda-registry to start (default: next to this program)"},
     {"versions", CFG_INT, "1000", 10, 100000, "bench: versions to create for the listing benchmark"},
     {"rounds", CFG_INT, "300", 10, 100000, "bench: rollback round trips"},
+    {"no_sync", CFG_BOOL, "false", 0, 0, "bench: run the registries without fsync (shows the cost without the disk)"},
     CFG_END,
 };
 
@@ -111,6 +112,7 @@ static int call(cli_t *c, Moda__Envelope *env, const msg_part_t *parts, int npar
     msg_limits_t lim;
     msg_limits_default(&lim);
     lim.max_total_bytes = (size_t)1 << 36;
+    lim.max_envelope_bytes = (size_t)1 << 28; /* a list of many versions is one big protobuf */
     int rc = msg_request(c->sock, env, parts, nparts, c->timeout, &lim, reply, err);
     if (rc) {
         err_wrap(err, "%s", c->endpoint);
@@ -661,7 +663,8 @@ typedef struct child {
     char ep[64];
 } child_t;
 
-static int start_registry(const char *bin, const char *root, const char *name, int port, child_t *ch, err_t *err)
+static int start_registry(const char *bin, const char *root, const char *name, int port, int no_sync, child_t *ch,
+                          err_t *err)
 {
     snprintf(ch->dir, sizeof ch->dir, "%s/%s", root, name);
     snprintf(ch->ep, sizeof ch->ep, "tcp://127.0.0.1:%d", port);
@@ -670,7 +673,8 @@ static int start_registry(const char *bin, const char *root, const char *name, i
     ch->pid = fork();
     if (ch->pid < 0) return err_errno(err, ERR_IO, errno, "fork");
     if (ch->pid == 0) {
-        execl(bin, bin, "--data", ch->dir, "--bind", ch->ep, "--pub", pub, "--log-level", "warn", (char *)NULL);
+        execl(bin, bin, "--data", ch->dir, "--bind", ch->ep, "--pub", pub, "--log-level", "warn", "--no-sync",
+              no_sync ? "true" : "false", (char *)NULL);
         _exit(127);
     }
     return 0;
@@ -734,10 +738,12 @@ static int do_bench(cli_t *c, const char *self, err_t *err)
     child_t ch = {0};
     int rc = 0;
     double *t = calloc((size_t)(rounds > 64 ? rounds : 64) + 1, sizeof *t);
-    printf("moda registry bench: %s, tcp loopback, full sync (fsync on every commit), data in %s\n", bin, root);
+    printf("moda registry bench: %s, tcp loopback, %s, data in %s\n", bin,
+           cfg_bool(c->cfg, "no_sync") ? "NO sync (--no-sync)" : "full sync (fsync on every commit)", root);
 
     /* 1) put of a 10 MB bank: four domains of 2.5 MB, every domain new in every put */
-    rc = start_registry(bin, root, "big", port, &ch, err);
+    int nosync = cfg_bool(c->cfg, "no_sync");
+    rc = start_registry(bin, root, "big", port, nosync, &ch, err);
     if (!rc) rc = cli_connect(c, ch.ep, err);
     if (!rc) rc = wait_ready(c, err);
     int nput = 8;
@@ -781,7 +787,7 @@ static int do_bench(cli_t *c, const char *self, err_t *err)
     stop_registry(&ch);
 
     /* 3) list 1,000 versions */
-    if (!rc) rc = start_registry(bin, root, "many", port + 2, &ch, err);
+    if (!rc) rc = start_registry(bin, root, "many", port + 2, nosync, &ch, err);
     if (!rc) rc = cli_connect(c, ch.ep, err);
     if (!rc) rc = wait_ready(c, err);
     double tput = now_ms();
