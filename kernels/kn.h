@@ -216,14 +216,15 @@ void kn_transpose(float *y, const float *x, int rows, int cols);
 /* GELU, erf form like kn_gelu_fwd, with a vectorisable erf: absolute error
  * ≤ 2e-7 · max(1, |x|) against the exact value. In place allowed. */
 void kn_gelu_fast_fwd(float *y, const float *x, size_t n);
-/* Row softmax like kn_softmax_fwd with a vectorised exp: relative error ≤ 1e-6 per element.
- * y[rows, cols]; in place allowed. */
+/* Row softmax like kn_softmax_fwd with a vectorised exp: relative error per element
+ * ≤ 1e-6 + 1e-10·cols beyond the float rounding of x − max. y[rows, cols]; in place allowed. */
 void kn_softmax_fast_fwd(float *y, const float *x, int rows, int cols);
 /* Softmax over dim 0: for every column c, y[:, c] = softmax(x[:, c]) over the rows of
- * x[rows, cols]; same accuracy; in place allowed. */
+ * x[rows, cols]; same accuracy (with rows as the length); in place allowed. */
 void kn_softmax_dim0_fast_fwd(float *y, const float *x, int rows, int cols);
-/* Row LayerNorm (as kn_layernorm_fwd, float accumulation) then GELU (as kn_gelu_fast_fwd):
- * y[N,C] = gelu((x - mean) * rstd * w + b). In place allowed. */
+/* Row LayerNorm (as kn_layernorm_fwd but float accumulation: error grows with |mean|/std)
+ * then GELU (as kn_gelu_fast_fwd): y[N,C] = gelu((x - mean) * rstd * w + b). In place
+ * allowed. */
 void kn_layernorm_gelu_fast_fwd(float *y, const float *x, const float *w, const float *b, int N,
                                 int C, float eps);
 /* Channel-major: y[O, N] = W[O, K] · gelu(x[K, N] + b[K]) (b may be NULL; GELU as

@@ -15,8 +15,12 @@
 static inline float kn_exp_nonpos(float u)
 {
     u = u < -87.0f ? -87.0f : u;
-    float kf = u * 1.44269504088896341f;
-    kf = (kf - 12582912.0f) + 12582912.0f; /* round to nearest integer (|kf| < 2^22) */
+    /* t = 1.5·2^23 + k: adding the magic constant rounds u/ln2 to the integer k, which then
+     * sits in the low mantissa bits of t (unsigned arithmetic: no UB, NaN stays NaN) */
+    float t = u * 1.44269504088896341f + 12582912.0f;
+    uint32_t tb;
+    memcpy(&tb, &t, sizeof tb);
+    float kf = t - 12582912.0f;
     float r = u - kf * 0.693145751953125f;
     r = r - kf * 1.428606765330187e-06f;
     float p = 1.0f / 720.0f;
@@ -26,9 +30,9 @@ static inline float kn_exp_nonpos(float u)
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    int32_t bits = ((int32_t)kf + 127) << 23;
+    uint32_t sb = (tb - 0x4B400000u + 127u) << 23; /* 2^k */
     float s;
-    memcpy(&s, &bits, sizeof s);
+    memcpy(&s, &sb, sizeof s);
     return p * s;
 }
 
