@@ -28,6 +28,7 @@ struct store {
     int map_full;         /* set by db_put when LMDB reported MDB_MAP_FULL */
     size_t pending_bytes; /* rough size of what the current write txn adds */
     uint64_t grows;
+    int stale_readers;
 };
 
 /* ---- small helpers ------------------------------------------------------------------- */
@@ -450,8 +451,7 @@ store_t *store_open(const char *dir, const store_opts_t *opts, err_t *err)
         goto fail;
     }
     /* A process killed while reading leaves its reader slot behind; clear such slots. */
-    int dead = 0;
-    mdb_reader_check(s->env, &dead);
+    mdb_reader_check(s->env, &s->stale_readers);
     /* The file may be bigger than the requested map (grown earlier): adopt its size. */
     MDB_envinfo info;
     mdb_env_info(s->env, &info);
@@ -1096,5 +1096,6 @@ int store_stats(store_t *s, store_stats_t *st, err_t *err)
     st->map_size = info.me_mapsize;
     st->map_used = (uint64_t)(info.me_last_pgno + 1) * es.ms_psize;
     st->map_grows = s->grows;
+    st->stale_readers = (uint64_t)s->stale_readers;
     return 0;
 }

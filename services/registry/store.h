@@ -102,6 +102,7 @@ typedef struct store_stats {
     uint64_t versions, blobs, blob_bytes, aliases, history;
     uint64_t map_size, map_used;    /* bytes */
     uint64_t map_grows;             /* times this process grew the map */
+    uint64_t stale_readers;         /* reader slots of dead processes cleared at open */
 } store_stats_t;
 
 /* Open (creating the folder and databases if needed) the environment in `dir`. Clears stale

@@ -3,14 +3,19 @@
  * Checks: versions numbered 1,2,3 and read back field by field; blobs stored once per hash
  * (dedup) and byte-exact; a put naming a missing blob writes nothing; the map grows from a
  * tiny initial size; alias set / compare-and-set / rollback stack / rollback --to; history
- * complete, ordered, filtered; list with limit/before; reopen; backup opens as a copy.
+ * complete, ordered, filtered; list with limit/before; reopen; backup opens as a copy; a
+ * reader slot left by a killed process is cleared at the next open.
  * Usage: test_store WORKDIR   (exit 0 = all checks passed)
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <lmdb.h>
 
 #include "store.h"
 
@@ -273,6 +278,46 @@ int main(int argc, char **argv)
         OK(store_stats(t, &st, &err));
         EXPECT(st.blobs == 7);
         store_close(&t);
+    }
+    /* a reader that died inside a read transaction leaves its slot; the next open clears it.
+     * (LMDB resets the whole reader table when it is the only user of the lock file, so a
+     * second process keeps the environment open meanwhile, as a live service would.) */
+    {
+        int pfd[2];
+        EXPECT(pipe(pfd) == 0);
+        pid_t holder = fork();
+        if (holder == 0) {
+            MDB_env *env;
+            if (mdb_env_create(&env) || mdb_env_set_maxdbs(env, 8) || mdb_env_open(env, dir, MDB_NOTLS, 0644)) _exit(1);
+            if (write(pfd[1], "r", 1) != 1) _exit(1);
+            pause();
+            _exit(0);
+        }
+        char ready;
+        EXPECT(read(pfd[0], &ready, 1) == 1);
+        pid_t pid = fork();
+        if (pid == 0) {
+            MDB_env *env;
+            MDB_txn *t;
+            if (mdb_env_create(&env) || mdb_env_set_maxdbs(env, 8) || mdb_env_open(env, dir, MDB_NOTLS, 0644) ||
+                mdb_txn_begin(env, NULL, MDB_RDONLY, &t))
+                _exit(1);
+            _exit(0); /* no abort, no close: the slot stays taken by a dead pid */
+        }
+        int wst = 0;
+        waitpid(pid, &wst, 0);
+        EXPECT(WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
+        store_t *t = store_open(dir, NULL, &err);
+        EXPECT(t != NULL);
+        if (t) {
+            OK(store_stats(t, &st, &err));
+            EXPECT(st.stale_readers == 1);
+            store_close(&t);
+        }
+        kill(holder, SIGKILL);
+        waitpid(holder, NULL, 0);
+        close(pfd[0]);
+        close(pfd[1]);
     }
     if (failures) {
         fprintf(stderr, "test_store: %d failures\n", failures);
