@@ -141,9 +141,10 @@ int main(int argc, char **argv)
         update_counters(svc, &app);
         store_stats_t st;
         store_stats(reg_store(app.reg), &st, NULL);
-        log_info("event=start data=%s bind=%s pub=%s versions=%llu blobs=%llu map_mb=%llu", cfg_str(cfg, "data"),
-                 svc_control_endpoint(svc), cfg_str(cfg, "pub"), (unsigned long long)st.versions,
-                 (unsigned long long)st.blobs, (unsigned long long)(st.map_size >> 20));
+        log_info("event=start data=%s bind=%s pub=%s versions=%llu blobs=%llu map_mb=%llu stale_readers_cleared=%llu",
+                 cfg_str(cfg, "data"), svc_control_endpoint(svc), cfg_str(cfg, "pub"), (unsigned long long)st.versions,
+                 (unsigned long long)st.blobs, (unsigned long long)(st.map_size >> 20),
+                 (unsigned long long)st.stale_readers);
         rc = svc_run(svc, &err);
     }
     if (rc) log_error("event=exit code=%d msg=\"%s\"", rc, err.msg);
