@@ -464,8 +464,11 @@ static int attn_block(tinyvit_t *e, const attn_block_t *b, int stage, err_t *err
     int C = k_dim[stage], side = k_side[stage], M = side * side;
     gemm_ln(e, e->B, e->X, &b->qkv, b->ln1_w, b->ln1_b, M, KN_ACT_NONE);
     double t = tick(e);
-    int rc = kn_winattn_fwd(e->A, C, e->B, b->padrow, b->bias, side, side, k_heads[stage],
-                            HEAD_DIM, k_ws[stage], 1.0f / sqrtf((float)HEAD_DIM));
+    int rc = (size_t)SCR_FLOATS < kn_winattn_scratch(k_heads[stage], HEAD_DIM, k_ws[stage])
+                 ? -1
+                 : kn_winattn_fwd(e->A, C, e->B, b->padrow, b->bias, side, side, k_heads[stage],
+                                  HEAD_DIM, k_ws[stage], 1.0f / sqrtf((float)HEAD_DIM), e->scr,
+                                  team(e));
     tock(e, P_ATTN, t);
     if (rc) return err_set(err, ERR_UNSUPPORTED, "tinyvit: window %d not supported", k_ws[stage]);
     gemm(e, e->X, e->A, &b->proj, e->X, M, KN_ACT_NONE);

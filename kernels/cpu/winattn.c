@@ -5,20 +5,22 @@
  * pad position contributes the constant qkv row `padrow` (TinyViT pads before the
  * attention LayerNorm, so a pad token is qkv(LN bias), not zero) and is not masked as a
  * key; its own output is dropped, so only real query tokens are computed and written.
- * One OpenMP task per (window, head): keys transposed and values gathered into stack
- * buffers (n = ws² ≤ KN_WINATTN_MAXN). The AVX-512 path (head dim 32) takes the real
- * queries four at a time: logits as a 4×64 register tile over the transposed keys, exact
- * softmax per row, then P·V with 8 accumulators. Other head dims and non-AVX-512 builds
- * take the plain loop. Per-thread state lives on the stack (about 200 KB).
+ * One OpenMP task per window: one pass over its rows gathers every head's keys
+ * (transposed) and values into the thread's scratch slice, so the rows are read as
+ * contiguous 12·heads·d-byte runs (the map is usually larger than the cache). The AVX-512
+ * path (head dim 32) takes the real queries four at a time: logits as a 4×64 register
+ * tile over the transposed keys, exact softmax per row, then P·V with 8 accumulators.
+ * Other head dims and non-AVX-512 builds take the plain loop.
  */
 #include "kn.h"
 #include "vmath.h"
 
 #include <math.h>
+#include <omp.h>
+#include <stdint.h>
 #include <string.h>
 
 #define MAXN KN_WINATTN_MAXN
-#define MAXD 64
 #define QB 4 /* queries per block in the AVX-512 path */
 
 #if KN_HAVE_AVX512
@@ -98,79 +100,98 @@ static void attend4(float *const o[QB], const float *const q[QB], const float *c
 }
 #endif
 
+size_t kn_winattn_scratch(int heads, int d, int ws)
+{
+    size_t n = (size_t)ws * ws, npad = (n + 15) & ~(size_t)15;
+    /* keys transposed [heads][d][npad] (+64 slack), values [heads][n][d], logits QB×npad */
+    return (size_t)heads * d * npad + 64 + (size_t)heads * n * d + QB * npad + 64 + 16;
+}
+
 int kn_winattn_fwd(float *out, int ldo, const float *qkv, const float *padrow,
-                   const float *bias, int H, int W, int heads, int d, int ws, float scale)
+                   const float *bias, int H, int W, int heads, int d, int ws, float scale,
+                   float *scratch, int scratch_threads)
 {
     int n = ws * ws;
-    if (ws < 1 || n > MAXN || d < 1 || d > MAXD || heads < 1 || H < 1 || W < 1) return -1;
-    int ld = 3 * heads * d;
+    if (ws < 1 || n > MAXN || d < 1 || heads < 1 || H < 1 || W < 1 || !scratch ||
+        scratch_threads < 1)
+        return -1;
+    int C = heads * d, ld = 3 * C;
     int nwy = (H + ws - 1) / ws, nwx = (W + ws - 1) / ws;
     int npad = (n + 15) & ~15;
-    int ntask = nwy * nwx * heads;
-#pragma omp parallel for schedule(dynamic, 4)
-    for (int task = 0; task < ntask; task++) {
-        int h = task % heads, wi = task / heads;
+    size_t per = kn_winattn_scratch(heads, d, ws);
+    int nt = omp_get_max_threads() < scratch_threads ? omp_get_max_threads() : scratch_threads;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+    for (int wi = 0; wi < nwy * nwx; wi++) {
         int wy = wi / nwx, wx = wi % nwx;
-        /* +64: the 4×64 logits tile may read past npad (results discarded). */
-        float Kt[MAXD * MAXN + 64] __attribute__((aligned(64)));
-        float V[MAXN * MAXD] __attribute__((aligned(64)));
-        float S[QB * MAXN + 64] __attribute__((aligned(64)));
+        float *base = scratch + per * (size_t)omp_get_thread_num();
+        float *Kt = (float *)(((uintptr_t)base + 63) & ~(uintptr_t)63); /* [heads][d][npad] */
+        float *V = Kt + (size_t)heads * d * npad + 64;                     /* [heads][n][d] */
+        float *S = V + (size_t)heads * n * d;                              /* [QB][npad] */
+        S = (float *)(((uintptr_t)S + 63) & ~(uintptr_t)63);
         const float *rows[MAXN];
         int real[MAXN], nreal = 0;
+        /* One pass over the window's rows gathers every head's keys and values. */
         for (int t = 0; t < n; t++) {
             int iy = wy * ws + t / ws, ix = wx * ws + t % ws;
             int in = iy < H && ix < W;
             rows[t] = in ? qkv + ((size_t)iy * W + ix) * ld : padrow;
             if (in) real[nreal++] = t;
-            const float *kr = rows[t] + h * 3 * d + d, *vr = kr + d;
-            for (int c = 0; c < d; c++) Kt[c * npad + t] = kr[c];
-            memcpy(V + (size_t)t * d, vr, sizeof(float) * d);
+            for (int h = 0; h < heads; h++) {
+                const float *kr = rows[t] + h * 3 * d + d, *vr = kr + d;
+                float *kt = Kt + (size_t)h * d * npad;
+                for (int c = 0; c < d; c++) kt[c * npad + t] = kr[c];
+                memcpy(V + ((size_t)h * n + t) * d, vr, sizeof(float) * d);
+            }
         }
-        for (int c = 0; c < d; c++)
-            for (int t = n; t < npad; t++) Kt[c * npad + t] = 0.0f;
-        memset(Kt + d * npad, 0, 64 * sizeof(float));
-        const float *bh = bias ? bias + (size_t)h * n * n : NULL;
+        for (int h = 0; h < heads; h++)
+            for (int c = 0; c < d; c++)
+                for (int t = n; t < npad; t++) Kt[((size_t)h * d + c) * npad + t] = 0.0f;
+        memset(Kt + (size_t)heads * d * npad, 0, 64 * sizeof(float));
+        for (int h = 0; h < heads; h++) {
+            const float *bh = bias ? bias + (size_t)h * n * n : NULL;
+            const float *kt = Kt + (size_t)h * d * npad, *vh = V + (size_t)h * n * d;
 #if KN_HAVE_AVX512
-        if (d == 32) {
-            for (int g = 0; g < nreal; g += QB) {
-                int m = nreal - g < QB ? nreal - g : QB;
-                float *o[QB];
-                const float *q[QB], *brow[QB];
-                for (int r = 0; r < QB; r++) {
-                    int t = real[g + (r < m ? r : m - 1)];
-                    int iy = wy * ws + t / ws, ix = wx * ws + t % ws;
-                    q[r] = rows[t] + h * 3 * d;
-                    brow[r] = bh ? bh + (size_t)t * n : NULL;
-                    o[r] = out + ((size_t)iy * W + ix) * ldo + h * d;
+            if (d == 32) {
+                for (int g = 0; g < nreal; g += QB) {
+                    int m = nreal - g < QB ? nreal - g : QB;
+                    float *o[QB];
+                    const float *q[QB], *brow[QB];
+                    for (int r = 0; r < QB; r++) {
+                        int t = real[g + (r < m ? r : m - 1)];
+                        int iy = wy * ws + t / ws, ix = wx * ws + t % ws;
+                        q[r] = rows[t] + h * 3 * d;
+                        brow[r] = bh ? bh + (size_t)t * n : NULL;
+                        o[r] = out + ((size_t)iy * W + ix) * ldo + h * d;
+                    }
+                    attend4(o, q, brow, m, kt, vh, S, n, npad, scale);
                 }
-                attend4(o, q, brow, m, Kt, V, S, n, npad, scale);
+                continue;
             }
-            continue;
-        }
 #endif
-        for (int g = 0; g < nreal; g++) {
-            int t = real[g];
-            int iy = wy * ws + t / ws, ix = wx * ws + t % ws;
-            const float *q = rows[t] + h * 3 * d;
-            const float *bt = bh ? bh + (size_t)t * n : NULL;
-            float *o = out + ((size_t)iy * W + ix) * ldo + h * d;
-            float mx = -INFINITY;
-            for (int j = 0; j < n; j++) {
-                float s = 0;
-                for (int c = 0; c < d; c++) s += q[c] * Kt[c * npad + j];
-                S[j] = s * scale + (bt ? bt[j] : 0.0f);
-                mx = S[j] > mx ? S[j] : mx;
-            }
-            float sum = 0;
-            for (int j = 0; j < n; j++) {
-                S[j] = expf(S[j] - mx);
-                sum += S[j];
-            }
-            float inv = 1.0f / sum;
-            for (int c = 0; c < d; c++) {
-                float acc = 0;
-                for (int j = 0; j < n; j++) acc += S[j] * V[(size_t)j * d + c];
-                o[c] = acc * inv;
+            for (int g = 0; g < nreal; g++) {
+                int t = real[g];
+                int iy = wy * ws + t / ws, ix = wx * ws + t % ws;
+                const float *q = rows[t] + h * 3 * d;
+                const float *bt = bh ? bh + (size_t)t * n : NULL;
+                float *o = out + ((size_t)iy * W + ix) * ldo + h * d;
+                float mx = -INFINITY;
+                for (int j = 0; j < n; j++) {
+                    float sj = 0;
+                    for (int c = 0; c < d; c++) sj += q[c] * kt[c * npad + j];
+                    S[j] = sj * scale + (bt ? bt[j] : 0.0f);
+                    mx = S[j] > mx ? S[j] : mx;
+                }
+                float sum = 0;
+                for (int j = 0; j < n; j++) {
+                    S[j] = expf(S[j] - mx);
+                    sum += S[j];
+                }
+                float inv = 1.0f / sum;
+                for (int c = 0; c < d; c++) {
+                    float acc = 0;
+                    for (int j = 0; j < n; j++) acc += S[j] * vh[(size_t)j * d + c];
+                    o[c] = acc * inv;
+                }
             }
         }
     }

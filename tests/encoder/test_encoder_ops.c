@@ -243,7 +243,11 @@ static void test_winattn(int H, int W, int heads, int d, int ws, int use_bias)
                         want[((size_t)iy * W + ix) * (C + 5) + h * d + c] = o / sum;
                     }
                 }
-    int rc = kn_winattn_fwd(out, C + 5, qkv, pad, use_bias ? bias : NULL, H, W, heads, d, ws, scale);
+    size_t per = kn_winattn_scratch(heads, d, ws);
+    float *scr = malloc(sizeof(float) * per * 3);
+    int rc = kn_winattn_fwd(out, C + 5, qkv, pad, use_bias ? bias : NULL, H, W, heads, d, ws, scale,
+                            scr, 3);
+    free(scr);
     char what[96];
     snprintf(what, sizeof what, "winattn H=%d W=%d heads=%d d=%d ws=%d bias=%d", H, W, heads, d, ws,
              use_bias);
@@ -286,8 +290,9 @@ int main(void)
     test_winattn(14, 14, 1, 32, 7, 0);   /* exact multiple, no bias */
     test_winattn(15, 13, 3, 32, 14, 1);  /* n = 196, heavy padding */
     test_winattn(5, 9, 2, 8, 4, 1);      /* d = 8: the generic path */
+    test_winattn(8, 8, 2, 96, 3, 1);     /* d = 96: wider than 64 */
     float dummy = 0;
-    if (kn_winattn_fwd(&dummy, 1, &dummy, &dummy, NULL, 1, 1, 1, 32, 17, 1.0f) != -1) {
+    if (kn_winattn_fwd(&dummy, 1, &dummy, &dummy, NULL, 1, 1, 1, 32, 17, 1.0f, &dummy, 1) != -1) {
         printf("FAIL winattn accepted ws=17 (n > KN_WINATTN_MAXN)\n");
         g_fail = 1;
     }
