@@ -6,7 +6,9 @@
  * shapes, random weights) to a native file next to it, reopens that file, checks every key
  * and shape of the manifest (written by PyTorch) is there, that the encoder is detected as
  * vit_b (C 768, depth 12, 12 heads, global {2,5,8,11}), then times REPS (default 1)
- * forwards of a 1024×1024 input and checks the outputs are finite. Exit 1 on any failure.
+ * forwards of a 1024×1024 input and checks the outputs are finite. When the PyTorch
+ * golden (vitb_img.bin, vitb_emb.bin, vitb_early.bin next to the .pth) exists, the input is
+ * that image and emb / early must match within 1e-4 relative. Exit 1 on any failure.
  */
 #include <math.h>
 #include <stdio.h>
@@ -25,6 +27,33 @@ static double clk(clockid_t id)
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 static double now(void) { return clk(CLOCK_MONOTONIC); }
+
+/* Reads n floats from <dir of pth>/<name>; NULL when absent. */
+static float *golden(const char *pth, const char *name, size_t n)
+{
+    char p[1200];
+    const char *sl = strrchr(pth, '/');
+    snprintf(p, sizeof p, "%.*s%s", sl ? (int)(sl - pth + 1) : 0, pth, name);
+    FILE *f = fopen(p, "rb");
+    if (!f) return NULL;
+    float *b = malloc(n * sizeof(float));
+    if (b && fread(b, sizeof(float), n, f) != n) { free(b); b = NULL; }
+    fclose(f);
+    return b;
+}
+
+static int compare(const char *what, const float *got, const float *ref, size_t n)
+{
+    double mx = 0, mref = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - ref[i]);
+        if (!(d <= mx)) mx = d;
+        if (fabs(ref[i]) > mref) mref = fabs(ref[i]);
+    }
+    double rel = mx / (mref > 0 ? mref : 1);
+    printf("ViT-B vs PyTorch %-6s max|err| %.3g max|ref| %.3g rel %.3g %s\n", what, mx, mref, rel, rel <= 1e-4 ? "ok" : "FAIL");
+    return rel <= 1e-4 ? 0 : 1;
+}
 static double cpu(void) { return clk(CLOCK_PROCESS_CPUTIME_ID); }
 
 int main(int argc, char **argv)
@@ -88,8 +117,12 @@ int main(int argc, char **argv)
     size_t nimg = (size_t)3 * SAM_IMG * SAM_IMG, nemb = (size_t)SAM_EMB_C * VIT_TOKENS;
     float *img = malloc(nimg * sizeof(float)), *emb = malloc(nemb * sizeof(float));
     float *early = malloc((size_t)VIT_TOKENS * 768 * sizeof(float));
+    float *gimg = golden(argv[1], "vitb_img.bin", nimg);
+    float *gemb = gimg ? golden(argv[1], "vitb_emb.bin", nemb) : NULL;
+    float *gearly = gimg ? golden(argv[1], "vitb_early.bin", (size_t)VIT_TOKENS * 768) : NULL;
+    if (gimg) memcpy(img, gimg, nimg * sizeof(float));
     unsigned s = 1;
-    for (size_t i = 0; i < nimg; i++) { s = s * 1664525u + 1013904223u; img[i] = (float)((s >> 8) & 0xFFFF) / 32768.0f - 1.0f; }
+    for (size_t i = 0; !gimg && i < nimg; i++) { s = s * 1664525u + 1013904223u; img[i] = (float)((s >> 8) & 0xFFFF) / 32768.0f - 1.0f; }
     for (int r = 0; r < reps; r++) {
         double a = now(), ca = cpu();
         if (vit_forward(v, img, emb, early, &e) < 0) { fprintf(stderr, "FAIL forward: %s\n", e.msg); fails++; break; }
@@ -100,6 +133,13 @@ int main(int argc, char **argv)
     int finite = 1;
     for (size_t i = 0; i < nemb; i++) finite &= isfinite(emb[i]) != 0;
     if (!finite) { fprintf(stderr, "FAIL non-finite output\n"); fails++; }
+    if (gemb && gearly) {
+        fails += compare("emb", emb, gemb, nemb);
+        fails += compare("early", early, gearly, (size_t)VIT_TOKENS * 768);
+    } else {
+        printf("no PyTorch golden next to the checkpoint: numerics not compared\n");
+    }
+    free(gimg); free(gemb); free(gearly);
     vit_destroy(&v);
     wts_destroy(&w);
     remove(out);

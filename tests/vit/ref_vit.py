@@ -10,7 +10,8 @@ state-dict key names, plus writers for the .pth fixtures the C tests read.
     ref_vit.py small DIR     small ViT (C=128, depth 4, global {1,3}) .pth + stage goldens,
                              attention-op goldens, an f16 copy, TinyViT Conv2d_BN fragment,
                              hostile files
-    ref_vit.py vitb DIR      full ViT-B key set (random, 91M params) + manifest.txt
+    ref_vit.py vitb DIR      full ViT-B key set (random, 91M params) + manifest.txt and a
+                             full-size forward golden (vitb_img/emb/early.bin)
 
 Goldens are raw little-endian float32 (.bin). Fixed seeds. Run with /usr/bin/python3.
 """
@@ -342,6 +343,19 @@ def write_vitb(d):
     with open(os.path.join(d, "vitb_manifest.txt"), "w") as f:
         for k, v in sd.items():
             f.write("%s %d %s\n" % (k, v.dim(), " ".join(str(s) for s in v.shape)))
+    # full-size forward golden
+    enc.eval()
+    g = torch.Generator().manual_seed(11)
+    img = torch.randn(1, 3, 1024, 1024, generator=g)
+    with torch.no_grad():
+        x = enc.embed(img)
+        for i, blk in enumerate(enc.blocks):
+            x = blk(x)
+            if i == enc.global_idx[0]:
+                dump(os.path.join(d, "vitb_early.bin"), x.permute(0, 3, 1, 2))
+        emb = enc.neck(x.permute(0, 3, 1, 2))
+    dump(os.path.join(d, "vitb_img.bin"), img)
+    dump(os.path.join(d, "vitb_emb.bin"), emb)
 
 
 if __name__ == "__main__":
