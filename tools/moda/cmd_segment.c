@@ -1,7 +1,8 @@
 /* moda segment — segment one image from point/box prompts with the SAM model.
  *
  *   moda segment --image IMG [--model M] [--point X,Y,LABEL]... [--box X0,Y0,X1,Y1]
- *                [--multimask] --out MASK.png [--overlay OVERLAY.png] [--dump DIR] [--threads T]
+ *                [--multimask] --out MASK.png [--overlay OVERLAY.png] [--dump DIR]
+ *                [--mask-in LOWRES.f32] [--threads T]
  *
  * Coordinates are original image pixels. Exit 0 ok, 2 bad arguments or prompts, 1 other
  * failures (unreadable image, bad weights file).
@@ -24,7 +25,7 @@
 static const char *HELP =
     "usage: moda segment --image IMG [--model M] [--point X,Y,LABEL]... [--box X0,Y0,X1,Y1]\n"
     "                    [--multimask] --out MASK.png [--overlay OVERLAY.png] [--dump DIR]\n"
-    "                    [--threads T]\n\n"
+    "                    [--mask-in LOWRES.f32] [--threads T]\n\n"
     "Segment one image with SAM from point and/or box prompts (original image pixels).\n\n"
     "  --image IMG        PNG or JPEG (gray or RGB)\n"
     "  --model M          weights file (default: $MODA_MODEL, else .deps/models/mobile_sam.safetensors)\n"
@@ -38,6 +39,8 @@ static const char *HELP =
     "                     lowres.f32 (1x1x256x256, the chosen mask's logits; float32 LE NCHW)\n"
     "                     and result.json (iou, stability, encoder_ms, decoder_ms, mask_index,\n"
     "                     h, w, new_h, new_w, decoder_points)\n"
+    "  --mask-in F.f32    a previous prediction's low-res logits (256x256 float32 LE, e.g.\n"
+    "                     lowres.f32 from --dump) as the mask prompt, to refine it\n"
     "  --threads T        CPU threads (default: all cores)\n\n"
     "Without a prompt this is an error (automatic mode comes with MoDA).\n";
 
@@ -78,6 +81,24 @@ static int write_f32(const char *dir, const char *name, const float *x, size_t n
     return 0;
 }
 
+/* Exactly 256x256 float32 little-endian, all finite. */
+static int read_lowres(const char *path, float *out, err_t *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return err_errno(err, ERR_IO, errno, "cannot open --mask-in '%s'", path);
+    size_t n = (size_t)SAM_LOWRES * SAM_LOWRES;
+    size_t got = fread(out, sizeof(float), n, f);
+    int extra = fgetc(f) != EOF;
+    fclose(f);
+    if (got != n || extra)
+        return err_set(err, ERR_INVALID, "--mask-in '%s': need exactly %zu bytes (256x256 float32)",
+                       path, n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(out[i]))
+            return err_set(err, ERR_INVALID, "--mask-in '%s': value %zu is not finite", path, i);
+    return 0;
+}
+
 static int write_text(const char *path, const char *s, err_t *err)
 {
     FILE *f = fopen(path, "wb");
@@ -109,7 +130,8 @@ static int fail(int code, const err_t *e)
 
 int cmd_segment(int argc, char **argv)
 {
-    const char *image = NULL, *model = NULL, *out = NULL, *overlay = NULL, *dump = NULL;
+    const char *image = NULL, *model = NULL, *out = NULL, *overlay = NULL, *dump = NULL,
+               *mask_in = NULL;
     float points[3 * SAM_MAX_POINTS], box[4];
     int npts = 0, has_box = 0, multimask = 0, threads = 0;
     for (int i = 1; i < argc; i++) {
@@ -125,7 +147,7 @@ int cmd_segment(int argc, char **argv)
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         int known = !strcmp(a, "--image") || !strcmp(a, "--model") || !strcmp(a, "--point") ||
                     !strcmp(a, "--box") || !strcmp(a, "--out") || !strcmp(a, "--overlay") ||
-                    !strcmp(a, "--dump") || !strcmp(a, "--threads");
+                    !strcmp(a, "--dump") || !strcmp(a, "--threads") || !strcmp(a, "--mask-in");
         if (!known) {
             fprintf(stderr, "moda segment: unknown argument '%s' (see --help)\n", a);
             return 2;
@@ -140,6 +162,7 @@ int cmd_segment(int argc, char **argv)
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--overlay")) overlay = v;
         else if (!strcmp(a, "--dump")) dump = v;
+        else if (!strcmp(a, "--mask-in")) mask_in = v;
         else if (!strcmp(a, "--threads")) {
             char *end;
             long t = strtol(v, &end, 10);
@@ -215,8 +238,20 @@ int cmd_segment(int argc, char **argv)
         return fail(ndp, &e);
     }
 
+    float *mask_logits = NULL;
+    if (mask_in) {
+        mask_logits = malloc(sizeof(float) * SAM_LOWRES * SAM_LOWRES);
+        if (!mask_logits || read_lowres(mask_in, mask_logits, &e)) {
+            if (!mask_logits) err_set(&e, ERR_NOMEM, "out of memory");
+            free(mask_logits);
+            image_destroy(&img);
+            return fail(e.code, &e);
+        }
+        prompt.mask_in = mask_logits;
+    }
     sam_t *sam = sam_load(model, &e);
     if (!sam) {
+        free(mask_logits);
         image_destroy(&img);
         return fail(e.code, &e);
     }
@@ -326,6 +361,7 @@ int cmd_segment(int argc, char **argv)
     printf("encoder %.0f ms, decoder %.1f ms (%s, %d threads)\n", t1 - t0, t2 - t1,
            sam_encoder_name(sam), kn_get_threads());
 done:
+    free(mask_logits);
     free(json);
     image_destroy(&ov);
     sam_result_free(&res);
