@@ -24,8 +24,9 @@ d=$work/$name
 mkdir -p "$d"
 "$py" "$repo/tests/ref/ref_preprocess.py" "$img" "$d/in.f32" --json "$d/meta.json"
 "$node" "$repo/tests/ref/ort_run.js" encoder "$d/in.f32" "$d/emb_ort.f32" > /dev/null
+"$node" "$repo/tests/encoder/ort_early.js" "$d/in.f32" "$d/early_ort.f32"
 echo "image $img $(cat "$d/meta.json")"
 rc=0
-"$bin" "$weights" "$d/in.f32" "$d/emb_ort.f32" --tol 1e-3 || rc=$?
+"$bin" "$weights" "$d/in.f32" "$d/emb_ort.f32" --tol 1e-3 --early-golden "$d/early_ort.f32" || rc=$?
 rm -f "$d/in.f32"
 exit $rc

@@ -1,11 +1,13 @@
 /* test_tinyvit_ref.c — TinyViT-5M encoder against a golden embedding from onnxruntime.
  *
  *   test_tinyvit_ref WEIGHTS.safetensors INPUT.f32 GOLDEN.f32 [--tol 1e-3] [--early OUT.f32]
+ *                    [--early-golden EARLY.f32]
  *
  * INPUT is 1×3×1024×1024 float32 (tests/ref/ref_preprocess.py), GOLDEN 1×256×64×64 from
- * `node tests/ref/ort_run.js encoder`. Prints the relative L2 error and max abs error of
- * the embedding; exits 1 when the relative L2 error exceeds the tolerance, 2 on bad usage
- * or unreadable files. Driven by run_ref.sh (ctest label `ref`).
+ * `node tests/ref/ort_run.js encoder`, EARLY 4096×160 token-major from ort_early.js.
+ * Prints the relative L2 error and max abs error of the embedding (and of `early`); exits
+ * 1 when a relative L2 error exceeds the tolerance, 2 on bad usage or unreadable files.
+ * Driven by run_ref.sh (ctest label `ref`).
  */
 #include <math.h>
 #include <stdio.h>
@@ -40,10 +42,19 @@ int main(int argc, char **argv)
         return argc >= 2 && !strcmp(argv[1], "--help") ? 0 : 2;
     }
     double tol = 1e-3;
-    const char *early_path = NULL;
-    for (int i = 4; i + 1 < argc; i += 2) {
+    const char *early_path = NULL, *early_gold_path = NULL;
+    for (int i = 4; i < argc; i += 2) {
+        if (i + 1 >= argc) {
+            fprintf(stderr, "%s needs a value\n", argv[i]);
+            return 2;
+        }
         if (!strcmp(argv[i], "--tol")) tol = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--early")) early_path = argv[i + 1];
+        else if (!strcmp(argv[i], "--early-golden")) early_gold_path = argv[i + 1];
+        else {
+            fprintf(stderr, "unknown argument %s\n", argv[i]);
+            return 2;
+        }
     }
     size_t nin = (size_t)3 * SAM_IMG * SAM_IMG, nemb = (size_t)SAM_EMB_C * SAM_EMB * SAM_EMB;
     float *x = read_f32(argv[2], nin), *gold = read_f32(argv[3], nemb);
@@ -80,6 +91,22 @@ int main(int argc, char **argv)
         early_ss += (double)early[i] * early[i];
     }
     double rel = sqrt(num / (den > 0 ? den : 1));
+    int ok = rel <= tol && finite;
+    if (early_gold_path) {
+        float *eg = read_f32(early_gold_path, (size_t)4096 * 160);
+        if (!eg) return 2;
+        double en = 0, ed = 0;
+        for (int p = 0; p < 4096; p++)
+            for (int c = 0; c < 160; c++) {
+                double dd = (double)early[(size_t)c * 4096 + p] - eg[(size_t)p * 160 + c];
+                en += dd * dd;
+                ed += (double)eg[(size_t)p * 160 + c] * eg[(size_t)p * 160 + c];
+            }
+        double erel = sqrt(en / (ed > 0 ? ed : 1));
+        printf("early   rel_l2=%.3e tol=%.1e %s\n", erel, tol, erel <= tol ? "PASS" : "FAIL");
+        if (!(erel <= tol)) ok = 0;
+        free(eg);
+    }
     printf("encoder rel_l2=%.3e max_abs=%.3e tol=%.1e early_rms=%.4f %s\n", rel, maxabs, tol,
            sqrt(early_ss / (160.0 * 64 * 64)), rel <= tol && finite ? "PASS" : "FAIL");
     if (early_path) {
@@ -93,5 +120,5 @@ int main(int argc, char **argv)
     free(gold);
     free(emb);
     free(early);
-    return rel <= tol && finite ? 0 : 1;
+    return ok ? 0 : 1;
 }
