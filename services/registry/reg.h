@@ -48,6 +48,8 @@ typedef struct reg_reply {
     reg_pub_t pub[REG_MAX_PUB];
     void **owned;            /* allocations freed by reg_reply_clear */
     int nowned, capowned;
+    unsigned char *bump;     /* current block of small allocations (also in owned) */
+    size_t bump_left;
     int status;              /* the ERR_* code the reply reports (0 when OK) */
 } reg_reply_t;
 

@@ -673,8 +673,8 @@ static int start_registry(const char *bin, const char *root, const char *name, i
     ch->pid = fork();
     if (ch->pid < 0) return err_errno(err, ERR_IO, errno, "fork");
     if (ch->pid == 0) {
-        execl(bin, bin, "--data", ch->dir, "--bind", ch->ep, "--pub", pub, "--log-level", "warn", "--no-sync",
-              no_sync ? "true" : "false", (char *)NULL);
+        execl(bin, bin, "--data", ch->dir, "--bind", ch->ep, "--pub", pub, "--log-level", "warn",
+              no_sync ? "--no-sync=true" : "--no-sync=false", (char *)NULL);
         _exit(127);
     }
     return 0;
