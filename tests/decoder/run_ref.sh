@@ -5,8 +5,10 @@
 #
 #   run_ref.sh TEST_BIN REPO DATA WORK WEIGHTS PYTHON NODE
 #
-# Goldens are generated into WORK (build tree) at test time. Exit 77 (skip) when the
-# weights file or node is missing; anything else failing is a failure.
+# Goldens are generated into WORK (build tree) at test time. Both sides are timed on one
+# thread (wall time on the shared 2-core machine is only comparable like that). Exit 77
+# (skip) when the weights file or node is missing; anything else failing is a failure.
+# MODA_DEC_WEIGHTS overrides the weights path.
 set -euo pipefail
 bin=$1 repo=$2 data=$3 work=$4 weights=${MODA_DEC_WEIGHTS:-$5} py=$6 node=$7
 if [ ! -f "$weights" ]; then echo "SKIP: no weights at $weights (run moda convert)"; exit 77; fi
@@ -28,9 +30,9 @@ for dom in bsdata nuclei magtile; do
   fi
   "$py" "$repo/tests/decoder/make_prompts.py" "$data/cl/$dom/masks/$id.png" "$d/meta.json" "$d"
   for c in $cases; do   # `point` first: `mask` feeds its low-res answer back
-    "$node" "$ref/ort_run.js" decoder "$d/emb.f32" "$d/$c.json" "$d/$c" --iters 3 > /dev/null
+    "$node" "$ref/ort_run.js" decoder "$d/emb.f32" "$d/$c.json" "$d/$c" --threads 1 --iters 4 > /dev/null
   done
   echo "== $dom ($id)"
-  "$bin" "$weights" "$d/emb.f32" "$d" --iters 5 $cases || rc=1
+  "$bin" "$weights" "$d/emb.f32" "$d" --threads 1 --iters 7 $cases || rc=1
 done
 exit $rc
