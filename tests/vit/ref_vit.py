@@ -249,7 +249,22 @@ def write_tinyvit_fragment(d):
     dump(os.path.join(d, "tv_y1.bin"), y1)
 
 
+def write_zip64(src, dst):
+    """Same members, every record in zip64 form (as torch writes files > 4 GiB)."""
+    zin = zipfile.ZipFile(src)
+    lim = (zipfile.ZIP64_LIMIT, zipfile.ZIP_FILECOUNT_LIMIT)
+    zipfile.ZIP64_LIMIT, zipfile.ZIP_FILECOUNT_LIMIT = 1, 1
+    try:
+        with zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED, allowZip64=True) as zo:
+            for i in zin.infolist():
+                with zo.open(i.filename, "w", force_zip64=True) as f:
+                    f.write(zin.read(i.filename))
+    finally:
+        zipfile.ZIP64_LIMIT, zipfile.ZIP_FILECOUNT_LIMIT = lim
+
+
 def write_hostile(d, good):
+    write_zip64(good, os.path.join(d, "small_zip64.pth"))
     raw = open(good, "rb").read()
     # deflated: same members, compressed
     zin = zipfile.ZipFile(good)

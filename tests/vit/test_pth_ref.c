@@ -2,6 +2,7 @@
  *   - small ViT state dict nested under "model" -> native file: every tensor bit-equal,
  *     metadata set, encoder "vit_custom" with C 128 / depth 4;
  *   - f16 checkpoint equals the f32 checkpoint of the same values rounded to f16;
+ *   - the same checkpoint rewritten with zip64 records everywhere reads identically;
  *   - MobileSAM-style Conv2d_BN fragment: BN folded (eps 1e-5), conv with the folded
  *     weights matches torch's eval-mode conv+bn output; bn.* / num_batches_tracked /
  *     attention_bias_idxs gone, attention_biases kept, encoder "tinyvit_5m";
@@ -98,6 +99,18 @@ static void check_small(void)
     }
     EXPECT(nbad == 0);
     printf("small.pth: %d tensors bit-equal after conversion; f16 checkpoint: %d mismatching tensors\n", si.n_tensors, nbad);
+    wts_destroy(&a);
+    wts_destroy(&b);
+    /* zip64 records everywhere (what torch writes past 4 GiB) read the same */
+    a = convert("small.pth", NULL);
+    b = convert("small_zip64.pth", NULL);
+    nbad = a && b && wts_count(a) == wts_count(b) ? 0 : 1;
+    for (int i = 0; !nbad && i < wts_count(a); i++) {
+        const wts_tensor_t *ta = wts_at(a, i), *tb = wts_find(b, ta->name);
+        if (!tb || ta->nbytes != tb->nbytes || memcmp(ta->data, tb->data, ta->nbytes)) nbad++;
+    }
+    EXPECT(nbad == 0);
+    printf("small_zip64.pth: %s\n", nbad ? "differs" : "identical to small.pth");
     wts_destroy(&a);
     wts_destroy(&b);
 }
