@@ -127,6 +127,11 @@ int main(int argc, char **argv)
     app_t app = {0};
     if (!rc) rc = svc_opts_from_cfg(&opts, "registry", cfg, &err);
     if (!rc) {
+        /* a put carries a whole bank (in frames of a few MiB): let messages that large in */
+        size_t want = ((size_t)cfg_int(cfg, "max_bank_mb") << 20) + ((size_t)1 << 20);
+        if (opts.limits.max_total_bytes < want) opts.limits.max_total_bytes = want;
+    }
+    if (!rc) {
         reg_opts_t ro = {cfg_str(cfg, "data"), (size_t)cfg_int(cfg, "map_size_kb") << 10, cfg_bool(cfg, "no_sync"),
                          (size_t)cfg_int(cfg, "max_bank_mb") << 20};
         if (!(app.reg = reg_new(&ro, &err))) rc = err.code;
