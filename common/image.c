@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <jerror.h>
 #include <jpeglib.h>
@@ -266,13 +267,19 @@ image_t *image_load(const char *path, err_t *err)
                   path);
         return NULL;
     }
-    long long n = -1;
-    if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
-    if (n < 0 || fseek(f, 0, SEEK_SET) != 0) {
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0) {
         err_errno(err, ERR_IO, errno, "cannot read image '%s'", path);
         fclose(f);
         return NULL;
     }
+    if (!S_ISREG(st.st_mode)) {
+        err_set(err, ERR_IO, "cannot read image '%s': %s", path,
+                S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file");
+        fclose(f);
+        return NULL;
+    }
+    long long n = (long long)st.st_size;
     if (n > IMAGE_MAX_FILE) {
         fclose(f);
         err_set(err, ERR_RANGE, "%s: file of %lld bytes exceeds the %lld byte limit", path, n,

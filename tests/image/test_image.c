@@ -88,6 +88,9 @@ static void test_malformed(const char *data, const char *work)
     /* missing file */
     snprintf(path, sizeof path, "%s/does-not-exist.png", work);
     EXPECT(!image_load(path, &e) && e.code == ERR_NOTFOUND, "missing file: %s", e.msg);
+    /* a directory */
+    EXPECT(!image_load(work, &e) && e.code == ERR_IO && strstr(e.msg, "directory"), "directory: %s",
+           e.msg);
     /* garbage */
     uint8_t junk[300];
     for (int i = 0; i < 300; i++) junk[i] = (uint8_t)(i * 37 + 11);
