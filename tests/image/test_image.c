@@ -137,6 +137,12 @@ static void test_malformed(const char *data, const char *work)
             EXPECT(!im && e.code == ERR_FORMAT, "JPEG cut at %zu of %zu: %s", cuts[i], len, e.msg);
             image_destroy(&im);
         }
+        /* every truncation point (strided): always an error, never a partial image */
+        for (size_t cut = 0; cut < len - 2; cut += 1 + len / 97) {
+            im = image_decode(b, cut, "sweep", &e);
+            EXPECT(!im, "JPEG cut at %zu decoded", cut);
+            image_destroy(&im);
+        }
         /* byte mutations: any outcome but a crash; a success must have sane dimensions */
         uint8_t *m = malloc(len);
         unsigned seed = 12345;
@@ -177,6 +183,11 @@ static void test_png_roundtrip(const char *work)
                 image_t *t = image_decode(b, len - 20, "cut png", &e);
                 EXPECT(!t && e.code == ERR_FORMAT, "truncated PNG: %s", e.msg);
                 image_destroy(&t);
+                for (size_t cut = 0; cut < len - 12; cut++) { /* before IEND: all must fail */
+                    t = image_decode(b, cut, "sweep png", &e);
+                    EXPECT(!t, "PNG cut at %zu of %zu decoded", cut, len);
+                    image_destroy(&t);
+                }
                 free(b);
             }
             image_destroy(&im);
