@@ -1,12 +1,14 @@
 /* test_image.c — unit tests for image.c, preprocess.c and postprocess.c that need no
  * reference runtime: malformed files give the right error code (never a crash), PNG
  * round trips, size limits checked before allocation, fused upscale == two-step upscale,
- * stability score and point mapping on hand-computed values, byte-mutation robustness.
+ * stability score and point mapping on hand-computed values, byte-mutation robustness, and
+ * the decoder prompt list built by sam_prompt_points (order, padding, validation).
  *
  *   test_image DATA_DIR WORK_DIR     (DATA_DIR = shared/data, for one real JPEG)
  * Exits 1 when any check fails.
  */
 #include <dirent.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,7 @@
 #include "image.h"
 #include "postprocess.h"
 #include "preprocess.h"
+#include "sam.h"
 
 static int failed;
 
@@ -268,6 +271,43 @@ static void test_post(void)
     EXPECT(nh == 417 && nw == 1024, "target size 1130x460 → %dx%d", nw, nh);
 }
 
+/* The decoder's prompt list: mapped points, then box corners (2, 3), else padding (-1). */
+static void test_prompt_points(void)
+{
+    err_t e = {0};
+    prep_info_t pi = {.h = 460, .w = 1130, .new_h = 417, .new_w = 1024};
+    sam_point_t out[SAM_MAX_POINTS + 2];
+    float pts[6] = {565, 230, 1, 10, 20, 0};
+    sam_prompt_t p = {.points = pts, .n_points = 2};
+    EXPECT(sam_prompt_points(&pi, &p, out, &e) == 3, "2 points -> 3 decoder points");
+    EXPECT(out[0].label == 1 && out[1].label == 0 && out[2].label == -1 && out[2].x == 0 &&
+               out[2].y == 0, "labels and padding point");
+    EXPECT(out[0].x == (float)(565 * (1024.0 / 1130)) && out[1].y == (float)(20 * (417.0 / 460)),
+           "point mapping");
+    p.has_box = 1;
+    p.box[0] = 100, p.box[1] = 50, p.box[2] = 1130, p.box[3] = 460;
+    EXPECT(sam_prompt_points(&pi, &p, out, &e) == 4, "2 points + box -> 4");
+    EXPECT(out[2].label == 2 && out[3].label == 3 && out[3].x == 1024.0f && out[3].y == 417.0f,
+           "box corners follow the points, no padding");
+    p.n_points = 0;
+    EXPECT(sam_prompt_points(&pi, &p, out, &e) == 2 && out[0].label == 2, "box only");
+    p.has_box = 0;
+    EXPECT(sam_prompt_points(&pi, &p, out, &e) == ERR_INVALID, "no prompt: %s", e.msg);
+    pts[0] = 1131;
+    p.n_points = 1;
+    EXPECT(sam_prompt_points(&pi, &p, out, &e) == ERR_RANGE && strstr(e.msg, "outside"),
+           "outside: %s", e.msg);
+    pts[0] = 5;
+    pts[2] = 2;
+    EXPECT(sam_prompt_points(&pi, &p, out, &e) == ERR_INVALID, "label 2 from a user: %s", e.msg);
+    pts[2] = 1;
+    p.has_box = 1;
+    p.box[0] = 200, p.box[2] = 100;
+    EXPECT(sam_prompt_points(&pi, &p, out, &e) == ERR_INVALID, "inverted box: %s", e.msg);
+    p.box[0] = NAN;
+    EXPECT(sam_prompt_points(&pi, &p, out, &e) == ERR_RANGE, "NaN box: %s", e.msg);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 3) {
@@ -278,6 +318,7 @@ int main(int argc, char **argv)
     test_malformed(argv[1], argv[2]);
     test_png_roundtrip(argv[2]);
     test_post();
+    test_prompt_points();
     if (failed) {
         fprintf(stderr, "test_image: %d check(s) failed\n", failed);
         return 1;
