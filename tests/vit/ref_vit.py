@@ -6,7 +6,8 @@ An independent re-implementation of the official SAM ImageEncoderViT semantics
 relative position on the unscaled q, Block, neck with LayerNorm2d), with the official
 state-dict key names, plus writers for the .pth fixtures the C tests read.
 
-    ref_vit.py tiny DIR      tiny.pth: dtypes, views, strides, nesting (committed golden)
+    ref_vit.py tiny DIR      tiny.pth, tiny_p4.pth: dtypes, views, strides, nesting, pickle
+                             protocols 2 and 4 (committed goldens)
     ref_vit.py small DIR     small ViT (C=128, depth 4, global {1,3}) .pth + stage goldens,
                              attention-op goldens, an f16 copy, TinyViT Conv2d_BN fragment,
                              hostile files
@@ -207,6 +208,8 @@ def write_tiny(d):
     sd["empty"] = torch.zeros(0, 4)
     sd._metadata = collections.OrderedDict([("", {"version": 1})])
     torch.save({"model": sd, "epoch": 3, "lr": 0.5, "note": "tiny"}, os.path.join(d, "tiny.pth"))
+    # protocol 4 (FRAME, SHORT_BINUNICODE, STACK_GLOBAL, MEMOIZE), under "state_dict"
+    torch.save({"state_dict": sd, "x": 1.5}, os.path.join(d, "tiny_p4.pth"), pickle_protocol=4)
 
 
 def write_tinyvit_fragment(d):

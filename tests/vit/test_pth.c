@@ -2,6 +2,7 @@
  * `ref_vit.py tiny` with torch 1.13): nesting under "model", _metadata BUILD, f32 / f16
  * (incl. subnormal, inf) / bf16 / f64 / int64 / int32, a transposed tensor (strides), a
  * strided view sharing a storage (offset), 0-dim and empty tensors, writer round trip.
+ * tiny_p4.pth: the same with pickle protocol 4 under "state_dict".
  * Then every truncation and a byte flip at every position must either parse or fail with
  * an error message — never crash or read out of bounds (run under ASan in CI).
  * Usage: test_pth DIR_WITH_tiny.pth
@@ -120,32 +121,50 @@ int main(int argc, char **argv)
     pth_destroy(&p);
     EXPECT(p == NULL);
 
-    /* hostile: truncations and byte flips */
-    size_t n = 0;
-    unsigned char *raw = slurp(path, &n);
-    EXPECT(raw != NULL);
+    /* the same state dict pickled with protocol 4, under "state_dict" */
+    snprintf(path, sizeof path, "%s/tiny_p4.pth", argv[1]);
+    p = pth_open(path, &e);
+    if (!p) { fprintf(stderr, "FAIL open p4: %s\n", e.msg); return 1; }
+    EXPECT(pth_count(p) == 11);
+    check_f32(p, "a.t", 2, (int64_t[]){3, 2}, (float[]){0, 3, 1, 4, 2, 5}, 6);
+    check_f32(p, "view", 1, (int64_t[]){3}, (float[]){2, 4, 6}, 3);
+    check_f32(p, "h", 1, (int64_t[]){5}, (float[]){1.5f, -2.0f, 65504.0f, ldexpf(1, -24), INFINITY}, 5);
+    ii = pth_find(p, "i");
+    EXPECT(ii >= 0 && pth_read_i64(p, ii, iv, &e) == 0 && iv[0] == -1 && iv[1] == ((int64_t)1 << 40));
+    pth_destroy(&p);
+    snprintf(path, sizeof path, "%s/tiny.pth", argv[1]);
+
+    /* hostile: truncations and byte flips, on both protocols */
     int parsed = 0, failed = 0;
-    for (size_t cut = 0; raw && cut < n; cut++) {
-        err_t ee = {0};
-        pth_t *q = pth_from_memory(raw, cut, &ee);
-        if (q) { parsed++; exercise(q); pth_destroy(&q); }
-        else { failed++; EXPECT(ee.code < 0 && ee.msg[0]); }
-    }
-    EXPECT(failed == (int)n); /* no strict prefix is a valid zip */
-    for (size_t at = 0; raw && at < n; at++) {
-        for (int pass = 0; pass < 2; pass++) {
-            unsigned char old = raw[at];
-            raw[at] = pass ? (unsigned char)(old + 1) : (unsigned char)(old ^ 0xFF);
+    static const char *files[] = {"tiny.pth", "tiny_p4.pth"};
+    for (int fi = 0; fi < 2; fi++) {
+        snprintf(path, sizeof path, "%s/%s", argv[1], files[fi]);
+        size_t n = 0;
+        unsigned char *raw = slurp(path, &n);
+        EXPECT(raw != NULL);
+        int failed0 = failed;
+        for (size_t cut = 0; raw && cut < n; cut++) {
             err_t ee = {0};
-            pth_t *q = pth_from_memory(raw, n, &ee);
+            pth_t *q = pth_from_memory(raw, cut, &ee);
             if (q) { parsed++; exercise(q); pth_destroy(&q); }
-            else { failed++; if (!(ee.code < 0 && ee.msg[0])) { fprintf(stderr, "FAIL no message at %zu\n", at); fails++; } }
-            raw[at] = old;
+            else { failed++; EXPECT(ee.code < 0 && ee.msg[0]); }
         }
+        EXPECT(failed - failed0 == (int)n); /* no strict prefix is a valid zip */
+        for (size_t at = 0; raw && at < n; at++) {
+            for (int pass = 0; pass < 2; pass++) {
+                unsigned char old = raw[at];
+                raw[at] = pass ? (unsigned char)(old + 1) : (unsigned char)(old ^ 0xFF);
+                err_t ee = {0};
+                pth_t *q = pth_from_memory(raw, n, &ee);
+                if (q) { parsed++; exercise(q); pth_destroy(&q); }
+                else { failed++; if (!(ee.code < 0 && ee.msg[0])) { fprintf(stderr, "FAIL no message at %zu\n", at); fails++; } }
+                raw[at] = old;
+            }
+        }
+        free(raw);
     }
     printf("mutations: %d parsed, %d rejected with a message\n", parsed, failed);
     EXPECT(pth_open("/nonexistent/x.pth", &e) == NULL && e.code == ERR_IO);
-    free(raw);
     if (fails) { fprintf(stderr, "%d failures\n", fails); return 1; }
     printf("test_pth: ok\n");
     return 0;
