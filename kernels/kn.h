@@ -256,6 +256,16 @@ void kn_linear_pk_fwd(float *y, int ldy, const float *x, int ldx, const float *W
 int kn_linear_pk_ln_fwd(float *y, int ldy, const float *x, int ldx, const float *ln_w,
                         const float *ln_b, float eps, const float *Wp, const float *b,
                         const float *res, int ldr, int M, int N, int K, int act);
+/* Transformer MLP with pre-LayerNorm, one 96-row block at a time so the hidden rows stay
+ * in the thread's cache: y[M, C] = res + fc2(GELU(fc1(LN(x)))), fc1 W1p = kn_pack_w of
+ * [Hd, C], fc2 W2p of [C, Hd]; x, res, y row stride C; y may alias x and/or res (each
+ * row block is read before it is written). scratch holds scratch_threads slices of
+ * kn_mlp_pk_scratch(C, Hd) floats; the op uses at most that many threads. Returns 0, or
+ * -1 on a NULL LayerNorm / scratch or bad sizes. */
+size_t kn_mlp_pk_scratch(int C, int Hd);
+int kn_mlp_pk_fwd(float *y, const float *x, const float *ln_w, const float *ln_b, float eps,
+                  const float *W1p, const float *b1, const float *W2p, const float *b2,
+                  const float *res, int M, int C, int Hd, float *scratch, int scratch_threads);
 /* Dense 3×3 conv, pad 1, on x[H, W, C] as an implicit GEMM, output rows [oy0, oy0+noy):
  * y[noy*Wo, N] (row stride ldy) = act(conv + b). Wp = kn_pack_w of the weight reordered to
  * [N][ky][kx][C] (K = 9*C). Wo as for kn_dwconv3_nhwc_fwd; C ≤ 4096 for the fast path. */

@@ -14,6 +14,8 @@
 #include "kn.h"
 #include "vmath.h"
 
+#include <omp.h>
+#include <stdint.h>
 #include <string.h>
 
 #define NR KN_PK_NR
@@ -97,69 +99,78 @@ static void tile(float *y, int ldy, const float *const *aseg, int nseg, int segl
 }
 #endif
 
-/* With ln_w != NULL each 96-row block of x is first LayerNormed (kn_layernorm_fwd, over K)
- * into a stack buffer, and the tiles read that (kn_linear_pk_ln_fwd). */
+/* Rows [m0, m1) of y = act(xs · Wᵀ + b + res), serial (one row block). */
+static void gemm_rows(float *y, int ldy, const float *xs, int lds, const float *Wp,
+                      const float *b, const float *res, int ldr, int m0, int m1, int N, int K,
+                      int act)
+{
+    int np = (N + NR - 1) / NR;
+#if KN_HAVE_AVX512
+    for (int p = 0; p < np; p++) {
+        int n0 = p * NR, nr = N - n0 < NR ? N - n0 : NR;
+        __mmask16 k0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
+        __mmask16 k1 = nr >= 32 ? 0xffff : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
+        __m512 b0 = b ? _mm512_maskz_loadu_ps(k0, b + n0) : _mm512_setzero_ps();
+        __m512 b1 = b ? _mm512_maskz_loadu_ps(k1, b + n0 + 16) : _mm512_setzero_ps();
+        const float *bp = Wp + (size_t)p * K * NR;
+        for (int m = m0; m < m1; m += MR) {
+            int mr = m1 - m < MR ? m1 - m : MR;
+            const float *a[MR];
+            for (int i = 0; i < MR; i++) a[i] = xs + (size_t)(m + (i < mr ? i : mr - 1)) * lds;
+            tile(y + (size_t)m * ldy + n0, ldy, a, 1, K, mr, bp, b0, b1, k0, k1,
+                 res ? res + (size_t)m * ldr + n0 : NULL, ldr, act);
+        }
+    }
+#else
+    float acc[NR];
+    for (int m = m0; m < m1; m++)
+        for (int p = 0; p < np; p++) {
+            int n0 = p * NR, nr = N - n0 < NR ? N - n0 : NR;
+            const float *bp = Wp + (size_t)p * K * NR;
+            const float *xr = xs + (size_t)m * lds;
+            memset(acc, 0, sizeof acc);
+            for (int k = 0; k < K; k++)
+                for (int j = 0; j < NR; j++) acc[j] += xr[k] * bp[(size_t)k * NR + j];
+            for (int j = 0; j < nr; j++) {
+                float v = acc[j] + (b ? b[n0 + j] : 0.0f);
+                if (res) v += res[(size_t)m * ldr + n0 + j];
+                y[(size_t)m * ldy + n0 + j] = act == KN_ACT_GELU ? kn_gelu1(v) : v;
+            }
+        }
+#endif
+}
+
+/* LayerNorm of rows [m0, m1) of x into xb[(m1-m0), K] (kn_layernorm_fwd arithmetic). */
+static void ln_rows(float *xb, const float *x, int ldx, int m0, int m1, int K, const float *w,
+                    const float *b, float eps)
+{
+    if (ldx != K) {
+        for (int m = m0; m < m1; m++)
+            memcpy(xb + (size_t)(m - m0) * K, x + (size_t)m * ldx, sizeof(float) * K);
+        kn_layernorm_fwd(xb, NULL, NULL, xb, w, b, m1 - m0, K, eps);
+    } else {
+        kn_layernorm_fwd(xb, NULL, NULL, x + (size_t)m0 * K, w, b, m1 - m0, K, eps);
+    }
+}
+
+/* With ln_w != NULL each 96-row block of x is first LayerNormed into a stack buffer and
+ * the tiles read that (kn_linear_pk_ln_fwd). */
 static void linear_pk(float *y, int ldy, const float *x, int ldx, const float *ln_w,
                       const float *ln_b, float eps, const float *Wp, const float *b,
                       const float *res, int ldr, int M, int N, int K, int act)
 {
-    int np = (N + NR - 1) / NR;
     int nblk = (M + MB - 1) / MB;
-#if KN_HAVE_AVX512
 #pragma omp parallel for schedule(dynamic, 1)
     for (int blk = 0; blk < nblk; blk++) {
         int m0 = blk * MB, m1 = m0 + MB < M ? m0 + MB : M;
         float xb[ln_w ? MB * K : 1] __attribute__((aligned(64)));
         if (ln_w) {
-            for (int m = m0; m < m1; m++)
-                if (ldx != K) memcpy(xb + (size_t)(m - m0) * K, x + (size_t)m * ldx, sizeof(float) * K);
-            kn_layernorm_fwd(xb, NULL, NULL, ldx == K ? x + (size_t)m0 * K : xb, ln_w, ln_b, m1 - m0,
-                             K, eps);
-        }
-        const float *xs = ln_w ? xb - (size_t)m0 * K : x;
-        int lds = ln_w ? K : ldx;
-        for (int p = 0; p < np; p++) {
-            int n0 = p * NR, nr = N - n0 < NR ? N - n0 : NR;
-            __mmask16 k0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
-            __mmask16 k1 = nr >= 32 ? 0xffff : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
-            __m512 b0 = b ? _mm512_maskz_loadu_ps(k0, b + n0) : _mm512_setzero_ps();
-            __m512 b1 = b ? _mm512_maskz_loadu_ps(k1, b + n0 + 16) : _mm512_setzero_ps();
-            const float *bp = Wp + (size_t)p * K * NR;
-            for (int m = m0; m < m1; m += MR) {
-                int mr = m1 - m < MR ? m1 - m : MR;
-                const float *a[MR];
-                for (int i = 0; i < MR; i++) a[i] = xs + (size_t)(m + (i < mr ? i : mr - 1)) * lds;
-                tile(y + (size_t)m * ldy + n0, ldy, a, 1, K, mr, bp, b0, b1, k0, k1,
-                     res ? res + (size_t)m * ldr + n0 : NULL, ldr, act);
-            }
+            ln_rows(xb, x, ldx, m0, m1, K, ln_w, ln_b, eps);
+            gemm_rows(y, ldy, xb - (size_t)m0 * K, K, Wp, b, res, ldr, m0, m1, N, K, act);
+        } else {
+            gemm_rows(y, ldy, x, ldx, Wp, b, res, ldr, m0, m1, N, K, act);
         }
     }
-#else
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int blk = 0; blk < nblk; blk++) {
-        int m0 = blk * MB, m1 = m0 + MB < M ? m0 + MB : M;
-        float acc[NR];
-        float xn[ln_w ? K : 1];
-        for (int m = m0; m < m1; m++)
-            for (int p = 0; p < np; p++) {
-                int n0 = p * NR, nr = N - n0 < NR ? N - n0 : NR;
-                const float *bp = Wp + (size_t)p * K * NR;
-                const float *xr = x + (size_t)m * ldx;
-                if (ln_w) {
-                    kn_layernorm_fwd(xn, NULL, NULL, xr, ln_w, ln_b, 1, K, eps);
-                    xr = xn;
-                }
-                memset(acc, 0, sizeof acc);
-                for (int k = 0; k < K; k++)
-                    for (int j = 0; j < NR; j++) acc[j] += xr[k] * bp[(size_t)k * NR + j];
-                for (int j = 0; j < nr; j++) {
-                    float v = acc[j] + (b ? b[n0 + j] : 0.0f);
-                    if (res) v += res[(size_t)m * ldr + n0 + j];
-                    y[(size_t)m * ldy + n0 + j] = act == KN_ACT_GELU ? kn_gelu1(v) : v;
-                }
-            }
-    }
-#endif
 }
 
 void kn_linear_pk_fwd(float *y, int ldy, const float *x, int ldx, const float *Wp,
@@ -174,6 +185,33 @@ int kn_linear_pk_ln_fwd(float *y, int ldy, const float *x, int ldx, const float 
 {
     if (!ln_w || !ln_b || K < 1 || K > KN_PK_LN_MAXK) return -1;
     linear_pk(y, ldy, x, ldx, ln_w, ln_b, eps, Wp, b, res, ldr, M, N, K, act);
+    return 0;
+}
+
+size_t kn_mlp_pk_scratch(int C, int Hd)
+{
+    return (size_t)MB * ((size_t)C + Hd) + 32;
+}
+
+int kn_mlp_pk_fwd(float *y, const float *x, const float *ln_w, const float *ln_b, float eps,
+                  const float *W1p, const float *b1, const float *W2p, const float *b2,
+                  const float *res, int M, int C, int Hd, float *scratch, int scratch_threads)
+{
+    if (!ln_w || !ln_b || !scratch || scratch_threads < 1 || C < 1 || Hd < 1) return -1;
+    int nblk = (M + MB - 1) / MB;
+    size_t per = kn_mlp_pk_scratch(C, Hd);
+    int nt = omp_get_max_threads() < scratch_threads ? omp_get_max_threads() : scratch_threads;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+    for (int blk = 0; blk < nblk; blk++) {
+        int m0 = blk * MB, m1 = m0 + MB < M ? m0 + MB : M;
+        float *base = scratch + per * (size_t)omp_get_thread_num();
+        float *xb = (float *)(((uintptr_t)base + 63) & ~(uintptr_t)63);
+        float *hb = xb + (size_t)MB * C; /* MB*C is a multiple of 16: stays aligned */
+        ln_rows(xb, x, C, m0, m1, C, ln_w, ln_b, eps);
+        gemm_rows(hb - (size_t)m0 * Hd, Hd, xb - (size_t)m0 * C, C, W1p, b1, NULL, 0, m0, m1, Hd, C,
+                  KN_ACT_GELU);
+        gemm_rows(y, C, hb - (size_t)m0 * Hd, Hd, W2p, b2, res, C, m0, m1, C, Hd, KN_ACT_NONE);
+    }
     return 0;
 }
 

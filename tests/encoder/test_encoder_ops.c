@@ -3,6 +3,7 @@
  *
  *   kn_linear_pk_fwd      all epilogues (bias, residual, in-place residual, GELU), strides
  *   kn_linear_pk_ln_fwd   the LayerNorm prologue vs double LN + GEMM
+ *   kn_mlp_pk_fwd         LN → fc1 → GELU → fc2 + residual, in place and not
  *   kn_dwconv3_nhwc_fwd   strides 1 and 2, channel tails, GELU
  *   kn_im2col3_*, kn_conv3_pk_fwd  = the dense 3×3 conv (vs kn_conv2d_fwd too)
  *   kn_winattn_fwd        maps not a multiple of the window, pad row, bias, d 32 and 8
@@ -119,6 +120,52 @@ static void test_linear_ln(int M, int N, int K, int act, int ldx)
         g_fail = 1;
     }
     free(x), free(W), free(b), free(lw), free(lb), free(xn), free(y), free(Wp), free(want), free(lnd);
+}
+
+/* kn_mlp_pk_fwd vs double LN → fc1 → GELU → fc2 + res, in place (y == res) and not. */
+static void test_mlp(int M, int C, int Hd, int inplace)
+{
+    float *x = rnd((size_t)M * C, 2.0f), *W1 = rnd((size_t)Hd * C, 0.3f), *b1 = rnd(Hd, 0.5f);
+    float *W2 = rnd((size_t)C * Hd, 0.2f), *b2 = rnd(C, 0.5f), *lw = rnd(C, 1.0f), *lb = rnd(C, 1.0f);
+    float *res = rnd((size_t)M * C, 1.0f), *y = malloc(sizeof(float) * (size_t)M * C);
+    float *P1 = aligned_alloc(64, kn_pack_size(Hd, C) * sizeof(float));
+    float *P2 = aligned_alloc(64, kn_pack_size(C, Hd) * sizeof(float));
+    double *want = malloc(sizeof(double) * (size_t)M * C), *ln = malloc(sizeof(double) * C);
+    double *h = malloc(sizeof(double) * Hd);
+    for (int m = 0; m < M; m++) {
+        const float *xr = x + (size_t)m * C;
+        double mu = 0, var = 0;
+        for (int k = 0; k < C; k++) mu += xr[k];
+        mu /= C;
+        for (int k = 0; k < C; k++) var += (xr[k] - mu) * (xr[k] - mu);
+        var /= C;
+        for (int k = 0; k < C; k++) ln[k] = (xr[k] - mu) / sqrt(var + 1e-5) * lw[k] + lb[k];
+        for (int j = 0; j < Hd; j++) {
+            double sj = b1[j];
+            for (int k = 0; k < C; k++) sj += ln[k] * W1[(size_t)j * C + k];
+            h[j] = gelu_d(sj);
+        }
+        for (int n = 0; n < C; n++) {
+            double sn = b2[n] + res[(size_t)m * C + n];
+            for (int j = 0; j < Hd; j++) sn += h[j] * W2[(size_t)n * Hd + j];
+            want[(size_t)m * C + n] = sn;
+        }
+    }
+    kn_pack_w(P1, W1, Hd, C);
+    kn_pack_w(P2, W2, C, Hd);
+    size_t per = kn_mlp_pk_scratch(C, Hd);
+    float *scr = malloc(sizeof(float) * per * 2);
+    if (inplace) memcpy(y, res, sizeof(float) * (size_t)M * C);
+    int rc = kn_mlp_pk_fwd(y, x, lw, lb, 1e-5f, P1, b1, P2, b2, inplace ? y : res, M, C, Hd, scr, 2);
+    char what[96];
+    snprintf(what, sizeof what, "mlp_pk M=%d C=%d Hd=%d inplace=%d", M, C, Hd, inplace);
+    if (rc) {
+        printf("FAIL %s: returned %d\n", what, rc);
+        g_fail = 1;
+    }
+    check(what, y, want, (size_t)M * C, 1e-4, 1e-4);
+    free(x), free(W1), free(b1), free(W2), free(b2), free(lw), free(lb), free(res), free(y);
+    free(P1), free(P2), free(want), free(ln), free(h), free(scr);
 }
 
 static void test_dwconv(int H, int W, int C, int stride, int act)
@@ -276,6 +323,8 @@ int main(void)
     test_linear_ln(203, 70, 160, KN_ACT_GELU, 160);
     test_linear_ln(97, 33, 48, KN_ACT_NONE, 51);
     test_linear_ln(5, 16, 320, KN_ACT_NONE, 320);
+    test_mlp(203, 48, 192, 1);
+    test_mlp(13, 40, 70, 0);
     for (int C = 1; C <= 40; C += 13)
         for (int s = 1; s <= 2; s++) {
             test_dwconv(9, 7, C, s, KN_ACT_NONE);
