@@ -109,7 +109,10 @@ static int mask_check(const char *counts, uint32_t h, uint32_t w, const char *wh
     rle_t r;
     int rc = rle_from_string(counts ? counts : "", counts ? strlen(counts) : 0, h, w, &r, err);
     rle_free(&r);
-    return rc ? err_wrap(err, "%s", what) : 0;
+    if (!rc) return 0;
+    err_wrap(err, "%s", what);
+    if (err) err->code = ERR_INVALID; /* a request field that does not fit the sample */
+    return ERR_INVALID;
 }
 
 /* ---- transactions -------------------------------------------------------------------- */
