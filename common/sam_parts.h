@@ -66,4 +66,31 @@ int samdec_forward(samdec_t *d, const float *emb, const sam_point_t *pts, int n,
  * padding and box corners included. Returns 0..3. */
 int samdec_pick_single(const float iou[SAM_NMASK], int npoints);
 
+/* ---- MoDA: the one-way hq token (adapter.h) ---------------------------------------------
+ * samdec_forward_ex runs the same decoder with one extra output token appended: it attends
+ * to the SAM tokens (self-attention) and to the image (token→image attentions), but no SAM
+ * token, no image token and not itself attends to it, so every SAM output is the same as
+ * without it. A trace records the hq token's path so samdec_hq_backward can return
+ * d loss / d hq_token (the token is also its own positional term at every layer) — the
+ * image side and the SAM tokens are constants for it. */
+typedef struct samdec_trace samdec_trace_t;
+samdec_trace_t *samdec_trace_new(err_t *err); /* caller owns result (~30 MB when used) */
+void samdec_trace_destroy(samdec_trace_t **t);
+
+typedef struct samdec_extra {
+    const float *hq_token; /* [256] the extra token, or NULL (then hq_out/trace unused) */
+    float *hq_out;         /* [256] its state after norm_final_attn */
+    float *up;             /* [32,256,256] the upscaled image feature (CHW), or NULL */
+    samdec_trace_t *trace; /* record the hq path for samdec_hq_backward, or NULL */
+} samdec_extra_t;
+
+/* samdec_forward plus the extras in x (x may be NULL: exactly samdec_forward). */
+int samdec_forward_ex(samdec_t *d, const float *emb, const sam_point_t *pts, int n,
+                      const float *mask_in, float *lowres, float iou[SAM_NMASK],
+                      const samdec_extra_t *x, err_t *err);
+/* Gradient of the hq token's output w.r.t. the hq token input, for the forward recorded
+ * in t: d_hq_out[256] in, d_hq_token[256] out (overwritten). ERR_STATE when t is empty. */
+int samdec_hq_backward(const samdec_t *d, const samdec_trace_t *t, const float *d_hq_out,
+                       float *d_hq_token, err_t *err);
+
 #endif
