@@ -35,7 +35,8 @@ static const char *HELP =
     "(tests/ref/ort_run.js, needs node and .deps/npm) and prints time ratios and the\n"
     "embedding relative L2 / low-res logits max abs difference.\n"
     "  --iters N (default 3)  --threads T (default: all cores)  --json: one JSON object\n\n"
-    "example: write the generated example image (800x600 RGB PNG) used by the demo.\n";
+    "example: write the generated example image (800x600 RGB PNG) used by the demo.\n"
+    "Exit status: 0 ok, 2 bad arguments, 1 failure (model, image, onnxruntime run).\n";
 
 /* ---- the example image --------------------------------------------------------------- */
 

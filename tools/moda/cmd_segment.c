@@ -42,7 +42,9 @@ static const char *HELP =
     "  --mask-in F.f32    a previous prediction's low-res logits (256x256 float32 LE, e.g.\n"
     "                     lowres.f32 from --dump) as the mask prompt, to refine it\n"
     "  --threads T        CPU threads (default: all cores)\n\n"
-    "Without a prompt this is an error (automatic mode comes with MoDA).\n";
+    "Without a prompt this is an error (automatic mode comes with MoDA).\n"
+    "Exit status: 0 ok; 2 bad arguments or a prompt outside the image; 1 unreadable image,\n"
+    "bad weights file or other failure.\n";
 
 static double now_ms(void)
 {
