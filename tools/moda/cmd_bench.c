@@ -27,7 +27,8 @@
 
 static const char *HELP =
     "usage: moda bench infer [--model M] [--image IMG] [--iters N] [--threads T] [--vs-ort] [--json]\n"
-    "       moda bench example --out FILE.png\n\n"
+    "       moda bench example --out FILE.png\n"
+    "       moda bench train --help   (adapter training step, where built)\n\n"
     "infer: time the image encoder and the mask decoder on one image (default: the generated\n"
     "example image; prompt: one foreground click at the example's disk, else the image\n"
     "centre). Prints median/min/max ms per part over N runs after one warm-up run, and the\n"
@@ -486,6 +487,10 @@ static int bench_example(int argc, char **argv)
     return 0;
 }
 
+/* `moda bench train` lives in cmd_bench_train.c (MoDA training). Weak, so this file links
+ * whether or not that one is built; NULL means it is not. */
+int cmd_bench_train(int argc, char **argv) __attribute__((weak));
+
 int cmd_bench(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
@@ -494,6 +499,8 @@ int cmd_bench(int argc, char **argv)
     }
     if (!strcmp(argv[1], "infer")) return bench_infer(argc - 1, argv + 1);
     if (!strcmp(argv[1], "example")) return bench_example(argc - 1, argv + 1);
-    fprintf(stderr, "moda bench: unknown benchmark '%s' (infer, example)\n", argv[1]);
+    if (!strcmp(argv[1], "train") && cmd_bench_train) return cmd_bench_train(argc - 1, argv + 1);
+    fprintf(stderr, "moda bench: unknown benchmark '%s' (infer, example%s)\n", argv[1],
+            cmd_bench_train ? ", train" : "");
     return 2;
 }
