@@ -47,6 +47,7 @@
 #define MLP_DIM 2048
 #define HYP 32                 /* upscaled channels */
 #define MAX_POINTS 1024
+#define UPB 8192               /* upscaling column block */
 #define LN_EPS 1e-5f
 #define LN2D_EPS 1e-6f
 
@@ -89,8 +90,8 @@ struct samdec {
     float *up3t;     /* [4*32, 64]: row s*32+co = w3[:, co, s] */
     /* image-side activations (owned) */
     float *keys, *kp; /* [4096,256] */
-    float *y2;        /* [16384,128]; also the mask path's dense [256,4096] */
-    float *rm;        /* [4 s2, 4 masks, 16384] before the scatter */
+    float *y2;        /* [256,4096]: convT2 block [128, UPB]; the mask path's dense */
+    float *rm;        /* [4 s2, 4 masks, UPB] before the scatter */
     float *mscratch;  /* mask path: conv im2col + intermediates */
     /* layer-0 cache (no mask prompt) */
     float *c_emb;            /* [256,4096] copy of the cached embedding */
@@ -278,8 +279,8 @@ samdec_t *samdec_new(const wts_t *w, err_t *err)
     d->up3t = falloc(128 * 64);
     d->keys = falloc((size_t)NP * C);
     d->kp = falloc((size_t)NP * C);
-    d->y2 = falloc((size_t)4 * NP * 128);
-    d->rm = falloc((size_t)16 * NP * SAM_NMASK);
+    d->y2 = falloc((size_t)NP * C);
+    d->rm = falloc((size_t)16 * UPB);
     d->mscratch = falloc((size_t)4 * 128 * 128 * 2 + (size_t)16 * 64 * 64 * 2);
     d->c_emb = falloc((size_t)NP * C);
     d->c_keys = falloc((size_t)NP * C);
@@ -345,7 +346,7 @@ static int ensure_tokens(samdec_t *d, int nt, err_t *err)
     d->vt = falloc(n * C);
     d->att = falloc(n * C);
     d->mlp = falloc(n * MLP_DIM);
-    d->sc = falloc(n * n);
+    d->sc = falloc(n * n * HEADS);
     d->bt = falloc(n * HEADS * C);
     d->big = falloc(n * HEADS * NP);
     if (!d->t0 || !d->q || !d->tmp || !d->tmp2 || !d->qp || !d->kt || !d->vt || !d->att ||
@@ -359,21 +360,46 @@ static int ensure_tokens(samdec_t *d, int nt, err_t *err)
 
 /* ---- transformer pieces ------------------------------------------------------------------ */
 
+/* y[n,256] = x + a on the token side. A plain loop on purpose: a few KB, where an OpenMP
+ * fork/join costs more than the work (and much more on an oversubscribed machine). */
 static void add_rows(float *y, const float *x, const float *a, int n)
 {
-    kn_add(y, x, a, (size_t)n * C);
+    for (size_t i = 0; i < (size_t)n * C; i++) y[i] = x[i] + a[i];
 }
 
-/* Token self-attention: out[nt,256] = Attn(q=qin, k=qin, v=vin). */
+/* Row LayerNorm of the few token rows (like kn_layernorm_fwd, double accumulation), on the
+ * calling thread for the same reason as add_rows. In place allowed. */
+static void tok_layernorm(float *y, const float *x, const ln_w_t *l, int n)
+{
+    for (int r = 0; r < n; r++) {
+        const float *xr = x + (size_t)r * C;
+        float *yr = y + (size_t)r * C;
+        double s = 0, ss = 0;
+        for (int c = 0; c < C; c++) s += xr[c];
+        float m = (float)(s / C);
+        for (int c = 0; c < C; c++) ss += (double)(xr[c] - m) * (xr[c] - m);
+        float rs = 1.0f / sqrtf((float)(ss / C) + LN_EPS);
+        for (int c = 0; c < C; c++) yr[c] = (xr[c] - m) * rs * l->w[c] + l->b[c];
+    }
+}
+
+/* Token self-attention: out[nt,256] = Attn(q=qin, k=qin, v=vin), 8 heads of 32; the
+ * logits of all heads [8, nt, nt] go through one softmax call. */
 static void self_attn(samdec_t *d, const attn_w_t *a, const float *qin, const float *vin,
                       float *out, int nt)
 {
+    const int dh = C / HEADS;
     kn_linear_fwd(d->qp, qin, a->qw, a->qb, nt, C, C);
     kn_linear_fwd(d->kt, qin, a->kw, a->kb, nt, C, C);
     kn_linear_fwd(d->vt, vin, a->vw, a->vb, nt, C, C);
-    int dh = C / HEADS;
-    kn_attention_fwd(d->att, d->qp, C, d->kt, C, d->vt, C, NULL, HEADS, nt, nt, dh,
-                     1.0f / sqrtf((float)dh), d->sc);
+    float scale = 1.0f / sqrtf((float)dh);
+    for (int h = 0; h < HEADS; h++)
+        kn_gemm(0, 1, nt, nt, dh, scale, d->qp + h * dh, C, d->kt + h * dh, C, 0.0f,
+                d->sc + (size_t)h * nt * nt, nt);
+    kn_softmax_fast_fwd(d->sc, d->sc, HEADS * nt, nt);
+    for (int h = 0; h < HEADS; h++)
+        kn_gemm(0, 0, nt, dh, nt, 1.0f, d->sc + (size_t)h * nt * nt, nt, d->vt + h * dh, C, 0.0f,
+                d->att + h * dh, C);
     kn_linear_fwd(out, d->att, a->ow, a->ob, nt, C, C);
 }
 
@@ -403,21 +429,19 @@ static void t2i(samdec_t *d, const attn_w_t *a, const float *qin, const float *k
     kn_linear_fwd(out, d->att, a->ow, a->ob, nt, XDIM, C);
 }
 
-/* Image→tokens second half, shared by both paths: LT[8nt, 4096] holds the logits (row
- * h*nt+j = token j of head h, one column per image token), vt the value projections
- * [nt,128]; softmax over each head's nt rows, then keys += LTᵀ · M with
- * M rows h*nt+j = v_h[j] Wo_hᵀ + bo/8 (the 8 heads' probabilities sum to 8 per pixel). */
+/* Image→tokens second half, shared by both paths: LT[nt, 8·4096] holds the logits (row
+ * j*8+h = token j of head h, one column per image token, i.e. token j's row covers all
+ * heads), vt the value projections [nt,128]; softmax over the nt tokens for every
+ * (head, pixel) column in one call, then keys += LTᵀ · M with M rows j*8+h =
+ * v_h[j] Wo_hᵀ + bo/8 (the 8 heads' probabilities sum to 8 per pixel). */
 static void i2t_finish(samdec_t *d, const attn_w_t *a, float *LT, float *keys, int nt)
 {
     int R = HEADS * nt;
-    for (int h = 0; h < HEADS; h++) {
-        float *Lh = LT + (size_t)h * nt * NP;
-        kn_softmax_dim0_fast_fwd(Lh, Lh, nt, NP);
-    }
+    kn_softmax_dim0_fast_fwd(LT, LT, nt, HEADS * NP);
     float *M = d->bt;
     for (int h = 0; h < HEADS; h++)
         kn_gemm(0, 1, nt, C, XD, 1.0f, d->vt + h * XD, XDIM, a->ow + h * XD, XDIM, 0.0f,
-                M + (size_t)h * nt * C, C);
+                M + (size_t)h * C, HEADS * C);
     for (int r = 0; r < R; r++)
         for (int o = 0; o < C; o++) M[(size_t)r * C + o] += a->ob[o] * 0.125f;
     kn_gemm(1, 0, NP, C, R, 1.0f, LT, NP, M, C, 1.0f, keys, C);
@@ -431,14 +455,14 @@ static void i2t(samdec_t *d, const attn_w_t *a, const float *kp, const float *ki
     int R = HEADS * nt;
     kn_linear_fwd(d->kt, kin, a->kw, a->kb, nt, C, XDIM);
     kn_linear_fwd(d->vt, vin, a->vw, a->vb, nt, C, XDIM);
-    float *LT = d->big; /* [R, 4096] */
+    float *LT = d->big; /* [R, 4096], rows j*8+h */
     for (int h = 0; h < HEADS; h++) {
         kn_gemm(0, 0, nt, C, XD, scale, d->kt + h * XD, XDIM, a->qw + (size_t)h * XD * C, C,
-                0.0f, d->bt + (size_t)h * nt * C, C);
+                0.0f, d->bt + (size_t)h * C, HEADS * C);
         for (int j = 0; j < nt; j++) { /* the q bias: s·k_h[j]·bq_h, constant per row */
             float s = 0;
             for (int e = 0; e < XD; e++) s += d->kt[j * XDIM + h * XD + e] * a->qb[h * XD + e];
-            float *row = LT + (size_t)(h * nt + j) * NP;
+            float *row = LT + (size_t)(j * HEADS + h) * NP;
             for (int p = 0; p < NP; p++) row[p] = scale * s;
         }
     }
@@ -557,32 +581,32 @@ int samdec_forward(samdec_t *d, const float *emb, const sam_point_t *pts, int n,
             fill_cache(d, emb);
         const layer_w_t *L = &d->L[0];
         self_attn(d, &L->self, Q, Q, d->tmp, nt);
-        kn_layernorm_fwd(Q, NULL, NULL, d->tmp, L->n1.w, L->n1.b, nt, C, LN_EPS);
+        tok_layernorm(Q, d->tmp, &L->n1, nt);
         add_rows(d->tmp, Q, T0, nt);
         kn_linear_fwd(d->qp, d->tmp, L->t2i.qw, L->t2i.qb, nt, C, XDIM);
-        for (int h = 0; h < HEADS; h++) { /* plain attention on the cached k, v */
-            float *Lh = d->big + (size_t)h * nt * NP;
+        /* plain attention on the cached k, v: logits [8, nt, 4096], one softmax call */
+        for (int h = 0; h < HEADS; h++)
             kn_gemm(0, 1, nt, NP, XD, 0.25f, d->qp + h * XD, XDIM, d->c_k + h * XD, XDIM, 0.0f,
-                    Lh, NP);
-            kn_softmax_fast_fwd(Lh, Lh, nt, NP);
-            kn_gemm(0, 0, nt, XD, NP, 1.0f, Lh, NP, d->c_v + h * XD, XDIM, 0.0f,
-                    d->att + h * XD, XDIM);
-        }
+                    d->big + (size_t)h * nt * NP, NP);
+        kn_softmax_fast_fwd(d->big, d->big, HEADS * nt, NP);
+        for (int h = 0; h < HEADS; h++)
+            kn_gemm(0, 0, nt, XD, NP, 1.0f, d->big + (size_t)h * nt * NP, NP, d->c_v + h * XD,
+                    XDIM, 0.0f, d->att + h * XD, XDIM);
         kn_linear_fwd(d->tmp, d->att, L->t2i.ow, L->t2i.ob, nt, XDIM, C);
-        kn_add(Q, Q, d->tmp, (size_t)nt * C);
-        kn_layernorm_fwd(Q, NULL, NULL, Q, L->n2.w, L->n2.b, nt, C, LN_EPS);
+        add_rows(Q, Q, d->tmp, nt);
+        tok_layernorm(Q, Q, &L->n2, nt);
         kn_linear_fwd(d->mlp, Q, L->l1w, L->l1b, nt, C, MLP_DIM);
         kn_relu_fwd(d->mlp, d->mlp, (size_t)nt * MLP_DIM);
         kn_linear_fwd(d->tmp, d->mlp, L->l2w, L->l2b, nt, MLP_DIM, C);
-        kn_add(Q, Q, d->tmp, (size_t)nt * C);
-        kn_layernorm_fwd(Q, NULL, NULL, Q, L->n3.w, L->n3.b, nt, C, LN_EPS);
+        add_rows(Q, Q, d->tmp, nt);
+        tok_layernorm(Q, Q, &L->n3, nt);
         add_rows(d->tmp, Q, T0, nt);
         const attn_w_t *a = &L->i2t;
         kn_linear_fwd(d->kt, d->tmp, a->kw, a->kb, nt, C, XDIM);
         kn_linear_fwd(d->vt, Q, a->vw, a->vb, nt, C, XDIM);
-        for (int h = 0; h < HEADS; h++) /* logits on the cached q: [nt, 4096] per head */
+        for (int h = 0; h < HEADS; h++) /* logits on the cached q: rows j*8+h of [R, 4096] */
             kn_gemm(0, 1, nt, NP, XD, 0.25f, d->kt + h * XD, XDIM, d->c_q + h * XD, XDIM, 0.0f,
-                    d->big + (size_t)h * nt * NP, NP);
+                    d->big + (size_t)h * NP, HEADS * NP);
         memcpy(keys, d->c_keys, sizeof(float) * NP * C);
         i2t_finish(d, a, d->big, keys, nt);
         kn_layernorm_fwd(keys, NULL, NULL, keys, L->n4.w, L->n4.b, NP, C, LN_EPS);
@@ -599,23 +623,23 @@ int samdec_forward(samdec_t *d, const float *emb, const sam_point_t *pts, int n,
         const layer_w_t *L = &d->L[l];
         if (l == 0) {
             self_attn(d, &L->self, Q, Q, d->tmp, nt);
-            kn_layernorm_fwd(Q, NULL, NULL, d->tmp, L->n1.w, L->n1.b, nt, C, LN_EPS);
+            tok_layernorm(Q, d->tmp, &L->n1, nt);
         } else {
             add_rows(d->tmp2, Q, T0, nt);
             self_attn(d, &L->self, d->tmp2, Q, d->tmp, nt);
-            kn_add(Q, Q, d->tmp, (size_t)nt * C);
-            kn_layernorm_fwd(Q, NULL, NULL, Q, L->n1.w, L->n1.b, nt, C, LN_EPS);
+            add_rows(Q, Q, d->tmp, nt);
+            tok_layernorm(Q, Q, &L->n1, nt);
         }
         kn_add(kp, keys, d->pe, (size_t)NP * C);
         add_rows(d->tmp2, Q, T0, nt);
         t2i(d, &L->t2i, d->tmp2, kp, keys, d->tmp, nt);
-        kn_add(Q, Q, d->tmp, (size_t)nt * C);
-        kn_layernorm_fwd(Q, NULL, NULL, Q, L->n2.w, L->n2.b, nt, C, LN_EPS);
+        add_rows(Q, Q, d->tmp, nt);
+        tok_layernorm(Q, Q, &L->n2, nt);
         kn_linear_fwd(d->mlp, Q, L->l1w, L->l1b, nt, C, MLP_DIM);
         kn_relu_fwd(d->mlp, d->mlp, (size_t)nt * MLP_DIM);
         kn_linear_fwd(d->tmp, d->mlp, L->l2w, L->l2b, nt, MLP_DIM, C);
-        kn_add(Q, Q, d->tmp, (size_t)nt * C);
-        kn_layernorm_fwd(Q, NULL, NULL, Q, L->n3.w, L->n3.b, nt, C, LN_EPS);
+        add_rows(Q, Q, d->tmp, nt);
+        tok_layernorm(Q, Q, &L->n3, nt);
         add_rows(d->tmp2, Q, T0, nt);
         i2t(d, &L->i2t, kp, d->tmp2, Q, keys, nt);
         kn_layernorm_fwd(keys, NULL, NULL, keys, L->n4.w, L->n4.b, NP, C, LN_EPS);
@@ -626,8 +650,8 @@ int samdec_forward(samdec_t *d, const float *emb, const sam_point_t *pts, int n,
     kn_add(kp, keys, d->pe, (size_t)NP * C);
     add_rows(d->tmp2, Q, T0, nout);
     t2i(d, &d->fin, d->tmp2, kp, keys, d->tmp, nout);
-    kn_add(Q, Q, d->tmp, (size_t)nout * C);
-    kn_layernorm_fwd(Q, NULL, NULL, Q, d->nfin.w, d->nfin.b, nout, C, LN_EPS);
+    add_rows(Q, Q, d->tmp, nout);
+    tok_layernorm(Q, Q, &d->nfin, nout);
 
     /* heads: iou from token 0, hyper vectors from tokens 1..4 */
     float *h1 = d->tmp, *h2 = d->tmp + C, *hyper = d->tmp2; /* hyper [4,32] */
@@ -641,28 +665,27 @@ int samdec_forward(samdec_t *d, const float *emb, const sam_point_t *pts, int n,
     float *y1 = kp; /* [4096, 4*64] = [16384, 64] */
     kn_linear_fwd(y1, keys, d->up0t, d->up0bt, NP, C, 256);
     kn_layernorm_gelu_fast_fwd(y1, y1, d->up1w, d->up1b, 4 * NP, 64, LN2D_EPS);
-    float *y2t = d->y2; /* [4*32, 16384] */
-    kn_gemm(0, 1, 4 * HYP, 4 * NP, 64, 1.0f, d->up3t, 64, y1, 64, 0.0f, y2t, 4 * NP);
+    /* convT2 + GELU + hypernetwork product in column blocks, so each [128, UPB] block of
+     * convT2 output is consumed while it is still in cache */
     const size_t plane = (size_t)SAM_LOWRES * SAM_LOWRES;
-    for (int s2 = 0; s2 < 4; s2++) {
-        float *o = d->rm + (size_t)s2 * SAM_NMASK * 4 * NP; /* [4 masks, 16384] */
-        kn_gelu_linear_fwd(o, y2t + (size_t)s2 * HYP * 4 * NP, d->up3b, hyper, HYP, 4 * NP,
-                           SAM_NMASK);
-    }
-    /* column (p, s) of block s2 -> pixel (4i + 2dy + ey, 4j + 2dx + ex) with p = i*64+j,
-     * s = dy*2+dx, s2 = ey*2+ex */
-    for (int m = 0; m < SAM_NMASK; m++)
-        for (int s2 = 0; s2 < 4; s2++) {
-            const float *o = d->rm + ((size_t)s2 * SAM_NMASK + m) * 4 * NP;
-            float *dst = lowres + m * plane;
-            for (int p = 0; p < NP; p++) {
-                int i = p / SAM_EMB, j = p % SAM_EMB;
-                for (int s = 0; s < 4; s++) {
-                    int y = 4 * i + 2 * (s >> 1) + (s2 >> 1);
-                    int x = 4 * j + 2 * (s & 1) + (s2 & 1);
-                    dst[(size_t)y * SAM_LOWRES + x] = o[p * 4 + s];
+    for (int c0 = 0; c0 < 4 * NP; c0 += UPB) {
+        float *y2t = d->y2; /* [4*32, UPB]: rows (s2, co), columns (p, s) */
+        kn_gemm(0, 1, 4 * HYP, UPB, 64, 1.0f, d->up3t, 64, y1 + (size_t)c0 * 64, 64, 0.0f, y2t,
+                UPB);
+        kn_gelu_linear_fwd(d->rm, y2t, d->up3b, hyper, 4, HYP, UPB, SAM_NMASK); /* [s2][m][c] */
+        /* column c0+c = p*4 + s of block s2 -> pixel (4i + 2dy + ey, 4j + 2dx + ex) with
+         * p = i*64+j, s = dy*2+dx, s2 = ey*2+ex */
+        for (int m = 0; m < SAM_NMASK; m++)
+            for (int s2 = 0; s2 < 4; s2++) {
+                const float *o = d->rm + ((size_t)s2 * SAM_NMASK + m) * UPB;
+                float *dst = lowres + m * plane;
+                for (int c = 0; c < UPB; c++) {
+                    int r = c0 + c, p = r >> 2, s = r & 3;
+                    int y = 4 * (p / SAM_EMB) + 2 * (s >> 1) + (s2 >> 1);
+                    int x = 4 * (p % SAM_EMB) + 2 * (s & 1) + (s2 & 1);
+                    dst[(size_t)y * SAM_LOWRES + x] = o[c];
                 }
             }
-        }
+    }
     return 0;
 }

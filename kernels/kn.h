@@ -227,10 +227,11 @@ void kn_softmax_dim0_fast_fwd(float *y, const float *x, int rows, int cols);
  * allowed. */
 void kn_layernorm_gelu_fast_fwd(float *y, const float *x, const float *w, const float *b, int N,
                                 int C, float eps);
-/* Channel-major: y[O, N] = W[O, K] · gelu(x[K, N] + b[K]) (b may be NULL; GELU as
- * kn_gelu_fast_fwd; activations never stored). For small K and 1 ≤ O ≤ 16. No aliasing. */
-void kn_gelu_linear_fwd(float *y, const float *x, const float *b, const float *W, int K, int N,
-                        int O);
+/* Channel-major, G groups: y[g, O, N] = W[O, K] · gelu(x[g, K, N] + b[K]) for g < G (b may be
+ * NULL; GELU as kn_gelu_fast_fwd; activations never stored). For small K and 1 ≤ O ≤ 16.
+ * No aliasing. */
+void kn_gelu_linear_fwd(float *y, const float *x, const float *b, const float *W, int G, int K,
+                        int N, int O);
 
 /* ---- TinyViT / encoder ops (kernels/cpu/gemm_pk.c, dwconv.c, winattn.c) -------------
  * Inference-only fast paths for the image encoders. Maps are channel-last ([H, W, C] =

@@ -12,7 +12,7 @@
 
 void kn_softmax_fast_fwd(float *y, const float *x, int rows, int cols)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)rows * cols > 16384)
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * cols;
         float *yr = y + (size_t)r * cols;
@@ -37,7 +37,7 @@ void kn_softmax_fast_fwd(float *y, const float *x, int rows, int cols)
 void kn_softmax_dim0_fast_fwd(float *y, const float *x, int rows, int cols)
 {
     int nb = (cols + CB - 1) / CB;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)rows * cols > 16384)
     for (int b = 0; b < nb; b++) {
         int c0 = b * CB, n = cols - c0 < CB ? cols - c0 : CB;
         float m[CB], s[CB];

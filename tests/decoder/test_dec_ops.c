@@ -155,27 +155,29 @@ static void test_layernorm_gelu(void)
 
 static void test_gelu_linear(void)
 {
-    int K = 32, N = 1537, O = 4; /* N leaves a partial block */
-    float *x = malloc(sizeof(float) * K * N), *y = malloc(sizeof(float) * O * N);
+    int G = 3, K = 32, N = 1537, O = 4; /* N leaves a partial block */
+    float *x = malloc(sizeof(float) * G * K * N), *y = malloc(sizeof(float) * G * O * N);
     float W[4 * 32], b[32];
-    for (int i = 0; i < K * N; i++) x[i] = 4.0f * urand();
+    for (int i = 0; i < G * K * N; i++) x[i] = 4.0f * urand();
     for (int i = 0; i < O * K; i++) W[i] = urand();
     for (int k = 0; k < K; k++) b[k] = 0.5f * urand();
     for (int withb = 0; withb < 2; withb++) {
-        kn_gelu_linear_fwd(y, x, withb ? b : NULL, W, K, N, O);
+        kn_gelu_linear_fwd(y, x, withb ? b : NULL, W, G, K, N, O);
         double worst = 0;
-        for (int o = 0; o < O; o++)
-            for (int c = 0; c < N; c++) {
-                double acc = 0;
-                for (int k = 0; k < K; k++)
-                    acc += W[o * K + k] * gelu_d((double)x[k * N + c] + (withb ? b[k] : 0.0));
-                double e = fabs(acc - y[o * N + c]);
-                if (!(e <= worst)) worst = e;
-            }
+        for (int g = 0; g < G; g++)
+            for (int o = 0; o < O; o++)
+                for (int c = 0; c < N; c++) {
+                    double acc = 0;
+                    for (int k = 0; k < K; k++)
+                        acc += W[o * K + k] *
+                               gelu_d((double)x[((size_t)g * K + k) * N + c] + (withb ? b[k] : 0.0));
+                    double e = fabs(acc - y[((size_t)g * O + o) * N + c]);
+                    if (!(e <= worst)) worst = e;
+                }
         EXPECT(worst <= 1e-5, "gelu_linear (bias %d): max abs error %.3g", withb, worst);
     }
-    float one = 0.7f, w1 = 2.0f, out = 0; /* K = N = O = 1 */
-    kn_gelu_linear_fwd(&out, &one, NULL, &w1, 1, 1, 1);
+    float one = 0.7f, w1 = 2.0f, out = 0; /* G = K = N = O = 1 */
+    kn_gelu_linear_fwd(&out, &one, NULL, &w1, 1, 1, 1, 1);
     EXPECT(fabs(out - 2.0 * gelu_d(0.7)) <= 1e-6, "gelu_linear 1x1x1: %g", (double)out);
     free(x), free(y);
 }
