@@ -35,6 +35,7 @@ typedef struct zentry {
     uint64_t data_off; /* absolute offset of the entry bytes */
     uint64_t size;     /* bytes at data_off (compressed size for non-stored entries) */
     int method;        /* 0 stored; anything else is refused on use */
+    int storage;       /* index into pth.st once a persistent id named it, else -1 */
 } zentry_t;
 
 static int stored_entry(const zentry_t *z, err_t *err)
@@ -83,6 +84,11 @@ static size_t elsize(pth_dtype_t d)
     case PTH_F64: case PTH_I64: return 8;
     }
     return 0;
+}
+
+static int ent_cmp(const void *a, const void *b)
+{
+    return strcmp(((const zentry_t *)a)->name, ((const zentry_t *)b)->name);
 }
 
 static int zip_parse(pth_t *p, err_t *err)
@@ -143,6 +149,7 @@ static int zip_parse(pth_t *p, err_t *err)
             xo += 4 + (size_t)sz;
         }
         zentry_t *z = &p->ent[p->nent];
+        z->storage = -1;
         z->name = malloc(nl + 1);
         if (!z->name) return err_set(err, ERR_NOMEM, "pth: out of memory");
         memcpy(z->name, nm, nl);
@@ -162,19 +169,20 @@ static int zip_parse(pth_t *p, err_t *err)
         z->size = usize;
         at += 46 + nl + xl + cl;
     }
+    qsort(p->ent, (size_t)p->nent, sizeof *p->ent, ent_cmp);
     return 0;
 bad64:
     return err_set(err, ERR_FORMAT, "pth: zip64 extra field too short");
 }
 
-static const zentry_t *zfind(const pth_t *p, const char *root, const char *rest)
+/* Entry "<root><rest>" by binary search (entries are sorted by name after parsing). */
+static zentry_t *zfind(const pth_t *p, const char *root, const char *rest)
 {
-    size_t rl = strlen(root);
-    for (int i = 0; i < p->nent; i++) {
-        const char *nm = p->ent[i].name;
-        if (strncmp(nm, root, rl) == 0 && strcmp(nm + rl, rest) == 0) return &p->ent[i];
-    }
-    return NULL;
+    char name[600];
+    if (strlen(root) + strlen(rest) >= sizeof name) return NULL;
+    snprintf(name, sizeof name, "%s%s", root, rest);
+    zentry_t key = {.name = name};
+    return bsearch(&key, p->ent, (size_t)p->nent, sizeof *p->ent, ent_cmp);
 }
 
 /* ---- pickle values ------------------------------------------------------------------- */
@@ -327,29 +335,29 @@ static val_t *persistent_load(vm_t *m, val_t *pid)
     }
     const char *key = pid->items[2]->s;
     int64_t numel = pid->items[4]->i;
-    for (int i = 0; i < p->nst; i++)
-        if (strcmp(p->st[i].key, key) == 0) {
-            if (p->st[i].dtype != dt || p->st[i].numel != numel) {
-                err_set(m->err, ERR_FORMAT, "pth: storage '%s' referenced with two types/sizes", key);
-                return NULL;
-            }
-            val_t *v = vnew(m, V_STORAGE);
-            if (v) v->i = i;
-            return v;
-        }
-    if (numel < 0 || numel > PTH_MAX_NUMEL) {
-        err_set(m->err, ERR_RANGE, "pth: storage '%s' numel %lld out of range", key, (long long)numel);
-        return NULL;
-    }
     char rest[300];
     if (strlen(key) > 200 || strchr(key, '/')) {
         err_set(m->err, ERR_FORMAT, "pth: bad storage key");
         return NULL;
     }
     snprintf(rest, sizeof rest, "data/%s", key);
-    const zentry_t *z = zfind(p, p->root, rest);
+    zentry_t *z = zfind(p, p->root, rest);
     if (!z) {
         err_set(m->err, ERR_FORMAT, "pth: storage '%s' has no zip entry '%s%s'", key, p->root, rest);
+        return NULL;
+    }
+    if (z->storage >= 0) { /* a storage shared by several tensors */
+        const storage_t *st = &p->st[z->storage];
+        if (st->dtype != dt || st->numel != numel) {
+            err_set(m->err, ERR_FORMAT, "pth: storage '%s' referenced with two types/sizes", key);
+            return NULL;
+        }
+        val_t *v = vnew(m, V_STORAGE);
+        if (v) v->i = z->storage;
+        return v;
+    }
+    if (numel < 0 || numel > PTH_MAX_NUMEL) {
+        err_set(m->err, ERR_RANGE, "pth: storage '%s' numel %lld out of range", key, (long long)numel);
         return NULL;
     }
     if (stored_entry(z, m->err) < 0) return NULL;
@@ -360,7 +368,7 @@ static val_t *persistent_load(vm_t *m, val_t *pid)
     }
     if (p->nst == p->cst) {
         int nc = p->cst ? p->cst * 2 : 64;
-        if (nc > 2 * PTH_MAX_TENSORS) { err_set(m->err, ERR_RANGE, "pth: too many storages"); return NULL; }
+        if (p->nst >= PTH_MAX_TENSORS) { err_set(m->err, ERR_RANGE, "pth: more than %d storages", PTH_MAX_TENSORS); return NULL; }
         storage_t *ns = realloc(p->st, (size_t)nc * sizeof *ns);
         if (!ns) { err_set(m->err, ERR_NOMEM, "pth: out of memory"); return NULL; }
         p->st = ns;
@@ -374,6 +382,7 @@ static val_t *persistent_load(vm_t *m, val_t *pid)
     s->data = p->buf + z->data_off;
     val_t *v = vnew(m, V_STORAGE);
     if (v) v->i = p->nst;
+    z->storage = p->nst;
     p->nst++;
     return v;
 }
@@ -434,7 +443,7 @@ static val_t *rebuild_tensor(vm_t *m, val_t *args)
     t.pub.numel = numel;
     if (p->nt == p->ct) {
         int nc = p->ct ? p->ct * 2 : 64;
-        if (p->ct >= PTH_MAX_TENSORS) { err_set(m->err, ERR_RANGE, "pth: more than %d tensors", PTH_MAX_TENSORS); return NULL; }
+        if (p->nt >= PTH_MAX_TENSORS) { err_set(m->err, ERR_RANGE, "pth: more than %d tensors", PTH_MAX_TENSORS); return NULL; }
         ptensor_t *nt = realloc(p->t, (size_t)nc * sizeof *nt);
         if (!nt) { err_set(m->err, ERR_NOMEM, "pth: out of memory"); return NULL; }
         p->t = nt;
@@ -764,6 +773,7 @@ static int collect_state_dict(pth_t *p, val_t *root, err_t *err)
         if (v->type != V_TENSOR) continue; /* e.g. counters or config kept next to tensors */
         if (k->type != V_STR) return err_set(err, ERR_FORMAT, "pth: state-dict key is not a string");
         if (k->s[0] == 0 || strlen(k->s) > 1000) return err_set(err, ERR_FORMAT, "pth: state-dict key empty or longer than 1000 bytes");
+        if (p->nnamed >= PTH_MAX_TENSORS) return err_set(err, ERR_RANGE, "pth: state dict has more than %d tensors", PTH_MAX_TENSORS);
         for (int j = 0; j < p->nnamed; j++)
             if (!strcmp(p->named[j].name, k->s)) return err_set(err, ERR_FORMAT, "pth: duplicate state-dict key '%s'", k->s);
         pth_tensor_t *t = &p->named[p->nnamed];

@@ -25,7 +25,7 @@
 #include "err.h"
 #include "wts.h"
 
-#define PTH_MAX_TENSORS 100000           /* tensors in one state dict */
+#define PTH_MAX_TENSORS 20000            /* tensors in one state dict (ViT-H has ~600) */
 #define PTH_MAX_PICKLE ((size_t)256 << 20) /* data.pkl size */
 #define PTH_MAX_OBJECTS 4000000          /* pickle values created */
 #define PTH_MAX_STACK 1000000            /* pickle stack + memo entries */
