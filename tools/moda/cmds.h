@@ -14,8 +14,8 @@ typedef struct moda_cmd {
 int cmd_bench(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_health(int argc, char **argv);
-int cmd_registry(int argc, char **argv);
 int cmd_label(int argc, char **argv);
+int cmd_registry(int argc, char **argv);
 int cmd_segment(int argc, char **argv);
 
 #endif
