@@ -458,7 +458,8 @@ static void conv3(tinyvit_t *e, float *y, const float *x, const lin_t *l, int H,
     }
 }
 
-/* TinyViT block on X[side², C]: X += proj(attn(LN(X))); A = local_conv(X);
+/* TinyViT block on X[side², C]: X += proj(attn(LN(X))) (projection inside the attention
+ * op, per window); A = local_conv(X);
  * X = A + fc2(GELU(fc1(LN(A)))). The first LayerNorm runs inside the qkv GEMM; the MLP is
  * one fused op per row block (its hidden rows never leave the thread's cache). */
 static int attn_block(tinyvit_t *e, const attn_block_t *b, int stage, err_t *err)
@@ -468,12 +469,11 @@ static int attn_block(tinyvit_t *e, const attn_block_t *b, int stage, err_t *err
     double t = tick(e);
     int rc = (size_t)SCR_FLOATS < kn_winattn_scratch(k_heads[stage], HEAD_DIM, k_ws[stage])
                  ? -1
-                 : kn_winattn_fwd(e->A, C, e->B, b->padrow, b->bias, side, side, k_heads[stage],
-                                  HEAD_DIM, k_ws[stage], 1.0f / sqrtf((float)HEAD_DIM), e->scr,
-                                  team(e));
+                 : kn_winattn_fwd(e->X, C, e->B, b->padrow, b->bias, side, side, k_heads[stage],
+                                  HEAD_DIM, k_ws[stage], 1.0f / sqrtf((float)HEAD_DIM), b->proj.wp,
+                                  b->proj.b, e->scr, team(e));
     tock(e, P_ATTN, t);
     if (rc) return err_set(err, ERR_UNSUPPORTED, "tinyvit: window %d not supported", k_ws[stage]);
-    gemm(e, e->X, e->A, &b->proj, e->X, M, KN_ACT_NONE);
     dwconv(e, e->A, e->X, &b->local, side, 1, KN_ACT_NONE);
     t = tick(e);
     rc = (size_t)SCR_FLOATS < kn_mlp_pk_scratch(C, 4 * C)

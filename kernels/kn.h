@@ -293,14 +293,17 @@ void kn_im2col3_chw(float *col, const float *x, int C, int H, int W, int stride,
  * a pad position uses the row padrow[3*heads*d] and is a key like any other (not masked).
  * logits[h,i,j] = scale · q_i·k_j + bias[h, i, j] (bias [heads, ws², ws²] or NULL), i, j
  * window positions in row-major order; out[p, h*d + c] (row stride ldo) = softmax · v for
- * every real position p (pad outputs are dropped). scratch holds scratch_threads slices
- * of kn_winattn_scratch(heads, d, ws) floats; the op uses at most that many threads.
+ * every real position p (pad outputs are dropped). With proj_wp (kn_pack_w of the output
+ * projection [C, C], C = heads*d) instead out[p] += attention(p) · Wᵀ + proj_b (residual
+ * form, in place; proj_b may be NULL). scratch holds scratch_threads slices of
+ * kn_winattn_scratch(heads, d, ws) floats; the op uses at most that many threads.
  * Returns 0, or -1 when ws² > KN_WINATTN_MAXN or an argument is invalid. */
 #define KN_WINATTN_MAXN 256
 size_t kn_winattn_scratch(int heads, int d, int ws);
 int kn_winattn_fwd(float *out, int ldo, const float *qkv, const float *padrow,
                    const float *bias, int H, int W, int heads, int d, int ws, float scale,
-                   float *scratch, int scratch_threads);
+                   const float *proj_wp, const float *proj_b, float *scratch,
+                   int scratch_threads);
 
 /* ---- ViT ops (SAM ViT-B/L/H encoder; kernels/cpu/relpos_attn.c) ---------------------- */
 

@@ -10,7 +10,9 @@
  * contiguous 12·heads·d-byte runs (the map is usually larger than the cache). The AVX-512
  * path (head dim 32) takes the real queries four at a time: logits as a 4×64 register
  * tile over the transposed keys, exact softmax per row, then P·V with 8 accumulators.
- * Other head dims and non-AVX-512 builds take the plain loop.
+ * Other head dims and non-AVX-512 builds take the plain loop. With a packed projection
+ * the window's outputs are projected (one small GEMM) and added to `out` in place, so the
+ * attention map never exists.
  */
 #include "kn.h"
 #include "vmath.h"
@@ -103,13 +105,16 @@ static void attend4(float *const o[QB], const float *const q[QB], const float *c
 size_t kn_winattn_scratch(int heads, int d, int ws)
 {
     size_t n = (size_t)ws * ws, npad = (n + 15) & ~(size_t)15;
-    /* keys transposed [heads][d][npad] (+64 slack), values [heads][n][d], logits QB×npad */
-    return (size_t)heads * d * npad + 64 + (size_t)heads * n * d + QB * npad + 64 + 16;
+    /* keys transposed [heads][d][npad] (+64 slack), values [heads][n][d], logits QB×npad,
+     * then for the fused projection the window's outputs and projected rows [n][C] each */
+    return (size_t)heads * d * npad + 64 + (size_t)heads * n * d + QB * npad + 64 + 16 +
+           2 * n * (size_t)heads * d + 16;
 }
 
 int kn_winattn_fwd(float *out, int ldo, const float *qkv, const float *padrow,
                    const float *bias, int H, int W, int heads, int d, int ws, float scale,
-                   float *scratch, int scratch_threads)
+                   const float *proj_wp, const float *proj_b, float *scratch,
+                   int scratch_threads)
 {
     int n = ws * ws;
     if (ws < 1 || n > MAXN || d < 1 || heads < 1 || H < 1 || W < 1 || !scratch ||
@@ -128,6 +133,8 @@ int kn_winattn_fwd(float *out, int ldo, const float *qkv, const float *padrow,
         float *V = Kt + (size_t)heads * d * npad + 64;                     /* [heads][n][d] */
         float *S = V + (size_t)heads * n * d;                              /* [QB][npad] */
         S = (float *)(((uintptr_t)S + 63) & ~(uintptr_t)63);
+        float *Ob = (float *)(((uintptr_t)(S + QB * npad + 64) + 63) & ~(uintptr_t)63); /* [n][C] */
+        float *Pb = Ob + (size_t)n * C;                                                  /* [n][C] */
         const float *rows[MAXN];
         int real[MAXN], nreal = 0;
         /* One pass over the window's rows gathers every head's keys and values. */
@@ -161,7 +168,8 @@ int kn_winattn_fwd(float *out, int ldo, const float *qkv, const float *padrow,
                         int iy = wy * ws + t / ws, ix = wx * ws + t % ws;
                         q[r] = rows[t] + h * 3 * d;
                         brow[r] = bh ? bh + (size_t)t * n : NULL;
-                        o[r] = out + ((size_t)iy * W + ix) * ldo + h * d;
+                        o[r] = proj_wp ? Ob + (size_t)(g + (r < m ? r : m - 1)) * C + h * d
+                                       : out + ((size_t)iy * W + ix) * ldo + h * d;
                     }
                     attend4(o, q, brow, m, kt, vh, S, n, npad, scale);
                 }
@@ -173,7 +181,8 @@ int kn_winattn_fwd(float *out, int ldo, const float *qkv, const float *padrow,
                 int iy = wy * ws + t / ws, ix = wx * ws + t % ws;
                 const float *q = rows[t] + h * 3 * d;
                 const float *bt = bh ? bh + (size_t)t * n : NULL;
-                float *o = out + ((size_t)iy * W + ix) * ldo + h * d;
+                float *o = proj_wp ? Ob + (size_t)g * C + h * d
+                                   : out + ((size_t)iy * W + ix) * ldo + h * d;
                 float mx = -INFINITY;
                 for (int j = 0; j < n; j++) {
                     float sj = 0;
@@ -192,6 +201,15 @@ int kn_winattn_fwd(float *out, int ldo, const float *qkv, const float *padrow,
                     for (int j = 0; j < n; j++) acc += S[j] * vh[(size_t)j * d + c];
                     o[c] = acc * inv;
                 }
+            }
+        }
+        if (proj_wp) { /* out[p] += Ob · Wᵀ + b for the window's real tokens */
+            kn_linear_pk_fwd(Pb, C, Ob, C, proj_wp, proj_b, NULL, 0, nreal, C, C, KN_ACT_NONE);
+            for (int g = 0; g < nreal; g++) {
+                int t = real[g];
+                float *o = out + ((size_t)(wy * ws + t / ws) * W + wx * ws + t % ws) * ldo;
+                const float *pr = Pb + (size_t)g * C;
+                for (int c = 0; c < C; c++) o[c] += pr[c];
             }
         }
     }

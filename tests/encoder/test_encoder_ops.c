@@ -6,7 +6,8 @@
  *   kn_mlp_pk_fwd         LN → fc1 → GELU → fc2 + residual, in place and not
  *   kn_dwconv3_nhwc_fwd   strides 1 and 2, channel tails, GELU
  *   kn_im2col3_*, kn_conv3_pk_fwd  = the dense 3×3 conv (vs kn_conv2d_fwd too)
- *   kn_winattn_fwd        maps not a multiple of the window, pad row, bias, d 32 and 8
+ *   kn_winattn_fwd        maps not a multiple of the window, pad row, bias, d 32 / 8 / 96,
+ *                         and with the fused output projection + residual
  * Exit status 1 on any failed check (each failure is printed).
  */
 #include <math.h>
@@ -293,7 +294,25 @@ static void test_winattn(int H, int W, int heads, int d, int ws, int use_bias)
     size_t per = kn_winattn_scratch(heads, d, ws);
     float *scr = malloc(sizeof(float) * per * 3);
     int rc = kn_winattn_fwd(out, C + 5, qkv, pad, use_bias ? bias : NULL, H, W, heads, d, ws, scale,
-                            scr, 3);
+                            NULL, NULL, scr, 3);
+    /* Fused projection: out2 = base + attention · Wpᵀ + bp, from the map just checked. */
+    float *Wpj = rnd((size_t)C * C, 0.2f), *bpj = rnd(C, 0.5f), *base = rnd((size_t)H * W * C, 1.0f);
+    float *Pk = aligned_alloc(64, kn_pack_size(C, C) * sizeof(float)), *out2 = malloc(sizeof(float) * (size_t)H * W * C);
+    double *want2 = malloc(sizeof(double) * (size_t)H * W * C);
+    kn_pack_w(Pk, Wpj, C, C);
+    memcpy(out2, base, sizeof(float) * (size_t)H * W * C);
+    for (int p = 0; p < H * W; p++)
+        for (int o = 0; o < C; o++) {
+            double acc = (double)base[(size_t)p * C + o] + bpj[o];
+            for (int c = 0; c < C; c++) acc += want[(size_t)p * (C + 5) + c] * Wpj[(size_t)o * C + c];
+            want2[(size_t)p * C + o] = acc;
+        }
+    rc |= kn_winattn_fwd(out2, C, qkv, pad, use_bias ? bias : NULL, H, W, heads, d, ws, scale, Pk, bpj,
+                         scr, 3);
+    char what2[112];
+    snprintf(what2, sizeof what2, "winattn+proj H=%d W=%d heads=%d d=%d ws=%d", H, W, heads, d, ws);
+    check(what2, out2, want2, (size_t)H * W * C, 1e-4, 1e-4);
+    free(Wpj), free(bpj), free(base), free(Pk), free(out2), free(want2);
     free(scr);
     char what[96];
     snprintf(what, sizeof what, "winattn H=%d W=%d heads=%d d=%d ws=%d bias=%d", H, W, heads, d, ws,
@@ -341,7 +360,7 @@ int main(void)
     test_winattn(5, 9, 2, 8, 4, 1);      /* d = 8: the generic path */
     test_winattn(8, 8, 2, 96, 3, 1);     /* d = 96: wider than 64 */
     float dummy = 0;
-    if (kn_winattn_fwd(&dummy, 1, &dummy, &dummy, NULL, 1, 1, 1, 32, 17, 1.0f, &dummy, 1) != -1) {
+    if (kn_winattn_fwd(&dummy, 1, &dummy, &dummy, NULL, 1, 1, 1, 32, 17, 1.0f, NULL, NULL, &dummy, 1) != -1) {
         printf("FAIL winattn accepted ws=17 (n > KN_WINATTN_MAXN)\n");
         g_fail = 1;
     }
