@@ -779,10 +779,11 @@ int cmd_label(int argc, char **argv)
         rc = arg ? import_dir(&c, arg, &st, &err) : import_coco(&c, coco, &st, &skipped, &err);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
-        if (c.json)
+        int show = !rc || st.stored || st.dup; /* a partial import still reports what it did */
+        if (show && c.json)
             printf("{\"stored\":%d,\"duplicate\":%d,\"skipped\":%d,\"bytes\":%llu,\"seconds\":%.3f}\n", st.stored,
                    st.dup, skipped, (unsigned long long)st.bytes, s);
-        else
+        else if (show)
             printf("imported %d samples (%d already there, %d images without annotation), %.1f MB in %.2f s "
                    "(%.0f samples/s)\n",
                    st.stored, st.dup, skipped, (double)st.bytes / 1e6, s, s > 0 ? (st.stored + st.dup) / s : 0.0);
