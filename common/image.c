@@ -125,7 +125,10 @@ static image_t *decode_png(const uint8_t *buf, size_t len, const char *what, err
     if (ct == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(p);
     if (ct == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(p);
     if (depth == 16) png_set_strip_16(p);
-    if (ct & PNG_COLOR_MASK_ALPHA) png_set_strip_alpha(p);
+    /* Alpha is dropped, as PIL's convert("RGB") does; a tRNS chunk would otherwise become
+     * an alpha channel through the palette expansion. */
+    if ((ct & PNG_COLOR_MASK_ALPHA) || png_get_valid(p, info, PNG_INFO_tRNS))
+        png_set_strip_alpha(p);
     png_set_interlace_handling(p);
     png_read_update_info(p, info);
     int c = png_get_channels(p, info);

@@ -83,6 +83,12 @@ def test_png_kinds():
             p = os.path.join(WORK, f"kind_{name}_{interlace}.png")
             im.save(p, interlace=interlace) if name != "bilevel" else im.save(p)
             test_decode([p])
+    # tRNS chunks (transparency without an alpha channel) on palette, RGB, gray, 1-bit
+    trns = {"palette": 0, "rgb": (1, 2, 3), "gray": 5, "bilevel": 0}
+    for name, t in trns.items():
+        p = os.path.join(WORK, f"trns_{name}.png")
+        kinds[name].save(p, transparency=t)
+        test_decode([p])
     # 2- and 4-bit gray and 16-bit gray/RGB are written with numpy + zlib by hand (PIL
     # cannot write them); the expected pixels follow libpng's documented scaling.
     import struct
