@@ -11,6 +11,9 @@ state-dict key names, plus writers for the .pth fixtures the C tests read.
     ref_vit.py small DIR     small ViT (C=128, depth 4, global {1,3}) .pth + stage goldens,
                              attention-op goldens, an f16 copy, TinyViT Conv2d_BN fragment,
                              hostile files
+    ref_vit.py mobilesam SRC.safetensors DIR
+                             MobileSAM-style .pth (Conv2d_BN unfolded, TinyViT buffers) from a
+                             converted file, to check the .pth path reproduces it
     ref_vit.py vitb DIR      full ViT-B key set (random, 91M params) + manifest.txt and a
                              full-size forward golden (vitb_img/emb/early.bin)
 
@@ -376,7 +379,55 @@ def write_vitb(d):
     dump(os.path.join(d, "vitb_emb.bin"), emb)
 
 
+def write_mobilesam(src, d):
+    """A MobileSAM-style .pth from a converted safetensors file: every folded conv is split
+    back into Conv2d_BN (random γ, β-compensated mean, var) so that folding must reproduce the
+    file; TinyViT buffers (attention_bias_idxs, num_batches_tracked) are added."""
+    import json
+    import struct
+    import numpy as np
+    raw = open(src, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    hdr = json.loads(raw[8:8 + n])
+    base = 8 + n
+    t = collections.OrderedDict()
+    for k, v in hdr.items():
+        if k == "__metadata__":
+            continue
+        assert v["dtype"] == "F32"
+        a, b = v["data_offsets"]
+        t[k] = torch.from_numpy(np.frombuffer(raw[base + a:base + b], dtype="<f4").copy().reshape(v["shape"]))
+    g = torch.Generator().manual_seed(9)
+    sd = collections.OrderedDict()
+    for k, v in t.items():
+        if k.endswith(".c.bias"):
+            continue
+        if k.endswith(".c.weight") and k[:-len("weight")] + "bias" in t:
+            stem = k[:-len(".c.weight")]
+            bias = t[stem + ".c.bias"].double()
+            O = v.shape[0]
+            gamma = torch.rand(O, generator=g, dtype=torch.float64) + 0.5
+            var = torch.rand(O, generator=g, dtype=torch.float64) * 1.5 + 0.5
+            mean = torch.randn(O, generator=g, dtype=torch.float64) * 0.3
+            sc = gamma / torch.sqrt(var + 1e-5)
+            sd[stem + ".c.weight"] = (v.double() / sc.view(-1, *([1] * (v.dim() - 1)))).float()
+            sd[stem + ".bn.weight"] = gamma.float()
+            sd[stem + ".bn.bias"] = (bias + mean * sc).float()
+            sd[stem + ".bn.running_mean"] = mean.float()
+            sd[stem + ".bn.running_var"] = var.float()
+            sd[stem + ".bn.num_batches_tracked"] = torch.tensor(1000)
+            continue
+        sd[k] = v
+        if k.endswith("attn.attention_biases"):
+            sd[k[:-len("attention_biases")] + "attention_bias_idxs"] = torch.randint(0, v.shape[1], (49, 49), generator=g)
+    torch.save(sd, os.path.join(d, "mobile_sam_like.pth"))
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "mobilesam":
+        os.makedirs(sys.argv[3], exist_ok=True)
+        write_mobilesam(sys.argv[2], sys.argv[3])
+        sys.exit(0)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     mode, out = sys.argv[1], sys.argv[2]
     os.makedirs(out, exist_ok=True)
