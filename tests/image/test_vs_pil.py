@@ -6,7 +6,8 @@
 PROBE is the image_probe binary. Checks, all exact unless said:
   * decode of real PNG/JPEG files from DATA_DIR/cl (every image with --all, else a spread)
     == PIL Image.open(f).convert("RGB");
-  * decode of generated PNG kinds (gray, palette, RGBA, LA, 1/2/4-bit gray, 16-bit, interlaced);
+  * decode of generated PNG kinds (gray, palette, RGBA, LA, 1/2/4-bit gray, 16-bit, interlaced,
+    tRNS) and JPEG variants (4:4:4/4:2:2/4:2:0 subsampling, progressive, gray);
   * PIL-exact BILINEAR resize for synthetic random images: odd sizes, up and down, extreme
     aspect ratios; and for the SAM target size of every real image's size;
   * prep_sam_input float32 output == tests/ref/ref_preprocess.py bit for bit;
@@ -83,6 +84,14 @@ def test_png_kinds():
             p = os.path.join(WORK, f"kind_{name}_{interlace}.png")
             im.save(p, interlace=interlace) if name != "bilevel" else im.save(p)
             test_decode([p])
+    # JPEG variants: chroma subsampling 4:4:4 / 4:2:2 / 4:2:0, progressive, gray, odd sizes
+    for i, (sub, prog) in enumerate([(0, False), (1, False), (2, False), (2, True), (0, True)]):
+        p = os.path.join(WORK, f"var{i}.jpg")
+        kinds["rgb"].save(p, quality=85, subsampling=sub, progressive=prog)
+        test_decode([p])
+    p = os.path.join(WORK, "gray_prog.jpg")
+    kinds["gray"].save(p, quality=70, progressive=True)
+    test_decode([p])
     # tRNS chunks (transparency without an alpha channel) on palette, RGB, gray, 1-bit
     trns = {"palette": 0, "rgb": (1, 2, 3), "gray": 5, "bilevel": 0}
     for name, t in trns.items():
