@@ -1,7 +1,8 @@
 /* adapter.c — MoDA adapter parameters, zero-shot init, head forward/backward (adapter.h).
  *
  * The head works on [C, H, W] maps: conv3×3 through kn_conv2d_fwd/bwd, LayerNorm2d through
- * kn_layernorm2d_fwd/bwd, exact GELU (kn_gelu_fwd/bwd). The forward transposed convs run as
+ * kn_layernorm2d_fwd/bwd; GELU forward by kn_gelu_fast_fwd (≤ 2e-7·max(1,|x|) from the erf
+ * form), backward by its exact derivative (kn_gelu_bwd, split over threads). The forward transposed convs run as
  * one GEMM each (y'[Cout·4, HW] = wᵀ·x, then scattered with the bias) — the same sum as
  * kn_convt2x2_fwd, whose direct loop is too slow for 256-channel maps; the backward uses
  * kn_convt2x2_bwd. Activations of one sample live in an adp_work_t.
@@ -271,6 +272,18 @@ static void convt(float *y, const float *x, const float *wt, const float *b, int
     }
 }
 
+/* kn_gelu_bwd (single-threaded) over thread-sized slices. */
+static void gelu_bwd(float *dx, const float *dy, const float *x, size_t n)
+{
+    const size_t B = 16384;
+    long nb = (long)((n + B - 1) / B);
+#pragma omp parallel for schedule(static)
+    for (long b = 0; b < nb; b++) {
+        size_t o = (size_t)b * B, m = n - o < B ? n - o : B;
+        kn_gelu_bwd(dx + o, dy + o, x + o, m);
+    }
+}
+
 void adapter_head_fwd(const adapter_t *a, adp_work_t *w, const float *hq_out, const float *up,
                       const float *emb, const float *early, float *logits)
 {
@@ -288,25 +301,35 @@ void adapter_head_fwd(const adapter_t *a, adp_work_t *w, const float *hq_out, co
     kn_conv2d_fwd(w->f1, up, PW(a, P_F0W), PW(a, P_F0B), ADP_HYP, LR, LR, 64, 3, 1, 1, 1,
                   w->scratch);
     kn_layernorm2d_fwd(w->f1n, w->f1, PW(a, P_F1W), PW(a, P_F1B), 64, LRN, ADP_LN_EPS);
-    kn_gelu_fwd(w->f1g, w->f1n, (size_t)64 * LRN);
+    kn_gelu_fast_fwd(w->f1g, w->f1n, (size_t)64 * LRN);
     kn_conv2d_fwd(w->fused, w->f1g, PW(a, P_F3W), PW(a, P_F3B), 64, LR, LR, ADP_HYP, 3, 1, 1,
                   1, w->scratch);
     /* embedding_encoder(emb) */
     convt(w->e1, emb, PW(a, P_E0W), PW(a, P_E0B), C, SAM_EMB, SAM_EMB, 64, w->scratch);
     kn_layernorm2d_fwd(w->e1n, w->e1, PW(a, P_E1W), PW(a, P_E1B), 64, MIDN, ADP_LN_EPS);
-    kn_gelu_fwd(w->e1g, w->e1n, (size_t)64 * MIDN);
+    kn_gelu_fast_fwd(w->e1g, w->e1n, (size_t)64 * MIDN);
     convt(w->tmp, w->e1g, PW(a, P_E3W), PW(a, P_E3B), 64, MID, MID, ADP_HYP, w->scratch);
     kn_add(w->fused, w->fused, w->tmp, (size_t)ADP_HYP * LRN);
     /* compress(early) */
     convt(w->c1, early, PW(a, P_C0W), PW(a, P_C0B), a->early_c, SAM_EMB, SAM_EMB, C,
           w->scratch);
     kn_layernorm2d_fwd(w->c1n, w->c1, PW(a, P_C1W), PW(a, P_C1B), C, MIDN, ADP_LN_EPS);
-    kn_gelu_fwd(w->c1g, w->c1n, (size_t)C * MIDN);
+    kn_gelu_fast_fwd(w->c1g, w->c1n, (size_t)C * MIDN);
     convt(w->tmp, w->c1g, PW(a, P_C3W), PW(a, P_C3B), C, MID, MID, ADP_HYP, w->scratch);
     kn_add(w->fused, w->fused, w->tmp, (size_t)ADP_HYP * LRN);
     /* + up, then logits = hyper · fused */
     kn_add(w->fused, w->fused, up, (size_t)ADP_HYP * LRN);
-    kn_gemm(0, 0, 1, LRN, ADP_HYP, 1.0f, w->hyper, ADP_HYP, w->fused, LRN, 0.0f, logits, LRN);
+    /* summed over channels in order 0..31 from 0, as kn_gelu_linear_fwd sums SAM's masks */
+#pragma omp parallel for schedule(static)
+    for (int p0 = 0; p0 < LRN; p0 += 4096) {
+        float *o = logits + p0;
+        for (int p = 0; p < 4096; p++) o[p] = 0.0f;
+        for (int k = 0; k < ADP_HYP; k++) {
+            const float *f = w->fused + (size_t)k * LRN + p0;
+            float hk = w->hyper[k];
+            for (int p = 0; p < 4096; p++) o[p] += hk * f[p];
+        }
+    }
 }
 
 void adapter_head_bwd(const adapter_t *a, adp_work_t *w, const float *dlogits, float *grad,
@@ -321,7 +344,7 @@ void adapter_head_bwd(const adapter_t *a, adp_work_t *w, const float *dlogits, f
     /* mask_feature */
     kn_conv2d_bwd(w->dA, G(P_F3W), G(P_F3B), dfused, w->f1g, PW(a, P_F3W), 64, LR, LR, ADP_HYP,
                   3, 1, 1, 1, w->scratch);
-    kn_gelu_bwd(w->dB, w->dA, w->f1n, (size_t)64 * LRN);
+    gelu_bwd(w->dB, w->dA, w->f1n, (size_t)64 * LRN);
     kn_layernorm2d_bwd(w->dA, G(P_F1W), G(P_F1B), w->dB, w->f1, PW(a, P_F1W), 64, LRN,
                        ADP_LN_EPS, w->lnscratch);
     kn_conv2d_bwd(NULL, G(P_F0W), G(P_F0B), w->dA, w->up_in, PW(a, P_F0W), ADP_HYP, LR, LR, 64,
@@ -329,7 +352,7 @@ void adapter_head_bwd(const adapter_t *a, adp_work_t *w, const float *dlogits, f
     /* embedding_encoder */
     kn_convt2x2_bwd(w->dA, G(P_E3W), G(P_E3B), dfused, w->e1g, PW(a, P_E3W), 64, MID, MID,
                     ADP_HYP, w->scratch);
-    kn_gelu_bwd(w->dB, w->dA, w->e1n, (size_t)64 * MIDN);
+    gelu_bwd(w->dB, w->dA, w->e1n, (size_t)64 * MIDN);
     kn_layernorm2d_bwd(w->dA, G(P_E1W), G(P_E1B), w->dB, w->e1, PW(a, P_E1W), 64, MIDN,
                        ADP_LN_EPS, w->lnscratch);
     kn_convt2x2_bwd(NULL, G(P_E0W), G(P_E0B), w->dA, w->emb, PW(a, P_E0W), C, SAM_EMB, SAM_EMB,
@@ -337,7 +360,7 @@ void adapter_head_bwd(const adapter_t *a, adp_work_t *w, const float *dlogits, f
     /* compress */
     kn_convt2x2_bwd(w->dA, G(P_C3W), G(P_C3B), dfused, w->c1g, PW(a, P_C3W), C, MID, MID,
                     ADP_HYP, w->scratch);
-    kn_gelu_bwd(w->dB, w->dA, w->c1n, (size_t)C * MIDN);
+    gelu_bwd(w->dB, w->dA, w->c1n, (size_t)C * MIDN);
     kn_layernorm2d_bwd(w->dA, G(P_C1W), G(P_C1B), w->dB, w->c1, PW(a, P_C1W), C, MIDN,
                        ADP_LN_EPS, w->lnscratch);
     kn_convt2x2_bwd(NULL, G(P_C0W), G(P_C0B), w->dA, w->early, PW(a, P_C0W), a->early_c,

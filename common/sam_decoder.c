@@ -25,6 +25,15 @@
  * Measured: ~30 ms CPU per prompt on one core of the shared dev machine (ORT ~40–55 ms);
  * ~40 MB of activations and caches per samdec_t.
  *
+ * MoDA hq token (samdec_forward_ex, sam_parts.h): one extra query row appended after the
+ * prompt tokens (row nt of the token-side buffers). It is a query in both token
+ * self-attentions (keys and values: the nt SAM tokens only) and in the three token→image
+ * attentions, never a key/value and never part of the image→token attentions, so the SAM
+ * rows and the image side are computed as without it. Its path is recorded in a
+ * samdec_trace_t and back-propagated by samdec_hq_backward with the same re-associated
+ * algebra (d logits_h → d(s·q_h Wk_h) = dl·kp, and dP_h = img · (Wv_hᵀ d out_h); the k and v
+ * biases only add row constants that softmax ignores).
+ *
  * Invariants: weights are borrowed from the wts_t (validated in samdec_new); all activation
  * memory lives in the samdec_t (fixed image-side buffers plus token-side buffers grown on
  * demand); one forward at a time per object.
@@ -383,24 +392,25 @@ static void tok_layernorm(float *y, const float *x, const ln_w_t *l, int n)
     }
 }
 
-/* Token self-attention: out[nt,256] = Attn(q=qin, k=qin, v=vin), 8 heads of 32; the
- * logits of all heads [8, nt, nt] go through one softmax call. */
+/* Token self-attention: out[nq,256] = Attn(q=qin[nq], k=qin[:nk], v=vin[:nk]), 8 heads of
+ * 32; the logits of all heads [8, nq, nk] go through one softmax call. nq = nk + 1 when the
+ * hq token (last row) is present: it queries but is never a key. */
 static void self_attn(samdec_t *d, const attn_w_t *a, const float *qin, const float *vin,
-                      float *out, int nt)
+                      float *out, int nq, int nk)
 {
     const int dh = C / HEADS;
-    kn_linear_fwd(d->qp, qin, a->qw, a->qb, nt, C, C);
-    kn_linear_fwd(d->kt, qin, a->kw, a->kb, nt, C, C);
-    kn_linear_fwd(d->vt, vin, a->vw, a->vb, nt, C, C);
+    kn_linear_fwd(d->qp, qin, a->qw, a->qb, nq, C, C);
+    kn_linear_fwd(d->kt, qin, a->kw, a->kb, nk, C, C);
+    kn_linear_fwd(d->vt, vin, a->vw, a->vb, nk, C, C);
     float scale = 1.0f / sqrtf((float)dh);
     for (int h = 0; h < HEADS; h++)
-        kn_gemm(0, 1, nt, nt, dh, scale, d->qp + h * dh, C, d->kt + h * dh, C, 0.0f,
-                d->sc + (size_t)h * nt * nt, nt);
-    kn_softmax_fast_fwd(d->sc, d->sc, HEADS * nt, nt);
+        kn_gemm(0, 1, nq, nk, dh, scale, d->qp + h * dh, C, d->kt + h * dh, C, 0.0f,
+                d->sc + (size_t)h * nq * nk, nk);
+    kn_softmax_fast_fwd(d->sc, d->sc, HEADS * nq, nk);
     for (int h = 0; h < HEADS; h++)
-        kn_gemm(0, 0, nt, dh, nt, 1.0f, d->sc + (size_t)h * nt * nt, nt, d->vt + h * dh, C, 0.0f,
+        kn_gemm(0, 0, nq, dh, nk, 1.0f, d->sc + (size_t)h * nq * nk, nk, d->vt + h * dh, C, 0.0f,
                 d->att + h * dh, C);
-    kn_linear_fwd(out, d->att, a->ow, a->ob, nt, C, C);
+    kn_linear_fwd(out, d->att, a->ow, a->ob, nq, C, C);
 }
 
 /* Tokens→image cross-attention, re-associated (see file header).
@@ -513,6 +523,149 @@ static void mlp3(const mlp3_w_t *m, const float *x, float *h1, float *h2, float 
     kn_linear_fwd(out, h2, m->w[2], m->b[2], 1, C, o);
 }
 
+/* ---- MoDA hq token: trace of its path (samdec_forward_ex / samdec_hq_backward) ---------- */
+
+typedef struct tr_attn { /* one token→image attention, hq row */
+    float q[XDIM], att[XDIM];
+    float *P;        /* [HEADS, NP] softmax rows */
+    float *kp, *img; /* [NP, C] copies of keys+pe and keys */
+} tr_attn_t;
+
+typedef struct tr_layer {
+    float x_in[C];         /* hq state entering the layer (layer 1) */
+    float sq[C], satt[C];  /* self-attention: q projection, attention output */
+    float sa_pre[C];       /* norm1 input */
+    tr_attn_t ca;
+    float ca_pre[C], x2[C]; /* norm2 input and output (the MLP input) */
+    float h[MLP_DIM];       /* MLP hidden after ReLU */
+    float mlp_pre[C];       /* norm3 input */
+    float *sk, *sv;         /* [nk, C] the SAM tokens' self-attention keys and values */
+} tr_layer_t;
+
+struct samdec_trace {
+    int valid, nk, nk_cap;
+    float tok[C];
+    tr_layer_t L[2];
+    tr_attn_t fin;
+    float fin_pre[C];
+    float *scratch; /* backward scratch */
+    size_t scratch_n;
+};
+
+samdec_trace_t *samdec_trace_new(err_t *err)
+{
+    samdec_trace_t *t = calloc(1, sizeof *t);
+    if (!t) {
+        err_set(err, ERR_NOMEM, "samdec_trace_new: out of memory");
+        return NULL;
+    }
+    tr_attn_t *as[3] = {&t->L[0].ca, &t->L[1].ca, &t->fin};
+    int bad = 0;
+    for (int i = 0; i < 3; i++) {
+        as[i]->P = falloc((size_t)HEADS * NP);
+        as[i]->kp = falloc((size_t)NP * C);
+        as[i]->img = falloc((size_t)NP * C);
+        bad |= !as[i]->P || !as[i]->kp || !as[i]->img;
+    }
+    t->scratch_n = 2 * (size_t)NP + 4096;
+    t->scratch = falloc(t->scratch_n);
+    if (bad || !t->scratch) {
+        samdec_trace_destroy(&t);
+        err_set(err, ERR_NOMEM, "samdec_trace_new: out of memory");
+    }
+    return t;
+}
+
+void samdec_trace_destroy(samdec_trace_t **tp)
+{
+    if (!tp || !*tp) return;
+    samdec_trace_t *t = *tp;
+    tr_attn_t *as[3] = {&t->L[0].ca, &t->L[1].ca, &t->fin};
+    for (int i = 0; i < 3; i++) {
+        free(as[i]->P);
+        free(as[i]->kp);
+        free(as[i]->img);
+    }
+    for (int l = 0; l < 2; l++) {
+        free(t->L[l].sk);
+        free(t->L[l].sv);
+    }
+    free(t->scratch);
+    free(t);
+    *tp = NULL;
+}
+
+static int trace_reserve(samdec_trace_t *t, int nk, err_t *err)
+{
+    t->nk = nk;
+    if (nk <= t->nk_cap) return 0;
+    for (int l = 0; l < 2; l++) {
+        free(t->L[l].sk);
+        free(t->L[l].sv);
+        t->L[l].sk = falloc((size_t)nk * C);
+        t->L[l].sv = falloc((size_t)nk * C);
+        if (!t->L[l].sk || !t->L[l].sv) {
+            t->nk_cap = 0;
+            return err_set(err, ERR_NOMEM, "samdec trace: out of memory for %d tokens", nk);
+        }
+    }
+    t->nk_cap = nk;
+    return 0;
+}
+
+static void rec_row(float *dst, const float *rows, int r)
+{
+    memcpy(dst, rows + (size_t)r * C, sizeof(float) * C);
+}
+
+/* after self_attn: hq row nt of qp/att, the nt SAM keys/values, the norm1 input */
+static void rec_self(samdec_trace_t *t, int l, const samdec_t *d, int nt, const float *xin,
+                     const float *pre)
+{
+    tr_layer_t *L = &t->L[l];
+    if (xin != L->x_in) memcpy(L->x_in, xin, sizeof(float) * C);
+    rec_row(L->sq, d->qp, nt);
+    rec_row(L->satt, d->att, nt);
+    memcpy(L->sk, d->kt, sizeof(float) * (size_t)nt * C);
+    memcpy(L->sv, d->vt, sizeof(float) * (size_t)nt * C);
+    memcpy(L->sa_pre, pre, sizeof(float) * C);
+}
+
+/* after a token→image attention over nq query rows: the hq row r's q, probabilities and
+ * attention output, and the image side it attended to (kp NULL: img + pe) */
+static void rec_attn(tr_attn_t *a, const samdec_t *d, int nq, int r, const float *kp,
+                     const float *img)
+{
+    memcpy(a->q, d->qp + (size_t)r * XDIM, sizeof(float) * XDIM);
+    memcpy(a->att, d->att + (size_t)r * XDIM, sizeof(float) * XDIM);
+    for (int h = 0; h < HEADS; h++)
+        memcpy(a->P + (size_t)h * NP, d->big + ((size_t)h * nq + r) * NP, sizeof(float) * NP);
+    if (kp) memcpy(a->kp, kp, sizeof(float) * NP * C);
+    else kn_add(a->kp, img, d->pe, (size_t)NP * C);
+    memcpy(a->img, img, sizeof(float) * NP * C);
+}
+
+/* One column block [c0, c0+UPB) of the upscaled feature before its GELU:
+ * up[co, y, x] = y2t[(s2, co), c] + b[co] for column c0+c = p*4 + s, pixel
+ * (4i + 2dy + ey, 4j + 2dx + ex), p = i*64+j, s = dy*2+dx, s2 = ey*2+ex (the layout of the
+ * hypernetwork product; the GELU is applied once at the end, the same as kn_gelu_linear_fwd's). */
+static void upscaled_block(float *up, const float *y2t, const float *b, int c0)
+{
+#pragma omp parallel for schedule(static)
+    for (int co = 0; co < HYP; co++) {
+        float *dst = up + (size_t)co * SAM_LOWRES * SAM_LOWRES;
+        for (int s2 = 0; s2 < 4; s2++) {
+            const float *src = y2t + ((size_t)s2 * HYP + co) * UPB;
+            for (int c = 0; c < UPB; c++) {
+                int r = c0 + c, p = r >> 2, s = r & 3;
+                int y = 4 * (p / SAM_EMB) + 2 * (s >> 1) + (s2 >> 1);
+                int x = 4 * (p % SAM_EMB) + 2 * (s & 1) + (s2 & 1);
+                dst[(size_t)y * SAM_LOWRES + x] = src[c] + b[co];
+            }
+        }
+    }
+}
+
 /* ---- forward --------------------------------------------------------------------------- */
 
 int samdec_pick_single(const float iou[SAM_NMASK], int npoints)
@@ -549,12 +702,27 @@ static int check_points(const sam_point_t *pts, int n, err_t *err)
 int samdec_forward(samdec_t *d, const float *emb, const sam_point_t *pts, int n,
                    const float *mask_in, float *lowres, float iou[SAM_NMASK], err_t *err)
 {
+    return samdec_forward_ex(d, emb, pts, n, mask_in, lowres, iou, NULL, err);
+}
+
+int samdec_forward_ex(samdec_t *d, const float *emb, const sam_point_t *pts, int n,
+                      const float *mask_in, float *lowres, float iou[SAM_NMASK],
+                      const samdec_extra_t *x, err_t *err)
+{
     if (!d || !emb || !lowres || !iou)
         return err_set(err, ERR_INVALID, "samdec_forward: NULL argument");
     int rc = check_points(pts, n, err);
     if (rc < 0) return rc;
     int nt = 5 + n;
-    if ((rc = ensure_tokens(d, nt, err)) < 0) return rc;
+    const int H = x && x->hq_token ? 1 : 0; /* the one-way hq token, row nt */
+    if (H && !x->hq_out) return err_set(err, ERR_INVALID, "samdec_forward_ex: hq_out is NULL");
+    const int nq = nt + H; /* query rows of the token-side computations */
+    samdec_trace_t *tr = H ? x->trace : NULL;
+    if (tr) {
+        tr->valid = 0;
+        if ((rc = trace_reserve(tr, nt, err)) < 0) return rc;
+    }
+    if ((rc = ensure_tokens(d, nq, err)) < 0) return rc;
 
     /* sparse prompt: tokens t0 = [iou token, mask tokens, point embeddings] */
     memcpy(d->t0, d->iou_tok, sizeof(float) * C);
@@ -571,35 +739,42 @@ int samdec_forward(samdec_t *d, const float *emb, const sam_point_t *pts, int n,
         pe_encode(d->pe_g, cx, cy, t);
         for (int c = 0; c < C; c++) t[c] += d->pt_emb[lab][c];
     }
+    if (H) memcpy(d->t0 + (size_t)nt * C, x->hq_token, sizeof(float) * C);
 
     float *keys = d->keys, *kp = d->kp, *Q = d->q, *T0 = d->t0;
-    memcpy(Q, T0, sizeof(float) * nt * C);
+    memcpy(Q, T0, sizeof(float) * nq * C);
     int first = 0;
     if (!mask_in) {
         /* layer 0 from the per-embedding cache */
         if (!d->c_valid || memcmp(d->c_emb, emb, sizeof(float) * NP * C) != 0)
             fill_cache(d, emb);
         const layer_w_t *L = &d->L[0];
-        self_attn(d, &L->self, Q, Q, d->tmp, nt);
-        tok_layernorm(Q, d->tmp, &L->n1, nt);
-        add_rows(d->tmp, Q, T0, nt);
-        kn_linear_fwd(d->qp, d->tmp, L->t2i.qw, L->t2i.qb, nt, C, XDIM);
-        /* plain attention on the cached k, v: logits [8, nt, 4096], one softmax call */
+        self_attn(d, &L->self, Q, Q, d->tmp, nq, nt);
+        if (tr) rec_self(tr, 0, d, nt, Q + (size_t)nt * C, d->tmp + (size_t)nt * C);
+        tok_layernorm(Q, d->tmp, &L->n1, nq);
+        add_rows(d->tmp, Q, T0, nq);
+        kn_linear_fwd(d->qp, d->tmp, L->t2i.qw, L->t2i.qb, nq, C, XDIM);
+        /* plain attention on the cached k, v: logits [8, nq, 4096], one softmax call */
         for (int h = 0; h < HEADS; h++)
-            kn_gemm(0, 1, nt, NP, XD, 0.25f, d->qp + h * XD, XDIM, d->c_k + h * XD, XDIM, 0.0f,
-                    d->big + (size_t)h * nt * NP, NP);
-        kn_softmax_fast_fwd(d->big, d->big, HEADS * nt, NP);
+            kn_gemm(0, 1, nq, NP, XD, 0.25f, d->qp + h * XD, XDIM, d->c_k + h * XD, XDIM, 0.0f,
+                    d->big + (size_t)h * nq * NP, NP);
+        kn_softmax_fast_fwd(d->big, d->big, HEADS * nq, NP);
         for (int h = 0; h < HEADS; h++)
-            kn_gemm(0, 0, nt, XD, NP, 1.0f, d->big + (size_t)h * nt * NP, NP, d->c_v + h * XD,
+            kn_gemm(0, 0, nq, XD, NP, 1.0f, d->big + (size_t)h * nq * NP, NP, d->c_v + h * XD,
                     XDIM, 0.0f, d->att + h * XD, XDIM);
-        kn_linear_fwd(d->tmp, d->att, L->t2i.ow, L->t2i.ob, nt, XDIM, C);
-        add_rows(Q, Q, d->tmp, nt);
-        tok_layernorm(Q, Q, &L->n2, nt);
-        kn_linear_fwd(d->mlp, Q, L->l1w, L->l1b, nt, C, MLP_DIM);
-        kn_relu_fwd(d->mlp, d->mlp, (size_t)nt * MLP_DIM);
-        kn_linear_fwd(d->tmp, d->mlp, L->l2w, L->l2b, nt, MLP_DIM, C);
-        add_rows(Q, Q, d->tmp, nt);
-        tok_layernorm(Q, Q, &L->n3, nt);
+        if (tr) rec_attn(&tr->L[0].ca, d, nq, nt, NULL, d->c_keys);
+        kn_linear_fwd(d->tmp, d->att, L->t2i.ow, L->t2i.ob, nq, XDIM, C);
+        add_rows(Q, Q, d->tmp, nq);
+        if (tr) rec_row(tr->L[0].ca_pre, Q, nt);
+        tok_layernorm(Q, Q, &L->n2, nq);
+        if (tr) rec_row(tr->L[0].x2, Q, nt);
+        kn_linear_fwd(d->mlp, Q, L->l1w, L->l1b, nq, C, MLP_DIM);
+        kn_relu_fwd(d->mlp, d->mlp, (size_t)nq * MLP_DIM);
+        if (tr) memcpy(tr->L[0].h, d->mlp + (size_t)nt * MLP_DIM, sizeof(float) * MLP_DIM);
+        kn_linear_fwd(d->tmp, d->mlp, L->l2w, L->l2b, nq, MLP_DIM, C);
+        add_rows(Q, Q, d->tmp, nq);
+        if (tr) rec_row(tr->L[0].mlp_pre, Q, nt);
+        tok_layernorm(Q, Q, &L->n3, nq);
         add_rows(d->tmp, Q, T0, nt);
         const attn_w_t *a = &L->i2t;
         kn_linear_fwd(d->kt, d->tmp, a->kw, a->kb, nt, C, XDIM);
@@ -622,24 +797,32 @@ int samdec_forward(samdec_t *d, const float *emb, const sam_point_t *pts, int n,
     for (int l = first; l < 2; l++) {
         const layer_w_t *L = &d->L[l];
         if (l == 0) {
-            self_attn(d, &L->self, Q, Q, d->tmp, nt);
-            tok_layernorm(Q, d->tmp, &L->n1, nt);
+            self_attn(d, &L->self, Q, Q, d->tmp, nq, nt);
+            if (tr) rec_self(tr, 0, d, nt, Q + (size_t)nt * C, d->tmp + (size_t)nt * C);
+            tok_layernorm(Q, d->tmp, &L->n1, nq);
         } else {
-            add_rows(d->tmp2, Q, T0, nt);
-            self_attn(d, &L->self, d->tmp2, Q, d->tmp, nt);
-            add_rows(Q, Q, d->tmp, nt);
-            tok_layernorm(Q, Q, &L->n1, nt);
+            add_rows(d->tmp2, Q, T0, nq);
+            self_attn(d, &L->self, d->tmp2, Q, d->tmp, nq, nt);
+            if (tr) memcpy(tr->L[l].x_in, Q + (size_t)nt * C, sizeof(float) * C);
+            add_rows(Q, Q, d->tmp, nq);
+            if (tr) rec_self(tr, l, d, nt, tr->L[l].x_in, Q + (size_t)nt * C);
+            tok_layernorm(Q, Q, &L->n1, nq);
         }
         kn_add(kp, keys, d->pe, (size_t)NP * C);
-        add_rows(d->tmp2, Q, T0, nt);
-        t2i(d, &L->t2i, d->tmp2, kp, keys, d->tmp, nt);
-        add_rows(Q, Q, d->tmp, nt);
-        tok_layernorm(Q, Q, &L->n2, nt);
-        kn_linear_fwd(d->mlp, Q, L->l1w, L->l1b, nt, C, MLP_DIM);
-        kn_relu_fwd(d->mlp, d->mlp, (size_t)nt * MLP_DIM);
-        kn_linear_fwd(d->tmp, d->mlp, L->l2w, L->l2b, nt, MLP_DIM, C);
-        add_rows(Q, Q, d->tmp, nt);
-        tok_layernorm(Q, Q, &L->n3, nt);
+        add_rows(d->tmp2, Q, T0, nq);
+        t2i(d, &L->t2i, d->tmp2, kp, keys, d->tmp, nq);
+        if (tr) rec_attn(&tr->L[l].ca, d, nq, nt, kp, keys);
+        add_rows(Q, Q, d->tmp, nq);
+        if (tr) rec_row(tr->L[l].ca_pre, Q, nt);
+        tok_layernorm(Q, Q, &L->n2, nq);
+        if (tr) rec_row(tr->L[l].x2, Q, nt);
+        kn_linear_fwd(d->mlp, Q, L->l1w, L->l1b, nq, C, MLP_DIM);
+        kn_relu_fwd(d->mlp, d->mlp, (size_t)nq * MLP_DIM);
+        if (tr) memcpy(tr->L[l].h, d->mlp + (size_t)nt * MLP_DIM, sizeof(float) * MLP_DIM);
+        kn_linear_fwd(d->tmp, d->mlp, L->l2w, L->l2b, nq, MLP_DIM, C);
+        add_rows(Q, Q, d->tmp, nq);
+        if (tr) rec_row(tr->L[l].mlp_pre, Q, nt);
+        tok_layernorm(Q, Q, &L->n3, nq);
         add_rows(d->tmp2, Q, T0, nt);
         i2t(d, &L->i2t, kp, d->tmp2, Q, keys, nt);
         kn_layernorm_fwd(keys, NULL, NULL, keys, L->n4.w, L->n4.b, NP, C, LN_EPS);
@@ -649,7 +832,17 @@ int samdec_forward(samdec_t *d, const float *emb, const sam_point_t *pts, int n,
     const int nout = 1 + SAM_NMASK;
     kn_add(kp, keys, d->pe, (size_t)NP * C);
     add_rows(d->tmp2, Q, T0, nout);
-    t2i(d, &d->fin, d->tmp2, kp, keys, d->tmp, nout);
+    if (H) /* the hq row goes to row nout of the final attention */
+        add_rows(d->tmp2 + (size_t)nout * C, Q + (size_t)nt * C, T0 + (size_t)nt * C, 1);
+    t2i(d, &d->fin, d->tmp2, kp, keys, d->tmp, nout + H);
+    if (H) {
+        float *hq = d->tmp + (size_t)nout * C; /* Q_hq + attention output: the norm input */
+        if (tr) rec_attn(&tr->fin, d, nout + H, nout, kp, keys);
+        add_rows(hq, Q + (size_t)nt * C, hq, 1);
+        if (tr) memcpy(tr->fin_pre, hq, sizeof(float) * C);
+        tok_layernorm(x->hq_out, hq, &d->nfin, 1);
+        if (tr) tr->valid = 1;
+    }
     add_rows(Q, Q, d->tmp, nout);
     tok_layernorm(Q, Q, &d->nfin, nout);
 
@@ -672,6 +865,7 @@ int samdec_forward(samdec_t *d, const float *emb, const sam_point_t *pts, int n,
         float *y2t = d->y2; /* [4*32, UPB]: rows (s2, co), columns (p, s) */
         kn_gemm(0, 1, 4 * HYP, UPB, 64, 1.0f, d->up3t, 64, y1 + (size_t)c0 * 64, 64, 0.0f, y2t,
                 UPB);
+        if (x && x->up) upscaled_block(x->up, y2t, d->up3b, c0);
         kn_gelu_linear_fwd(d->rm, y2t, d->up3b, hyper, 4, HYP, UPB, SAM_NMASK); /* [s2][m][c] */
         /* column c0+c = p*4 + s of block s2 -> pixel (4i + 2dy + ey, 4j + 2dx + ex) with
          * p = i*64+j, s = dy*2+dx, s2 = ey*2+ex */
@@ -687,5 +881,93 @@ int samdec_forward(samdec_t *d, const float *emb, const sam_point_t *pts, int n,
                 }
             }
     }
+    if (x && x->up) kn_gelu_fast_fwd(x->up, x->up, (size_t)HYP * plane);
+    return 0;
+}
+
+/* ---- MoDA hq token: backward ------------------------------------------------------------ */
+
+/* Row LayerNorm backward for one row (statistics recomputed as the forward does). */
+static void ln_row_bwd(float *dx, const float *dy, const float *x, const ln_w_t *n)
+{
+    float y[C], mean, rstd;
+    kn_layernorm_fwd(y, &mean, &rstd, x, n->w, n->b, 1, C, LN_EPS);
+    kn_layernorm_bwd(dx, NULL, NULL, dy, x, &mean, &rstd, n->w, 1, C);
+}
+
+/* d out[256] of a token→image attention -> d qin[256] (re-associated, file header). */
+static void t2i_bwd(const attn_w_t *a, const tr_attn_t *r, const float *dout, float *dqin,
+                    float *scratch)
+{
+    float datt[XDIM], dq[XDIM], dO[C], dbt[C];
+    float *dP = scratch, *dl = scratch + NP;
+    kn_linear_bwd(datt, NULL, NULL, dout, r->att, a->ow, 1, XDIM, C);
+    for (int h = 0; h < HEADS; h++) {
+        kn_gemm(0, 0, 1, C, XD, 1.0f, datt + h * XD, XD, a->vw + (size_t)h * XD * C, C, 0.0f,
+                dO, C);
+        kn_gemm(0, 1, 1, NP, C, 1.0f, dO, C, r->img, C, 0.0f, dP, NP);
+        kn_softmax_bwd(dl, dP, r->P + (size_t)h * NP, 1, NP);
+        kn_gemm(0, 0, 1, C, NP, 1.0f, dl, NP, r->kp, C, 0.0f, dbt, C);
+        kn_gemm(0, 1, 1, XD, C, 0.25f, dbt, C, a->kw + (size_t)h * XD * C, C, 0.0f, dq + h * XD,
+                XD);
+    }
+    kn_linear_bwd(dqin, NULL, NULL, dq, r->q, a->qw, 1, C, XDIM);
+}
+
+/* d out[256] of the self-attention (hq row) -> d qin[256]; keys/values are constants. */
+static void self_bwd(const attn_w_t *a, const tr_layer_t *t, int nk, const float *dout,
+                     float *dqin, float *scratch)
+{
+    float datt[C], dq[C];
+    int dh = C / HEADS;
+    kn_linear_bwd(datt, NULL, NULL, dout, t->satt, a->ow, 1, C, C);
+    kn_attention_bwd(dq, NULL, NULL, datt, t->sq, C, t->sk, C, t->sv, C, NULL, HEADS, 1, nk, dh,
+                     1.0f / sqrtf((float)dh), scratch);
+    kn_linear_bwd(dqin, NULL, NULL, dq, t->sq, a->qw, 1, C, C);
+}
+
+int samdec_hq_backward(const samdec_t *d, const samdec_trace_t *t, const float *d_hq_out,
+                       float *d_hq_token, err_t *err)
+{
+    if (!d || !t || !d_hq_out || !d_hq_token)
+        return err_set(err, ERR_INVALID, "samdec_hq_backward: NULL argument");
+    if (!t->valid)
+        return err_set(err, ERR_STATE, "samdec_hq_backward: no hq forward recorded");
+    if (kn_attention_bwd_scratch(1, t->nk) > t->scratch_n - 2 * (size_t)NP)
+        return err_set(err, ERR_RANGE, "samdec_hq_backward: %d tokens", t->nk);
+    float *scr = t->scratch, *ascr = t->scratch + 2 * (size_t)NP;
+    float g[C], dpre[C], dq[C], dtok[C], dh[MLP_DIM], dm[C];
+    /* final attention: fin_pre = x + t2i(x + tok); out = norm_final(fin_pre) */
+    ln_row_bwd(dpre, d_hq_out, t->fin_pre, &d->nfin);
+    t2i_bwd(&d->fin, &t->fin, dpre, dq, scr);
+    for (int c = 0; c < C; c++) {
+        g[c] = dpre[c] + dq[c];
+        dtok[c] = dq[c];
+    }
+    for (int l = 1; l >= 0; l--) {
+        const layer_w_t *L = &d->L[l];
+        const tr_layer_t *tl = &t->L[l];
+        /* norm3(x2 + mlp(x2)) */
+        ln_row_bwd(dpre, g, tl->mlp_pre, &L->n3);
+        kn_linear_bwd(dh, NULL, NULL, dpre, tl->h, L->l2w, 1, MLP_DIM, C);
+        kn_relu_bwd(dh, dh, tl->h, MLP_DIM);
+        kn_linear_bwd(dm, NULL, NULL, dh, tl->x2, L->l1w, 1, C, MLP_DIM);
+        for (int c = 0; c < C; c++) g[c] = dpre[c] + dm[c];
+        /* norm2(x1 + t2i(x1 + tok)) */
+        ln_row_bwd(dpre, g, tl->ca_pre, &L->n2);
+        t2i_bwd(&L->t2i, &tl->ca, dpre, dq, scr);
+        for (int c = 0; c < C; c++) {
+            g[c] = dpre[c] + dq[c];
+            dtok[c] += dq[c];
+        }
+        /* layer 1: norm1(x_in + self(x_in + tok)); layer 0: norm1(self(tok)) */
+        ln_row_bwd(dpre, g, tl->sa_pre, &L->n1);
+        self_bwd(&L->self, tl, t->nk, dpre, dq, ascr);
+        for (int c = 0; c < C; c++) {
+            dtok[c] += dq[c];
+            g[c] = dpre[c] + dq[c];
+        }
+    }
+    memcpy(d_hq_token, dtok, sizeof(float) * C);
     return 0;
 }

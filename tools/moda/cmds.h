@@ -12,10 +12,12 @@ typedef struct moda_cmd {
 
 /* add one declaration per command here (alphabetical) */
 int cmd_bench(int argc, char **argv);
+int cmd_bench_train(int argc, char **argv); /* `moda bench train`, called by cmd_bench */
 int cmd_convert(int argc, char **argv);
 int cmd_health(int argc, char **argv);
 int cmd_label(int argc, char **argv);
 int cmd_registry(int argc, char **argv);
 int cmd_segment(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 
 #endif

@@ -12,6 +12,7 @@ static const moda_cmd_t commands[] = {
     {"label", "hard-case queue and labels: import DIR / COCO, export COCO, queue", cmd_label},
     {"registry", "adapter bank versions: list, put, promote, rollback, history", cmd_registry},
     {"segment", "segment an image from point/box prompts", cmd_segment},
+    {"train-domain", "train one domain's MoDA adapter into an adapter bank", cmd_train},
     {NULL, NULL, NULL},
 };
 

@@ -1,0 +1,281 @@
+/* moda train-domain — learn (or relearn) one domain's adapter and write the new bank.
+ *
+ *   moda train-domain [--bank IN] --out OUT --domain NAME --data DOMAIN_DIR [--epochs N]
+ *                     [--seed S] [--model M] [--threads T] [--max-train N] [--replay K]
+ *                     [--no-eval] [--quiet]
+ *
+ * Reads IN (absent or missing file: a new bank for the model), trains the adapter of NAME on
+ * DOMAIN_DIR's train split from the zero-shot start, evaluates it on the test split against
+ * zero-shot SAM (box and no-prompt modes; the numbers go into the domain's metrics), keeps K
+ * replay samples, and writes OUT. Other domains' tensors are copied unchanged.
+ * Exit 0 ok, 2 bad arguments or data, 1 other failures.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "adapter_bank.h"
+#include "cmds.h"
+#include "dataset.h"
+#include "kn.h"
+#include "paths.h"
+#include "sam.h"
+#include "train.h"
+
+static const char *HELP =
+    "usage: moda train-domain [--bank IN] --out OUT --domain NAME --data DOMAIN_DIR\n"
+    "                         [--epochs N] [--seed S] [--model M] [--threads T]\n"
+    "                         [--max-train N] [--replay K] [--no-eval] [--quiet]\n\n"
+    "Train the MoDA adapter of one domain and write the updated adapter bank.\n\n"
+    "  --bank IN        existing bank (may be omitted or not exist yet for the first domain)\n"
+    "  --out OUT        the bank to write (may equal IN)\n"
+    "  --domain NAME    domain name, [a-z0-9_-]{1,64}; an existing domain is retrained\n"
+    "  --data DIR       <DIR>/images, <DIR>/masks (0/255 PNG), <DIR>/split.txt\n"
+    "  --epochs N       training epochs (default 24; lr x0.1 from epoch floor(2N/3))\n"
+    "  --seed S         RNG seed (default 0); same seed + same --threads = same bank\n"
+    "  --model M        SAM weights (default: $MODA_MODEL, else .deps/models/mobile_sam.safetensors)\n"
+    "  --threads T      CPU threads (default: all cores)\n"
+    "  --max-train N    use only the first N train samples (default: all)\n"
+    "  --replay K       labelled samples kept in the bank for selector retraining (default 10)\n"
+    "  --no-eval        skip the test-split evaluation\n"
+    "  --quiet          no progress lines\n";
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static void progress(const train_progress_t *p, void *ctx)
+{
+    (void)ctx;
+    printf("epoch %d/%d  loss %.4f  lr %.0e  %.2f samples/s  step %d/%d  ETA %.0f s\n", p->epoch,
+           p->epochs, p->loss, (double)p->lr, p->samples_per_s, p->step, p->steps, p->eta_s);
+    fflush(stdout);
+}
+
+static int read_file(const char *path, abank_blob_t *b, err_t *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return err_errno(err, ERR_IO, errno, "cannot read '%s'", path);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    b->data = malloc(n > 0 ? (size_t)n : 1);
+    b->size = b->data && n > 0 ? fread(b->data, 1, (size_t)n, f) : 0;
+    fclose(f);
+    if (!b->data || (long)b->size != n) {
+        free(b->data);
+        b->data = NULL;
+        return err_set(err, ERR_IO, "cannot read '%s'", path);
+    }
+    return 0;
+}
+
+static int parse_int(const char *opt, const char *v, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (*end || errno || x < lo || x > hi) {
+        fprintf(stderr, "moda train-domain: %s '%s': need an integer %ld..%ld\n", opt, v, lo, hi);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+/* Loads split `which` of ds into a train set (encoder once per image). */
+static int load_split(sam_t *sam, const dataset_t *ds, int which, int max_n, int quiet,
+                      train_set_t *ts, err_t *err)
+{
+    int *idx = malloc(sizeof(int) * (size_t)ds->n);
+    if (!idx) return err_set(err, ERR_NOMEM, "out of memory");
+    int n = dataset_indices(ds, which, idx);
+    if (max_n > 0 && n > max_n) n = max_n;
+    int rc = 0;
+    double t0 = now_s();
+    for (int i = 0; i < n && !rc; i++) {
+        image_t *img;
+        uint8_t *mask;
+        rc = dataset_load(ds, idx[i], &img, &mask, err);
+        if (!rc) {
+            rc = train_set_add(ts, sam, img, mask, err);
+            if (rc) err_wrap(err, "sample '%s'", ds->s[idx[i]].id);
+        }
+        image_destroy(&img);
+        free(mask);
+        if (!quiet && (i + 1 == n || (i + 1) % 10 == 0)) {
+            printf("encoded %d/%d %s images (%.1f s)\n", i + 1, n,
+                   which == DS_TRAIN ? "train" : "test", now_s() - t0);
+            fflush(stdout);
+        }
+    }
+    free(idx);
+    return rc;
+}
+
+int cmd_train(int argc, char **argv)
+{
+    const char *in = NULL, *out = NULL, *name = NULL, *data = NULL, *model = NULL;
+    long epochs = 24, seed = 0, threads = 0, max_train = 0, replay = ABANK_DEFAULT_REPLAY;
+    int no_eval = 0, quiet = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(HELP, stdout);
+            return 0;
+        }
+        if (!strcmp(a, "--no-eval")) { no_eval = 1; continue; }
+        if (!strcmp(a, "--quiet")) { quiet = 1; continue; }
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v || strncmp(a, "--", 2)) {
+            fprintf(stderr, "moda train-domain: %s '%s' (see --help)\n",
+                    v ? "unknown argument" : "missing value after", a);
+            return 2;
+        }
+        i++;
+        if (!strcmp(a, "--bank")) in = v;
+        else if (!strcmp(a, "--out")) out = v;
+        else if (!strcmp(a, "--domain")) name = v;
+        else if (!strcmp(a, "--data")) data = v;
+        else if (!strcmp(a, "--model")) model = v;
+        else if (!strcmp(a, "--epochs")) { if (parse_int(a, v, 1, 10000, &epochs)) return 2; }
+        else if (!strcmp(a, "--seed")) { if (parse_int(a, v, 0, 2147483647L, &seed)) return 2; }
+        else if (!strcmp(a, "--threads")) { if (parse_int(a, v, 1, 1024, &threads)) return 2; }
+        else if (!strcmp(a, "--max-train")) { if (parse_int(a, v, 1, 1000000, &max_train)) return 2; }
+        else if (!strcmp(a, "--replay")) { if (parse_int(a, v, 0, 1000, &replay)) return 2; }
+        else {
+            fprintf(stderr, "moda train-domain: unknown argument '%s' (see --help)\n", a);
+            return 2;
+        }
+    }
+    if (!out || !name || !data) {
+        fprintf(stderr, "moda train-domain: %s is required (see --help)\n",
+                !out ? "--out" : !name ? "--domain" : "--data");
+        return 2;
+    }
+    err_t e = {0};
+    int rc = 0;
+    char model_buf[4096];
+    if (!model) {
+        if (paths_default_model(model_buf, sizeof model_buf)) {
+            fprintf(stderr, "moda train-domain: default model path too long\n");
+            return 1;
+        }
+        model = model_buf;
+    }
+    if (threads) kn_set_threads((int)threads);
+    double t_start = now_s();
+    sam_t *sam = NULL;
+    abank_t *bank = NULL;
+    adapter_t *ad = NULL;
+    train_set_t *tr = NULL, *te = NULL;
+    abank_replay_t *rp = NULL;
+    int nrp = 0;
+    /* data first: bad folders are reported before the slow model load */
+    dataset_t *ds = dataset_open(data, &e);
+    if (!ds) {
+        fprintf(stderr, "moda train-domain: %s\n", e.msg);
+        return 2;
+    }
+    sam = sam_load(model, &e);
+    if (!sam) goto fail;
+    char hash[65];
+    wts_content_hash(sam_weights(sam), hash);
+    int early_c = sam_early_channels(sam);
+    struct stat st;
+    if (in && stat(in, &st) == 0) {
+        bank = abank_load(in, hash, early_c, &e);
+        if (!bank) goto fail;
+        if (!quiet) printf("bank %s: %d domain(s)\n", in, bank->n_domains);
+    } else {
+        if (in && !quiet) printf("bank %s does not exist: starting a new bank\n", in);
+        bank = abank_new(hash, &e);
+        if (!bank) goto fail;
+    }
+    if (!(tr = train_set_new(early_c, &e))) goto fail;
+    if ((rc = load_split(sam, ds, DS_TRAIN, (int)max_train, quiet, tr, &e))) goto fail;
+    if (!(ad = adapter_new(early_c, &e))) goto fail;
+    if ((rc = adapter_init_from_sam(ad, sam_weights(sam), (uint64_t)seed, &e))) goto fail;
+    train_cfg_t cfg;
+    train_cfg_default(&cfg);
+    cfg.epochs = (int)epochs;
+    cfg.seed = (uint64_t)seed;
+    if (!quiet) cfg.progress = progress;
+    train_stats_t ts;
+    if (!quiet) {
+        printf("training '%s' on %d samples, %ld epochs, batch %d, %d threads\n", name, tr->n,
+               epochs, cfg.batch, kn_get_threads());
+        fflush(stdout);
+    }
+    if ((rc = train_adapter(sam, tr, ad, &cfg, &ts, &e))) goto fail;
+    abank_metric_t mets[ABANK_MAX_METRICS];
+    int nm = 0;
+#define MET(k, v) (snprintf(mets[nm].name, sizeof mets[nm].name, "%s", k), mets[nm++].value = (v))
+    MET("epochs", (double)epochs);
+    MET("train_samples", (double)tr->n);
+    MET("train_loss_first", ts.first_loss);
+    MET("train_loss_last", ts.last_loss);
+    MET("train_seconds", ts.seconds);
+    MET("step_ms", ts.step_ms);
+    if (!no_eval) {
+        if (!(te = train_set_new(early_c, &e))) goto fail;
+        if ((rc = load_split(sam, ds, DS_TEST, 0, quiet, te, &e))) goto fail;
+        double iou[4];
+        if ((rc = train_eval(sam, te, ad, TRAIN_PROMPT_BOX, &iou[0], NULL, &e)) ||
+            (rc = train_eval(sam, te, NULL, TRAIN_PROMPT_BOX, &iou[1], NULL, &e)) ||
+            (rc = train_eval(sam, te, ad, TRAIN_PROMPT_AUTO, &iou[2], NULL, &e)) ||
+            (rc = train_eval(sam, te, NULL, TRAIN_PROMPT_AUTO, &iou[3], NULL, &e)))
+            goto fail;
+        MET("test_iou_box", iou[0]);
+        MET("zeroshot_iou_box", iou[1]);
+        MET("test_iou_auto", iou[2]);
+        MET("zeroshot_iou_auto", iou[3]);
+        printf("test IoU (%d images): box %.1f%% (zero-shot SAM %.1f%%), no prompt %.1f%% "
+               "(zero-shot %.1f%%)\n", te->n, 100 * iou[0], 100 * iou[1], 100 * iou[2],
+               100 * iou[3]);
+    }
+#undef MET
+    /* replay buffer: K train samples spread evenly over the split */
+    int *idx = malloc(sizeof(int) * (size_t)ds->n);
+    int ntr = idx ? dataset_indices(ds, DS_TRAIN, idx) : 0;
+    int k = (int)replay < ntr ? (int)replay : ntr;
+    if (k < 0) k = 0;
+    rp = k > 0 ? calloc((size_t)k, sizeof *rp) : NULL;
+    for (int i = 0; i < k && rp && !rc; i++) {
+        const ds_sample_t *s = &ds->s[idx[(long)i * ntr / k]];
+        rc = read_file(s->image, &rp[i].image, &e);
+        if (!rc) rc = read_file(s->mask, &rp[i].mask, &e);
+        nrp = i + 1;
+    }
+    free(idx);
+    if (rc) goto fail;
+    if ((rc = abank_put_domain(bank, name, &ad, rp, k, mets, nm, NULL, &e))) goto fail;
+    /* the selector is retrained by the selector module when it is built (docs/moda.md) */
+    if ((rc = abank_save(bank, out, &e))) goto fail;
+    printf("wrote %s: %d domain(s); '%s' trained in %.0f s (loss %.4f -> %.4f, %.0f ms/step), "
+           "total %.0f s\n", out, bank->n_domains, name, ts.seconds, ts.first_loss, ts.last_loss,
+           ts.step_ms, now_s() - t_start);
+    goto done;
+fail:
+    if (!rc) rc = e.code ? e.code : ERR_INVALID;
+    fprintf(stderr, "moda train-domain: %s\n", e.msg);
+done:
+    for (int i = 0; i < nrp && rp; i++) {
+        free(rp[i].image.data);
+        free(rp[i].mask.data);
+    }
+    free(rp);
+    adapter_destroy(&ad);
+    train_set_destroy(&tr);
+    train_set_destroy(&te);
+    abank_destroy(&bank);
+    sam_destroy(&sam);
+    dataset_close(&ds);
+    return rc ? err_exit_status(rc) : 0;
+}
