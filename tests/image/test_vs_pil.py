@@ -92,6 +92,12 @@ def test_png_kinds():
     p = os.path.join(WORK, "gray_prog.jpg")
     kinds["gray"].save(p, quality=70, progressive=True)
     test_decode([p])
+    # CMYK JPEG is refused with a message saying so (documented in image.h)
+    p = os.path.join(WORK, "cmyk.jpg")
+    kinds["rgb"].convert("CMYK").save(p)
+    r = subprocess.run([PROBE, "decode", p, os.path.join(WORK, "dec.rgb")], capture_output=True,
+                       text=True)
+    check(r.returncode != 0 and "CMYK" in r.stderr, f"CMYK JPEG: {r.returncode} {r.stderr}")
     # tRNS chunks (transparency without an alpha channel) on palette, RGB, gray, 1-bit
     trns = {"palette": 0, "rgb": (1, 2, 3), "gray": 5, "bilevel": 0}
     for name, t in trns.items():
