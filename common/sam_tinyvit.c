@@ -6,10 +6,13 @@
  * residual and GELU fused (kn_linear_pk_fwd), depthwise convs run over contiguous channels,
  * and attention reads q/k/v of each window straight from the image-ordered qkv map: a pad
  * token's qkv is the constant qkv(LayerNorm bias) row computed at load time, and pad
- * queries are never computed. Stage 0 (256×256) is memory-bound, so each MBConv and
- * PatchMerging streams image rows through a per-thread ring of 1×1-conv output rows
- * (1×1 → depthwise → 1×1 per row; the 64 MB hidden map never exists), and the dense 3×3
- * convs (patch embedding, neck) build im2col rows for one output row band at a time.
+ * queries are never computed. Per attention block there are four passes: LN+qkv GEMM,
+ * window attention with the output projection and residual, local conv, fused MLP.
+ * Stage 0 (256×256) is memory-bound, so each MBConv and PatchMerging streams image rows
+ * through a per-thread ring of 1×1-conv output rows (1×1 → depthwise → 1×1 per row; the
+ * 64 MB hidden map never exists). The dense 3×3 convs are implicit GEMMs on the
+ * channel-last map, except the first (3-channel CHW input), which builds im2col rows for
+ * one output row band at a time.
  * Weights are repacked once in tinyvit_new (GEMM panels, [9, C] depthwise taps, expanded
  * attention bias tables); the activation arena is allocated there too, so a forward pass
  * does not allocate.
@@ -45,8 +48,9 @@ static const char *k_pname[P_COUNT] = {"patch_embed", "conv_blocks", "qkv_proj",
                                        "local_conv", "layernorm", "attention", "neck_conv3",
                                        "other"};
 
-/* Per-thread scratch: max of the stage-0 ring (4 rows + 2 pinned halo rows + 1 depthwise
- * output row of 256×256) and the im2col bands (pe0 8×512×27, pe1 256×288, neck 64×2304). */
+/* Per-thread scratch: the largest of the stage-0 ring (4 rows + 2 pinned halo rows + 1
+ * depthwise output row, 256×256 each), the pe0 im2col band (8×512×27), the attention and
+ * MLP scratch (kn_winattn_scratch, kn_mlp_pk_scratch; checked at the call). */
 #define SCR_FLOATS ((size_t)7 * 256 * 256)
 #define PE0_BAND 8
 
