@@ -6,8 +6,8 @@ An independent re-implementation of the official SAM ImageEncoderViT semantics
 relative position on the unscaled q, Block, neck with LayerNorm2d), with the official
 state-dict key names, plus writers for the .pth fixtures the C tests read.
 
-    ref_vit.py tiny DIR      tiny.pth, tiny_p4.pth: dtypes, views, strides, nesting, pickle
-                             protocols 2 and 4 (committed goldens)
+    ref_vit.py tiny DIR      tiny.pth, tiny_p4.pth, tiny_bn.pth: dtypes, views, strides,
+                             nesting, pickle protocols 2 and 4, one Conv2d_BN (committed)
     ref_vit.py small DIR     small ViT (C=128, depth 4, global {1,3}) .pth + stage goldens,
                              attention-op goldens, an f16 copy, TinyViT Conv2d_BN fragment,
                              hostile files
@@ -213,6 +213,17 @@ def write_tiny(d):
     torch.save({"model": sd, "epoch": 3, "lr": 0.5, "note": "tiny"}, os.path.join(d, "tiny.pth"))
     # protocol 4 (FRAME, SHORT_BINUNICODE, STACK_GLOBAL, MEMOIZE), under "state_dict"
     torch.save({"state_dict": sd, "x": 1.5}, os.path.join(d, "tiny_p4.pth"), pickle_protocol=4)
+    # a minimal MobileSAM-like state dict (fuzz seed for the conversion path)
+    bn = collections.OrderedDict()
+    bn["image_encoder.patch_embed.seq.0.c.weight"] = torch.tensor([[[[2.0]]], [[[-1.0]]]])
+    bn["image_encoder.patch_embed.seq.0.bn.weight"] = torch.tensor([1.0, 0.5])
+    bn["image_encoder.patch_embed.seq.0.bn.bias"] = torch.tensor([0.25, 0.0])
+    bn["image_encoder.patch_embed.seq.0.bn.running_mean"] = torch.tensor([1.0, -2.0])
+    bn["image_encoder.patch_embed.seq.0.bn.running_var"] = torch.tensor([3.0, 0.25])
+    bn["image_encoder.patch_embed.seq.0.bn.num_batches_tracked"] = torch.tensor(7)
+    bn["image_encoder.layers.1.blocks.0.attn.attention_biases"] = torch.ones(2, 3)
+    bn["image_encoder.layers.1.blocks.0.attn.attention_bias_idxs"] = torch.zeros(2, 2, dtype=torch.int64)
+    torch.save(bn, os.path.join(d, "tiny_bn.pth"))
 
 
 def write_tinyvit_fragment(d):
