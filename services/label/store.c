@@ -765,8 +765,8 @@ int lstore_labels_since(lstore_t *s, const char *domain, uint64_t cursor, uint32
         if ((rc = copy_image(s, t, id, &it->img, &it->img_len, err))) goto done;
         bytes += it->img_len;
     }
-    rc = rc == MDB_NOTFOUND ? 0 : rc;
-    if (rc > 0) rc = db_err(err, rc, "labels walk");
+    if (rc == MDB_NOTFOUND) rc = 0;
+    else if (rc) rc = db_err(err, rc, "labels walk");
 done:
     if (c) mdb_cursor_close(c);
     mdb_txn_abort(t);
@@ -807,8 +807,8 @@ int lstore_domains(lstore_t *s, lstore_domain_t **out, size_t *n, err_t *err)
         if ((rc = get_domain(s, t, name, &d[*n], err))) goto done;
         (*n)++;
     }
-    rc = rc == MDB_NOTFOUND ? 0 : rc;
-    if (rc > 0) rc = db_err(err, rc, "domains walk");
+    if (rc == MDB_NOTFOUND) rc = 0;
+    else if (rc) rc = db_err(err, rc, "domains walk");
 done:
     if (c) mdb_cursor_close(c);
     mdb_txn_abort(t);
