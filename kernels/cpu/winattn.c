@@ -35,6 +35,24 @@ static void attend4(float *const o[QB], const float *const q[QB], const float *c
     __m512 vmax[QB];
     for (int r = 0; r < QB; r++) vmax[r] = _mm512_set1_ps(-INFINITY);
     for (int j0 = 0; j0 < npad; j0 += 64) {
+        if (npad - j0 == 16) { /* one vector left (e.g. 208 = 3·64 + 16): no 4-wide tile */
+            __m512 t[QB];
+            for (int r = 0; r < QB; r++) t[r] = _mm512_setzero_ps();
+            for (int c = 0; c < 32; c++) {
+                __m512 k0 = _mm512_load_ps(Kt + (size_t)c * npad + j0);
+#pragma GCC unroll 4
+                for (int r = 0; r < QB; r++) t[r] = _mm512_fmadd_ps(_mm512_set1_ps(q[r][c]), k0, t[r]);
+            }
+            __mmask16 mk = n - j0 >= 16 ? 0xffff : (__mmask16)((1u << (n - j0)) - 1);
+            for (int r = 0; r < QB; r++) {
+                __m512 l = _mm512_mul_ps(t[r], _mm512_set1_ps(scale));
+                if (brow[r]) l = _mm512_add_ps(l, _mm512_maskz_loadu_ps(mk, brow[r] + j0));
+                l = _mm512_mask_blend_ps(mk, _mm512_set1_ps(-INFINITY), l);
+                _mm512_store_ps(P + (size_t)r * npad + j0, l);
+                vmax[r] = _mm512_max_ps(vmax[r], l);
+            }
+            break;
+        }
         __m512 s[QB][4];
 #pragma GCC unroll 4
         for (int r = 0; r < QB; r++)
