@@ -12,32 +12,55 @@
 
 #include <string.h>
 
-void kn_dwconv3_row_nhwc(float *y, const float *r0, const float *r1, const float *r2,
-                         const float *w9c, const float *b, int W, int C, int stride, int act)
-{
-    int Wo = (W - 1) / stride + 1;
-    const float *rows[3] = {r0, r1, r2};
-    for (int ox = 0; ox < Wo; ox++) {
-        float *yo = y + (size_t)ox * C;
-        int ix0 = ox * stride - 1;
 #if KN_HAVE_AVX512
-        for (int c = 0; c < C; c += 16) {
-            __mmask16 m = C - c >= 16 ? 0xffff : (__mmask16)((1u << (C - c)) - 1);
-            __m512 acc = b ? _mm512_maskz_loadu_ps(m, b + c) : _mm512_setzero_ps();
+/* One 16-channel slice of an output row: taps held in registers, pixels streamed. */
+static void dw_slice16(float *y, const float *const rows[3], const float *w9c,
+                       const float *b, int W, int Wo, int C, int c, int stride, int act)
+{
+    __mmask16 m = C - c >= 16 ? 0xffff : (__mmask16)((1u << (C - c)) - 1);
+    __m512 wv[9];
+    for (int t = 0; t < 9; t++) wv[t] = _mm512_maskz_loadu_ps(m, w9c + (size_t)t * C + c);
+    __m512 bias = b ? _mm512_maskz_loadu_ps(m, b + c) : _mm512_setzero_ps();
+    for (int ox = 0; ox < Wo; ox++) {
+        int ix0 = ox * stride - 1;
+        __m512 acc = bias;
+        if (ix0 >= 0 && ix0 + 2 < W) { /* interior: all three columns exist */
+#pragma GCC unroll 3
+            for (int ky = 0; ky < 3; ky++) {
+                if (!rows[ky]) continue;
+                const float *p = rows[ky] + (size_t)ix0 * C + c;
+                acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, p), wv[ky * 3], acc);
+                acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, p + C), wv[ky * 3 + 1], acc);
+                acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, p + 2 * C), wv[ky * 3 + 2], acc);
+            }
+        } else {
             for (int ky = 0; ky < 3; ky++) {
                 if (!rows[ky]) continue;
                 for (int kx = 0; kx < 3; kx++) {
                     int ix = ix0 + kx;
                     if (ix < 0 || ix >= W) continue;
-                    __m512 xv = _mm512_maskz_loadu_ps(m, rows[ky] + (size_t)ix * C + c);
-                    __m512 wv = _mm512_maskz_loadu_ps(m, w9c + (size_t)(ky * 3 + kx) * C + c);
-                    acc = _mm512_fmadd_ps(xv, wv, acc);
+                    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, rows[ky] + (size_t)ix * C + c),
+                                          wv[ky * 3 + kx], acc);
                 }
             }
-            if (act == KN_ACT_GELU) acc = kn_gelu16(acc);
-            _mm512_mask_storeu_ps(yo + c, m, acc);
         }
+        if (act == KN_ACT_GELU) acc = kn_gelu16(acc);
+        _mm512_mask_storeu_ps(y + (size_t)ox * C + c, m, acc);
+    }
+}
+#endif
+
+void kn_dwconv3_row_nhwc(float *y, const float *r0, const float *r1, const float *r2,
+                         const float *w9c, const float *b, int W, int C, int stride, int act)
+{
+    int Wo = (W - 1) / stride + 1;
+    const float *rows[3] = {r0, r1, r2};
+#if KN_HAVE_AVX512
+    for (int c = 0; c < C; c += 16) dw_slice16(y, rows, w9c, b, W, Wo, C, c, stride, act);
 #else
+    for (int ox = 0; ox < Wo; ox++) {
+        float *yo = y + (size_t)ox * C;
+        int ix0 = ox * stride - 1;
         for (int c = 0; c < C; c++) {
             float acc = b ? b[c] : 0.0f;
             for (int ky = 0; ky < 3; ky++) {
@@ -50,8 +73,8 @@ void kn_dwconv3_row_nhwc(float *y, const float *r0, const float *r1, const float
             }
             yo[c] = act == KN_ACT_GELU ? kn_gelu1(acc) : acc;
         }
-#endif
     }
+#endif
 }
 
 void kn_dwconv3_nhwc_fwd(float *y, const float *x, const float *w9c, const float *b, int H,
