@@ -9,9 +9,12 @@
  * every alias is re-announced every --republish-ms so a subscriber that missed one catches
  * up (GetAlias gives the current value on request).
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <zmq.h>
 
 #include "cfg.h"
@@ -34,9 +37,28 @@ static const cfg_key_t keys[] = {
     CFG_END,
 };
 
+#define BACKUP_DONE_EP "inproc://registry-backup-done"
+
+/* A backup runs in its own thread so requests keep being served; its reply is sent from the
+ * loop when the thread signals completion on an inproc PUSH/PULL pair. */
+typedef struct backup_job {
+    int running;
+    pthread_t th;
+    void *ctx;
+    char dir[4096];
+    msg_t req;            /* route and request id of the BackupRequest (no payload) */
+    int rc;
+    err_t err;
+    uint64_t bytes;
+    double seconds;
+} backup_job_t;
+
 typedef struct app {
     reg_t *reg;
     void *pub;
+    void *ctl;            /* the control socket (set on the first request) */
+    void *done;           /* PULL: backup thread (PUSH) -> loop */
+    backup_job_t job;
 } app_t;
 
 static void publish(svc_t *s, app_t *a, const reg_pub_t *p)
@@ -71,9 +93,103 @@ static void update_counters(svc_t *s, app_t *a)
     *svc_counter(s, "store_map_grows") = st.map_grows;
 }
 
+static void *backup_thread(void *arg)
+{
+    app_t *a = arg;
+    backup_job_t *j = &a->job;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    j->rc = store_backup(reg_store(a->reg), j->dir, &j->err);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    j->seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/data.mdb", j->dir);
+    struct stat st;
+    j->bytes = !j->rc && stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+    void *p = zmq_socket(j->ctx, ZMQ_PUSH);
+    if (p) {
+        int linger = 5000, sndtimeo = 5000; /* never hang the shutdown on a lost wake-up */
+        zmq_setsockopt(p, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_setsockopt(p, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
+        if (zmq_connect(p, BACKUP_DONE_EP) == 0) zmq_send(p, "d", 1, 0);
+        zmq_close(p);
+    }
+    return NULL;
+}
+
+static void reply_backup(app_t *a, void *sock, const msg_t *req, int rc, const char *msg, uint64_t bytes,
+                         double seconds)
+{
+    Moda__Status st = MODA__STATUS__INIT;
+    st.code = msg_status_code(rc);
+    st.message = (char *)(rc ? msg : "");
+    Moda__BackupReply br = MODA__BACKUP_REPLY__INIT;
+    br.status = &st;
+    br.bytes = bytes;
+    br.seconds = seconds;
+    Moda__Envelope env = MODA__ENVELOPE__INIT;
+    env.body_case = MODA__ENVELOPE__BODY_BACKUP_REPLY;
+    env.backup_reply = &br;
+    err_t err = {0};
+    if (msg_reply(sock, req, &env, NULL, 0, &err)) log_warn("event=reply_failed req=backup msg=\"%s\"", err.msg);
+    (void)a;
+}
+
+static int on_backup_done(svc_t *s, void *sock, void *user)
+{
+    app_t *a = user;
+    char b;
+    zmq_recv(sock, &b, 1, ZMQ_DONTWAIT);
+    if (!a->job.running) return 0;
+    pthread_join(a->job.th, NULL);
+    a->job.running = 0;
+    if (a->job.rc) {
+        svc_error(s, "backup to %s failed: %s", a->job.dir, a->job.err.msg);
+        svc_count(s, "requests_failed", 1);
+    } else {
+        log_info("event=backup dir=%s bytes=%llu seconds=%.3f", a->job.dir, (unsigned long long)a->job.bytes,
+                 a->job.seconds);
+        svc_count(s, "requests_ok", 1);
+    }
+    reply_backup(a, a->ctl, &a->job.req, a->job.rc, a->job.err.msg, a->job.bytes, a->job.seconds);
+    return 0;
+}
+
+static void start_backup(svc_t *s, app_t *a, void *sock, const msg_t *req)
+{
+    const Moda__BackupRequest *q = req->env->backup_request;
+    const char *dir = q && q->dir ? q->dir : "";
+    if (a->job.running) {
+        reply_backup(a, sock, req, ERR_STATE, "a backup is already running", 0, 0);
+        return;
+    }
+    if (!*dir || strlen(dir) >= sizeof a->job.dir) {
+        reply_backup(a, sock, req, ERR_INVALID, "backup: folder name empty or too long", 0, 0);
+        return;
+    }
+    backup_job_t *j = &a->job;
+    memset(&j->err, 0, sizeof j->err);
+    snprintf(j->dir, sizeof j->dir, "%s", dir);
+    memset(&j->req, 0, sizeof j->req);
+    j->req.has_route = req->has_route;
+    j->req.route = req->route;
+    j->req.request_id = req->request_id;
+    j->ctx = svc_ctx(s);
+    j->running = 1;
+    if (pthread_create(&j->th, NULL, backup_thread, a)) {
+        j->running = 0;
+        reply_backup(a, sock, req, ERR_STATE, "backup: cannot start a thread", 0, 0);
+    }
+}
+
 static int on_request(svc_t *s, void *sock, const msg_t *req, void *user)
 {
     app_t *a = user;
+    a->ctl = sock;
+    if (req->env->body_case == MODA__ENVELOPE__BODY_BACKUP_REQUEST && req->nparts == 0) {
+        start_backup(s, a, sock, req);
+        return 0;
+    }
     reg_reply_t rep;
     int code = reg_handle(a->reg, req->env, req->parts, req->nparts, &rep);
     const char *what = msg_body_name(req->env->body_case);
@@ -139,6 +255,9 @@ int main(int argc, char **argv)
     if (!rc && !(svc = svc_new(&opts, &err))) rc = err.code;
     if (!rc && !(app.pub = svc_socket(svc, ZMQ_PUB, &err))) rc = err.code;
     if (!rc) rc = msg_bind(app.pub, cfg_str(cfg, "pub"), &err);
+    if (!rc && !(app.done = svc_socket(svc, ZMQ_PULL, &err))) rc = err.code;
+    if (!rc) rc = msg_bind(app.done, BACKUP_DONE_EP, &err);
+    if (!rc) rc = svc_add_socket(svc, app.done, "backup_done", on_backup_done, &app, &err);
     if (!rc && cfg_int(cfg, "republish_ms") > 0)
         rc = svc_add_timer(svc, (int)cfg_int(cfg, "republish_ms"), on_timer, &app, &err);
     if (!rc) {
@@ -153,6 +272,7 @@ int main(int argc, char **argv)
         rc = svc_run(svc, &err);
     }
     if (rc) log_error("event=exit code=%d msg=\"%s\"", rc, err.msg);
+    if (app.job.running) pthread_join(app.job.th, NULL); /* never leave a half-written copy behind */
     msg_socket_close(&app.pub);
     svc_destroy(&svc);
     reg_destroy(&app.reg);

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <lmdb.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -29,6 +30,7 @@ struct store {
     size_t pending_bytes; /* rough size of what the current write txn adds */
     uint64_t grows;
     int stale_readers;
+    atomic_int backups;   /* store_backup calls running (possibly in another thread) */
 };
 
 /* ---- small helpers ------------------------------------------------------------------- */
@@ -333,6 +335,9 @@ static int db_put(store_t *s, MDB_txn *t, MDB_dbi dbi, MDB_val *k, MDB_val *v, u
 
 static int grow_map(store_t *s, err_t *err)
 {
+    /* remapping under a running copy's read transaction would pull the map from under it */
+    if (atomic_load(&s->backups))
+        return err_set(err, ERR_STATE, "the LMDB map is full and cannot grow while a backup runs; retry after it");
     size_t want = s->map_size * 2;
     if (want < s->map_size + 2 * s->pending_bytes + ((size_t)1 << 20))
         want = s->map_size + 2 * s->pending_bytes + ((size_t)1 << 20);
@@ -1060,7 +1065,9 @@ int store_backup(store_t *s, const char *dir, err_t *err)
     snprintf(path, sizeof path, "%s/data.mdb", dir);
     struct stat st;
     if (stat(path, &st) == 0) return err_set(err, ERR_EXISTS, "backup: %s already exists", path);
+    atomic_fetch_add(&s->backups, 1);
     int rc = mdb_env_copy2(s->env, dir, MDB_CP_COMPACT);
+    atomic_fetch_sub(&s->backups, 1);
     if (rc) return err_set(err, ERR_DB, "lmdb: backup to %s: %s", dir, mdb_strerror(rc));
     return 0;
 }

@@ -18,7 +18,9 @@
  * an alias only ever names a committed version; MDB_MAP_FULL grows the map and retries the
  * transaction; stale reader slots are cleared at open. Values are copied out before their
  * read transaction ends, so nothing returned here points into the map.
- * Not thread-safe: one store_t is used by one thread.
+ * Not thread-safe: one store_t is used by one thread — except store_backup, which may run in
+ * a second thread while the first keeps reading and writing (the map cannot grow meanwhile:
+ * a write that needs a bigger map fails with ERR_STATE until the backup ends).
  */
 #ifndef MODA_REG_STORE_H
 #define MODA_REG_STORE_H
@@ -179,8 +181,8 @@ int store_history(store_t *s, const char *alias, int limit, store_hist_t **out, 
 int store_meta_get(store_t *s, const char *key, char *buf, size_t cap, err_t *err);
 
 /* A consistent, compacted copy of the environment into folder `dir` (created if missing;
- * must not already hold data.mdb) while the store stays usable (mdb_env_copy2 with
- * MDB_CP_COMPACT inside one read transaction). */
+ * must not already hold data.mdb: ERR_EXISTS) while the store stays usable (mdb_env_copy2
+ * with MDB_CP_COMPACT inside one read transaction). May be called from another thread. */
 int store_backup(store_t *s, const char *dir, err_t *err);
 
 int store_stats(store_t *s, store_stats_t *st, err_t *err);
