@@ -3,7 +3,8 @@
  * Pass 1 (per window×head group): pack scale·K_h and V_hᵀ for kn_linear_pk_fwd.
  * Pass 2, one task = (window, head, block of query rows): L = Q·(scale·K)ᵀ, the two
  * rel-pos projections Ph = Q·rel_hᵀ, Pw = Q·rel_wᵀ ([R, 2S−1], unscaled q), then per row
- * L[i, (jh,jw)] += Ph[i, ih−jh+S−1] + Pw[i, iw−jw+S−1], softmax and out = P·V — all GEMMs
+ * L[i, (jh,jw)] += Ph[i, ih−jh+S−1] + Pw[i, iw−jw+S−1] (with the row max), exp, and
+ * out = exp(L)·V / Σ (the division is applied to the d outputs, not the N logits) — GEMMs
  * on the packed AVX-512 kernel, called single-threaded inside our OpenMP tasks (nested
  * regions are inactive). Each thread holds one R×N logits block (R ≤ KN_RELPOS_ROWS),
  * never a whole head. Deterministic: the result does not depend on the thread count.
@@ -29,7 +30,7 @@ static size_t up16(size_t n) { return (n + 15) / 16 * 16; }
 static size_t per_thread(int S, int d)
 {
     size_t N = (size_t)S * S, R = (size_t)rows_per_task(S * S), T = 2 * (size_t)S - 1;
-    size_t a = R * N + 2 * R * T, b = N * (size_t)d;
+    size_t a = R * N + 2 * R * T + (size_t)S, b = N * (size_t)d;
     return up16(a > b ? a : b);
 }
 
@@ -80,11 +81,9 @@ static inline __m512 exp_neg16(__m512 x)
 }
 #endif
 
-/* In place: row[j] = exp(row[j] - max) / Σ. */
-static void softmax_row(float *row, int N)
+/* In place: row[j] = exp(row[j] - mx); returns Σ (the caller divides later). */
+static float exp_row(float *row, int N, float mx)
 {
-    float mx = -INFINITY;
-    for (int j = 0; j < N; j++) mx = row[j] > mx ? row[j] : mx;
     float s = 0.0f;
     int j = 0;
 #if defined(__AVX512F__)
@@ -100,8 +99,7 @@ static void softmax_row(float *row, int N)
         row[j] = exp_neg(row[j] - mx);
         s += row[j];
     }
-    float inv = 1.0f / s;
-    for (j = 0; j < N; j++) row[j] *= inv;
+    return s;
 }
 
 void kn_relpos_attention_fwd(float *out, const float *qkv, const float *rel_h,
@@ -138,26 +136,45 @@ void kn_relpos_attention_fwd(float *out, const float *qkv, const float *rel_h,
             int blk = (int)(task % nblk), g = (int)(task / nblk);
             int h = g % heads, w = g / heads;
             int r0 = blk * R, nr = N - r0 < R ? N - r0 : R;
-            float *L = mine, *Ph = L + (size_t)R * N, *Pw = Ph + (size_t)R * T;
+            float *L = mine, *Ph = L + (size_t)R * N, *Pw = Ph + (size_t)R * T, *pwr = Pw + (size_t)R * T;
             const float *q = qkv + ((size_t)w * N + r0) * 3 * C + h * d;
             const float *kp = grp + (size_t)g * (pk + pv), *vp = kp + pk;
             kn_linear_pk_fwd(L, N, q, 3 * C, kp, NULL, NULL, 0, nr, N, d, KN_ACT_NONE);
             kn_linear_pk_fwd(Ph, T, q, 3 * C, rh, NULL, NULL, 0, nr, T, d, KN_ACT_NONE);
             kn_linear_pk_fwd(Pw, T, q, 3 * C, rw, NULL, NULL, 0, nr, T, d, KN_ACT_NONE);
+            float inv[KN_RELPOS_ROWS];
             for (int r = 0; r < nr; r++) {
                 int i = r0 + r, ih = i / S, iw = i % S;
                 float *row = L + (size_t)r * N;
                 const float *ph = Ph + (size_t)r * T + ih + S - 1; /* ph[-jh] */
                 const float *pw = Pw + (size_t)r * T + iw + S - 1; /* pw[-jw] */
+                for (int jw = 0; jw < S; jw++) pwr[jw] = pw[-jw];
+                float mx = -INFINITY;
                 for (int jh = 0; jh < S; jh++) {
                     float bh = ph[-jh];
                     float *rr = row + (size_t)jh * S;
-                    for (int jw = 0; jw < S; jw++) rr[jw] += bh + pw[-jw];
+                    int jw = 0;
+#if defined(__AVX512F__)
+                    __m512 vb = _mm512_set1_ps(bh), vm = _mm512_set1_ps(-INFINITY);
+                    for (; jw + 16 <= S; jw += 16) {
+                        __m512 v = _mm512_add_ps(_mm512_loadu_ps(rr + jw), _mm512_add_ps(vb, _mm512_loadu_ps(pwr + jw)));
+                        _mm512_storeu_ps(rr + jw, v);
+                        vm = _mm512_max_ps(vm, v);
+                    }
+                    float m16 = _mm512_reduce_max_ps(vm);
+                    mx = m16 > mx ? m16 : mx;
+#endif
+                    for (; jw < S; jw++) {
+                        rr[jw] += bh + pwr[jw];
+                        mx = rr[jw] > mx ? rr[jw] : mx;
+                    }
                 }
-                softmax_row(row, N);
+                inv[r] = 1.0f / exp_row(row, N, mx); /* softmax = exp / Σ, divided after P·V */
             }
-            kn_linear_pk_fwd(out + ((size_t)w * N + r0) * C + h * d, C, L, N, vp, NULL, NULL, 0, nr,
-                             d, N, KN_ACT_NONE);
+            float *o = out + ((size_t)w * N + r0) * C + h * d;
+            kn_linear_pk_fwd(o, C, L, N, vp, NULL, NULL, 0, nr, d, N, KN_ACT_NONE);
+            for (int r = 0; r < nr; r++)
+                for (int c = 0; c < d; c++) o[(size_t)r * C + c] *= inv[r];
         }
     }
 }
