@@ -18,7 +18,8 @@ typedef struct vit_info {
     int heads;        /* C / head_dim */
     int head_dim;     /* from rel_pos_h: 64 for B/L, 80 for H */
     int mlp_dim;      /* lin1 outputs (4C) */
-    int first_global; /* index of the first global-attention block (the `early` tap) */
+    int first_global; /* index of the first global-attention block (the `early` tap);
+                       * the last block when no block is global */
     unsigned long long global_mask; /* bit i: block i is global (window = 64) */
 } vit_info_t;
 
