@@ -57,7 +57,7 @@
 #define XD (XDIM / HEADS)      /* 16 per head */
 #define MLP_DIM 2048
 #define HYP 32                 /* upscaled channels */
-#define MAX_POINTS 1024
+#define MAX_POINTS 256         /* prompt points per call (token buffers grow with it) */
 #define UPB 8192               /* upscaling column block */
 #define LN_EPS 1e-5f
 #define LN2D_EPS 1e-6f
