@@ -684,26 +684,38 @@ int lstore_queue(lstore_t *s, const char *domain, uint32_t offset, uint32_t limi
         goto done;
     }
     MDB_val k, v;
-    int filter = domain && *domain;
-    for (int op = MDB_FIRST; (rc = mdb_cursor_get(c, &k, &v, op)) == 0; op = MDB_NEXT) {
-        if (k.mv_size != 12) continue;
-        uint64_t id = rd64((unsigned char *)k.mv_data + 4);
-        int want = *n < limit && *total >= offset;
-        if (!filter && !want) {
+    int op = MDB_FIRST;
+    if (!domain || !*domain) {
+        /* unfiltered: the page is keys [offset, offset+limit); the total is the entry count */
+        MDB_stat ms;
+        if ((rc = mdb_stat(t, s->queue, &ms))) {
+            rc = db_err(err, rc, "queue stat");
+            goto done;
+        }
+        *total = ms.ms_entries;
+        for (uint64_t i = 0; i < (uint64_t)offset + limit && (rc = mdb_cursor_get(c, &k, &v, op)) == 0;
+             i++, op = MDB_NEXT) {
+            if (i < offset || k.mv_size != 12) continue;
+            if ((rc = get_info(s, t, rd64((unsigned char *)k.mv_data + 4), &out[*n], err))) goto done;
+            (*n)++;
+        }
+    } else {
+        /* filtered by predicted domain: every queued record is read to count the matches */
+        for (; (rc = mdb_cursor_get(c, &k, &v, op)) == 0; op = MDB_NEXT) {
+            if (k.mv_size != 12) continue;
+            Moda__SampleInfo *info = NULL;
+            if ((rc = get_info(s, t, rd64((unsigned char *)k.mv_data + 4), &info, err))) goto done;
+            if (strcmp(info->predicted_domain, domain)) {
+                lstore_info_free(&info);
+                continue;
+            }
+            if (*n < limit && *total >= offset) out[(*n)++] = info;
+            else lstore_info_free(&info);
             (*total)++;
-            continue;
         }
-        Moda__SampleInfo *info = NULL;
-        if ((rc = get_info(s, t, id, &info, err))) goto done;
-        if (filter && strcmp(info->predicted_domain, domain)) {
-            lstore_info_free(&info);
-            continue;
-        }
-        if (*n < limit && *total >= offset) out[(*n)++] = info;
-        else lstore_info_free(&info);
-        (*total)++;
     }
-    rc = rc == MDB_NOTFOUND ? 0 : db_err(err, rc, "queue walk");
+    if (rc == MDB_NOTFOUND) rc = 0;
+    else if (rc) rc = db_err(err, rc, "queue walk");
 done:
     if (c) mdb_cursor_close(c);
     mdb_txn_abort(t);

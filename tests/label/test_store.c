@@ -106,7 +106,15 @@ int main(int argc, char **argv)
     T(!lstore_queue(s, "", 50, 10, &p, &pn, &total, &err) && pn == 10 && total == N + 1 &&
       p[0]->sample_id == q[50]->sample_id && p[9]->sample_id == q[59]->sample_id);
     lstore_infos_free(p, pn);
+    T(!lstore_queue(s, "", N - 3, 10, &p, &pn, &total, &err) && pn == 4 && total == N + 1 &&
+      p[3]->sample_id == q[N]->sample_id);
+    lstore_infos_free(p, pn);
+    T(!lstore_queue(s, "", 100000, 10, &p, &pn, &total, &err) && pn == 0 && total == N + 1);
+    lstore_infos_free(p, pn);
     T(!lstore_queue(s, "odd", 0, 1000, &p, &pn, &total, &err) && total == N / 2 + 1 && pn == total);
+    lstore_infos_free(p, pn);
+    T(!lstore_queue(s, "odd", 140, 1000, &p, &pn, &total, &err) && total == N / 2 + 1 && pn == total - 140 &&
+      !strcmp(p[0]->predicted_domain, "odd"));
     lstore_infos_free(p, pn);
     lstore_infos_free(q, n);
 
