@@ -890,9 +890,9 @@ int samdec_forward_ex(samdec_t *d, const float *emb, const sam_point_t *pts, int
                 float *dst = lowres + m * plane;
                 for (int c = 0; c < UPB; c++) {
                     int r = c0 + c, p = r >> 2, s = r & 3;
-                    int y = 4 * (p / SAM_EMB) + 2 * (s >> 1) + (s2 >> 1);
-                    int x = 4 * (p % SAM_EMB) + 2 * (s & 1) + (s2 & 1);
-                    dst[(size_t)y * SAM_LOWRES + x] = o[c];
+                    int py = 4 * (p / SAM_EMB) + 2 * (s >> 1) + (s2 >> 1);
+                    int px = 4 * (p % SAM_EMB) + 2 * (s & 1) + (s2 & 1);
+                    dst[(size_t)py * SAM_LOWRES + px] = o[c];
                 }
             }
     }
