@@ -88,5 +88,18 @@ for t in 1 2 3 4; do
     echo "t$t refused: $msg"
 done
 check "'$MODA' health 'ipc://$SOCK-two.sock' --timeout-ms 2000 >/dev/null" "service still healthy"
+
+# operator commands: relabel sample 1 into a new domain with a PNG mask, reject sample 2
+first=$(ls "$SRC/masks" | head -1)
+"$MODA" label submit 1 --mask "$SRC/masks/$first" --domain relabeled $E2 --actor tester || { echo "FAIL: submit" >&2; fail=1; }
+check "'$MODA' label get 1 --json --out '$OUT/one.img' $E2 | grep -q '\"domain\":\"relabeled\"'" "get shows the new domain"
+check "[ -s '$OUT/one.img' ]" "get --out wrote the image"
+"$MODA" label reject 2 --reason test $E2 >/dev/null || { echo "FAIL: reject" >&2; fail=1; }
+doms=$("$MODA" label domains --json $E2)
+echo "domains after relabel/reject: $doms"
+check "echo '$doms' | grep -q '\"name\":\"$DOMAIN\",\"labels\":$((n - 2)),'" "two labels left $DOMAIN"
+check "echo '$doms' | grep -q '\"name\":\"relabeled\",\"labels\":1,'" "relabeled domain has one label"
+check "! '$MODA' label submit 99999 --mask '$SRC/masks/$first' --domain x $E2 2>/dev/null" "label for an unknown sample refused"
+check "! '$MODA' label submit 3 --mask '$OUT/one.img' --domain x $E2 2>/dev/null" "wrong-size mask refused"
 [ $fail -eq 0 ] && echo "test_coco: all checks passed"
 exit $fail

@@ -6,6 +6,7 @@
  *   moda label export --coco FILE [--images DIR]
  *   moda label queue [--domain D] [--limit N] [--offset N] [--json]
  *   moda label domains [--json]
+ *   moda label get ID [--out FILE] | submit ID --mask PNG --domain D | reject ID [--reason R]
  * Common: --endpoint (moda-label's --bind), --timeout-ms, --actor, --json.
  * COCO files carry compressed RLE masks ({"size":[h,w],"counts":"..."}) and the extra fields
  * domain/split/camera_id/seq/...; export → import → export reproduces the file byte for byte.
@@ -43,6 +44,9 @@ static const cfg_key_t keys[] = {
     {"actor", CFG_STRING, "", 0, 512, "who (default $USER)"},
     {"limit", CFG_INT, "50", 1, 1000, "queue: items per page"},
     {"offset", CFG_INT, "0", 0, 1e9, "queue: skip this many items"},
+    {"out", CFG_STRING, "", 0, 4000, "get: write the sample's image to this file"},
+    {"mask", CFG_STRING, "", 0, 4000, "submit: the mask PNG (nonzero = foreground, the sample's size)"},
+    {"reason", CFG_STRING, "", 0, 512, "reject: why"},
     CFG_END,
 };
 
@@ -87,6 +91,9 @@ static const Moda__Status *reply_status(const Moda__Envelope *e)
     case MODA__ENVELOPE__BODY_LABELS_SINCE_REPLY: return e->labels_since_reply->status;
     case MODA__ENVELOPE__BODY_IMPORT_SAMPLE_REPLY: return e->import_sample_reply->status;
     case MODA__ENVELOPE__BODY_LIST_DOMAINS_REPLY: return e->list_domains_reply->status;
+    case MODA__ENVELOPE__BODY_GET_SAMPLE_REPLY: return e->get_sample_reply->status;
+    case MODA__ENVELOPE__BODY_SUBMIT_LABEL_REPLY: return e->submit_label_reply->status;
+    case MODA__ENVELOPE__BODY_REJECT_SAMPLE_REPLY: return e->reject_sample_reply->status;
     default: return NULL;
     }
 }
@@ -694,6 +701,91 @@ static int do_queue(cli_t *c, err_t *err)
     return rc;
 }
 
+static int parse_id(const char *s, uint64_t *id, err_t *err)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (!*s || *end || errno || v == 0) return err_set(err, ERR_CONFIG, "'%s' is not a sample id", s);
+    *id = v;
+    return 0;
+}
+
+/* `moda label get ID [--out FILE]`: the sample's metadata, and its image into FILE. */
+static int do_get(cli_t *c, const char *arg, err_t *err)
+{
+    Moda__GetSampleRequest q = MODA__GET_SAMPLE_REQUEST__INIT;
+    int rc = parse_id(arg, &q.sample_id, err);
+    if (rc) return rc;
+    const char *out = cfg_str(c->cfg, "out");
+    q.include_image = *out != 0;
+    Moda__Envelope env = MODA__ENVELOPE__INIT;
+    env.body_case = MODA__ENVELOPE__BODY_GET_SAMPLE_REQUEST;
+    env.get_sample_request = &q;
+    msg_t *rep = NULL;
+    rc = call(c, &env, NULL, 0, MODA__ENVELOPE__BODY_GET_SAMPLE_REPLY, &rep, err);
+    if (!rc) {
+        const Moda__SampleInfo *s = rep->env->get_sample_reply->sample;
+        static const char *states[] = {"-", "queued", "labeled", "rejected"};
+        const char *state = s->state <= 3 ? states[s->state] : "?";
+        if (c->json)
+            printf("{\"sample_id\":%llu,\"state\":\"%s\",\"camera_id\":\"%s\",\"seq\":%llu,\"width\":%u,"
+                   "\"height\":%u,\"score\":%.9g,\"domain\":\"%s\",\"split\":\"%s\",\"label_seq\":%llu}\n",
+                   (unsigned long long)s->sample_id, state, s->camera_id, (unsigned long long)s->seq, s->width,
+                   s->height, s->score, s->domain, split_name(s->split), (unsigned long long)s->label_seq);
+        else
+            printf("sample %llu: %s, camera %s seq %llu, %ux%u, score %.4f, reason %s%s%s%s%s\n",
+                   (unsigned long long)s->sample_id, state, s->camera_id, (unsigned long long)s->seq, s->width,
+                   s->height, s->score, reason_name(s->reason), *s->domain ? ", domain " : "", s->domain,
+                   *split_name(s->split) ? ", " : "", split_name(s->split));
+        if (*out && rep->nparts == 1) rc = write_file(out, rep->parts[0].data, rep->parts[0].size, err);
+    }
+    msg_free(&rep);
+    return rc;
+}
+
+/* `moda label submit ID --mask PNG --domain D` / `moda label reject ID [--reason R]`. */
+static int do_submit(cli_t *c, const char *arg, int reject, err_t *err)
+{
+    uint64_t id;
+    int rc = parse_id(arg, &id, err);
+    if (rc) return rc;
+    Moda__Envelope env = MODA__ENVELOPE__INIT;
+    msg_t *rep = NULL;
+    if (reject) {
+        Moda__RejectSampleRequest q = MODA__REJECT_SAMPLE_REQUEST__INIT;
+        q.sample_id = id;
+        q.actor = c->actor;
+        q.reason = (char *)cfg_str(c->cfg, "reason");
+        env.body_case = MODA__ENVELOPE__BODY_REJECT_SAMPLE_REQUEST;
+        env.reject_sample_request = &q;
+        rc = call(c, &env, NULL, 0, MODA__ENVELOPE__BODY_REJECT_SAMPLE_REPLY, &rep, err);
+        if (!rc) printf("sample %llu rejected\n", (unsigned long long)id);
+        msg_free(&rep);
+        return rc;
+    }
+    const char *mask = cfg_str(c->cfg, "mask"), *domain = cfg_str(c->cfg, "domain");
+    if (!*mask || !*domain) return err_set(err, ERR_CONFIG, "submit needs --mask PNG and --domain D");
+    unsigned char *png = NULL;
+    size_t len = 0;
+    if ((rc = read_file(mask, &png, &len, err))) return rc;
+    Moda__SubmitLabelRequest q = MODA__SUBMIT_LABEL_REQUEST__INIT;
+    q.sample_id = id;
+    q.domain = (char *)domain;
+    q.actor = c->actor;
+    q.mask_png = 1;
+    env.body_case = MODA__ENVELOPE__BODY_SUBMIT_LABEL_REQUEST;
+    env.submit_label_request = &q;
+    msg_part_t part = {png, len};
+    rc = call(c, &env, &part, 1, MODA__ENVELOPE__BODY_SUBMIT_LABEL_REPLY, &rep, err);
+    if (!rc)
+        printf("sample %llu labeled in domain %s (%s)\n", (unsigned long long)id, domain,
+               split_name(rep->env->submit_label_reply->split));
+    msg_free(&rep);
+    free(png);
+    return rc;
+}
+
 static int do_domains(cli_t *c, err_t *err)
 {
     Moda__ListDomainsRequest q = MODA__LIST_DOMAINS_REQUEST__INIT;
@@ -731,7 +823,10 @@ static const char summary[] =
     "  import --coco FILE           a COCO file with RLE masks (images below --images)\n"
     "  export --coco FILE           every label as COCO RLE JSON, images written below --images\n"
     "  queue                        the hard-case queue, highest score first (--json)\n"
-    "  domains                      label domains with counts (--json)";
+    "  domains                      label domains with counts (--json)\n"
+    "  get ID [--out FILE]          one sample's metadata (--json), its image into FILE\n"
+    "  submit ID --mask PNG --domain D   label a sample (a new domain name creates the domain)\n"
+    "  reject ID [--reason R]       take a sample out of the queue";
 
 int cmd_label(int argc, char **argv)
 {
@@ -758,7 +853,10 @@ int cmd_label(int argc, char **argv)
     else if (!rc && !strcmp(sub, "export") && (arg || !*coco)) rc = err_set(&err, ERR_CONFIG, "export needs --coco FILE");
     else if (!rc && (!strcmp(sub, "queue") || !strcmp(sub, "domains")) && arg)
         rc = err_set(&err, ERR_CONFIG, "%s takes no argument", sub);
-    else if (!rc && strcmp(sub, "import") && strcmp(sub, "export") && strcmp(sub, "queue") && strcmp(sub, "domains"))
+    else if (!rc && (!strcmp(sub, "get") || !strcmp(sub, "submit") || !strcmp(sub, "reject")) && !arg)
+        rc = err_set(&err, ERR_CONFIG, "%s needs a sample id", sub);
+    else if (!rc && strcmp(sub, "import") && strcmp(sub, "export") && strcmp(sub, "queue") && strcmp(sub, "domains") &&
+             strcmp(sub, "get") && strcmp(sub, "submit") && strcmp(sub, "reject"))
         rc = err_set(&err, ERR_CONFIG, "unknown command '%s' (see --help)", sub);
     if (rc) {
         fprintf(stderr, "moda label: %s\n", err.msg);
@@ -795,6 +893,8 @@ int cmd_label(int argc, char **argv)
             else printf("exported %d labeled samples to %s\n", n, coco);
         }
     } else if (!rc && !strcmp(sub, "queue")) rc = do_queue(&c, &err);
+    else if (!rc && !strcmp(sub, "get")) rc = do_get(&c, arg, &err);
+    else if (!rc && (!strcmp(sub, "submit") || !strcmp(sub, "reject"))) rc = do_submit(&c, arg, sub[0] == 'r', &err);
     else if (!rc) rc = do_domains(&c, &err);
     if (rc) fprintf(stderr, "moda label %s: %s\n", sub, err.msg);
     cli_close(&c);
