@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -731,6 +732,9 @@ static int do_bench(cli_t *c, const char *self, err_t *err)
         snprintf(bin, sizeof bin, "%s/moda-registry", slash ? exe : ".");
     }
     if (access(bin, X_OK)) return err_set(err, ERR_CONFIG, "bench: %s is not executable (use --registry-bin)", bin);
+    /* as moda-registry does: reuse big buffers instead of faulting in fresh pages per bank */
+    mallopt(M_MMAP_THRESHOLD, 256 << 20);
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
     char root[] = "/tmp/moda-regbench-XXXXXX";
     if (!mkdtemp(root)) return err_errno(err, ERR_IO, errno, "mkdtemp");
     int port = 20000 + (int)(getpid() % 20000);
