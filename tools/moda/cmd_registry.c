@@ -36,7 +36,7 @@
 
 /* The registry's default --bind (services/registry/reg.h REG_DEFAULT_BIND). */
 #define DEFAULT_ENDPOINT "ipc:///tmp/moda-registry.sock"
-#define PUT_CHUNK ((size_t)4 << 20)
+#define PUT_CHUNK ((size_t)32 << 20) /* one frame for most banks: the registry then needs no concatenation copy */
 
 static const cfg_key_t keys[] = {
     {"endpoint", CFG_ENDPOINT, DEFAULT_ENDPOINT, 0, 0, "registry request endpoint"},
@@ -750,7 +750,7 @@ static int do_bench(cli_t *c, const char *self, err_t *err)
     rc = start_registry(bin, root, "big", port, nosync, &ch, err);
     if (!rc) rc = cli_connect(c, ch.ep, err);
     if (!rc) rc = wait_ready(c, err);
-    int nput = 8;
+    int nput = 16;
     double digest_ms = 0;
     for (int i = 0; !rc && i < nput; i++) {
         uint32_t gen[4] = {(uint32_t)i * 4 + 1, (uint32_t)i * 4 + 2, (uint32_t)i * 4 + 3, (uint32_t)i * 4 + 4};
