@@ -5,8 +5,9 @@
  * rel-pos projections Ph = Q·rel_hᵀ, Pw = Q·rel_wᵀ ([R, 2S−1], unscaled q), then per row
  * L[i, (jh,jw)] += Ph[i, ih−jh+S−1] + Pw[i, iw−jw+S−1] (with the row max), exp, and
  * out = exp(L)·V / Σ (the division is applied to the d outputs, not the N logits) — GEMMs
- * on the packed AVX-512 kernel, called single-threaded inside our OpenMP tasks (nested
- * regions are inactive). Each thread holds one R×N logits block (R ≤ KN_RELPOS_ROWS),
+ * on the packed AVX-512 kernel, called single-threaded inside our tasks. Tasks go to the
+ * kernels' thread pool (kn_parallel_for) when kn.h has it, else to OpenMP (nested regions
+ * inactive). Each thread holds one R×N logits block (R ≤ KN_RELPOS_ROWS),
  * never a whole head. Deterministic: the result does not depend on the thread count.
  */
 #include "kn.h"
@@ -102,79 +103,110 @@ static float exp_row(float *row, int N, float mx)
     return s;
 }
 
+typedef struct job {
+    float *out;
+    const float *qkv, *rh, *rw; /* rh, rw: packed rel-pos tables */
+    float *grp, *thr;           /* packed K / Vᵀ per group; per-thread scratch */
+    size_t pk, pv, per;
+    int N, R, T, C, S, d, heads, nblk;
+    float scale;
+} job_t;
+
+/* Group g = window × head: pack scale·K_h ([N, d] as a weight of N outputs) and V_hᵀ. */
+static void pack_item(void *ctx, int g, int tid)
+{
+    const job_t *j = ctx;
+    int N = j->N, C = j->C, d = j->d, h = g % j->heads, w = g / j->heads;
+    float *mine = j->thr + (size_t)tid * j->per;
+    const float *k = j->qkv + (size_t)w * N * 3 * C + C + h * d, *v = k + C;
+    for (int t = 0; t < N; t++)
+        for (int c = 0; c < d; c++) mine[(size_t)t * d + c] = k[(size_t)t * 3 * C + c] * j->scale;
+    kn_pack_w(j->grp + (size_t)g * (j->pk + j->pv), mine, N, d);
+    for (int c = 0; c < d; c++)
+        for (int t = 0; t < N; t++) mine[(size_t)c * N + t] = v[(size_t)t * 3 * C + c];
+    kn_pack_w(j->grp + (size_t)g * (j->pk + j->pv) + j->pk, mine, d, N);
+}
+
+/* Task = (group, block of query rows). */
+static void attn_item(void *ctx, int task, int tid)
+{
+    const job_t *j = ctx;
+    int N = j->N, R = j->R, T = j->T, C = j->C, S = j->S, d = j->d;
+    int blk = task % j->nblk, g = task / j->nblk;
+    int h = g % j->heads, w = g / j->heads;
+    int r0 = blk * R, nr = N - r0 < R ? N - r0 : R;
+    float *L = j->thr + (size_t)tid * j->per, *Ph = L + (size_t)R * N, *Pw = Ph + (size_t)R * T;
+    float *pwr = Pw + (size_t)R * T;
+    const float *q = j->qkv + ((size_t)w * N + r0) * 3 * C + h * d;
+    const float *kp = j->grp + (size_t)g * (j->pk + j->pv), *vp = kp + j->pk;
+    kn_linear_pk_fwd(L, N, q, 3 * C, kp, NULL, NULL, 0, nr, N, d, KN_ACT_NONE);
+    kn_linear_pk_fwd(Ph, T, q, 3 * C, j->rh, NULL, NULL, 0, nr, T, d, KN_ACT_NONE);
+    kn_linear_pk_fwd(Pw, T, q, 3 * C, j->rw, NULL, NULL, 0, nr, T, d, KN_ACT_NONE);
+    float inv[KN_RELPOS_ROWS];
+    for (int r = 0; r < nr; r++) {
+        int i = r0 + r, ih = i / S, iw = i % S;
+        float *row = L + (size_t)r * N;
+        const float *ph = Ph + (size_t)r * T + ih + S - 1; /* ph[-jh] */
+        const float *pw = Pw + (size_t)r * T + iw + S - 1; /* pw[-jw] */
+        for (int jw = 0; jw < S; jw++) pwr[jw] = pw[-jw];
+        float mx = -INFINITY;
+        for (int jh = 0; jh < S; jh++) {
+            float bh = ph[-jh];
+            float *rr = row + (size_t)jh * S;
+            int jw = 0;
+#if defined(__AVX512F__)
+            __m512 vb = _mm512_set1_ps(bh), vm = _mm512_set1_ps(-INFINITY);
+            for (; jw + 16 <= S; jw += 16) {
+                __m512 v = _mm512_add_ps(_mm512_loadu_ps(rr + jw), _mm512_add_ps(vb, _mm512_loadu_ps(pwr + jw)));
+                _mm512_storeu_ps(rr + jw, v);
+                vm = _mm512_max_ps(vm, v);
+            }
+            float m16 = _mm512_reduce_max_ps(vm);
+            mx = m16 > mx ? m16 : mx;
+#endif
+            for (; jw < S; jw++) {
+                rr[jw] += bh + pwr[jw];
+                mx = rr[jw] > mx ? rr[jw] : mx;
+            }
+        }
+        inv[r] = 1.0f / exp_row(row, N, mx); /* softmax = exp / Σ, divided after P·V */
+    }
+    float *o = j->out + ((size_t)w * N + r0) * C + h * d;
+    kn_linear_pk_fwd(o, C, L, N, vp, NULL, NULL, 0, nr, d, N, KN_ACT_NONE);
+    for (int r = 0; r < nr; r++)
+        for (int c = 0; c < d; c++) o[(size_t)r * C + c] *= inv[r];
+}
+
 void kn_relpos_attention_fwd(float *out, const float *qkv, const float *rel_h,
                              const float *rel_w, int nwin, int S, int heads, int d, float scale,
                              float *scratch, int threads)
 {
-    int N = S * S, R = rows_per_task(N), T = 2 * S - 1, C = heads * d;
-    int nblk = (N + R - 1) / R, ngrp = nwin * heads;
-    long ntask = (long)ngrp * nblk;
+    job_t j = {.out = out, .qkv = qkv, .N = S * S, .T = 2 * S - 1, .C = heads * d, .S = S,
+               .d = d, .heads = heads, .scale = scale};
+    j.R = rows_per_task(j.N);
+    j.nblk = (j.N + j.R - 1) / j.R;
+    int ngrp = nwin * heads, ntask = ngrp * j.nblk;
     if (threads < 1) threads = 1;
     float *base = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
-    size_t prel = up16(kn_pack_size(T, d)), pk = up16(kn_pack_size(N, d)), pv = up16(kn_pack_size(d, N));
-    float *rh = base, *rw = rh + prel, *grp = rw + prel;
-    float *thr = grp + (size_t)ngrp * (pk + pv);
-    size_t per = per_thread(S, d);
-    kn_pack_w(rh, rel_h, T, d);
-    kn_pack_w(rw, rel_w, T, d);
-#pragma omp parallel num_threads(threads)
-    {
-        float *mine = thr + (size_t)omp_get_thread_num() * per;
-#pragma omp for schedule(static)
-        for (int g = 0; g < ngrp; g++) {
-            int h = g % heads, w = g / heads;
-            const float *k = qkv + (size_t)w * N * 3 * C + C + h * d, *v = k + C;
-            for (int j = 0; j < N; j++)
-                for (int c = 0; c < d; c++) mine[(size_t)j * d + c] = k[(size_t)j * 3 * C + c] * scale;
-            kn_pack_w(grp + (size_t)g * (pk + pv), mine, N, d);
-            for (int c = 0; c < d; c++)
-                for (int j = 0; j < N; j++) mine[(size_t)c * N + j] = v[(size_t)j * 3 * C + c];
-            kn_pack_w(grp + (size_t)g * (pk + pv) + pk, mine, d, N);
-        }
-#pragma omp for schedule(dynamic, 1)
-        for (long task = 0; task < ntask; task++) {
-            int blk = (int)(task % nblk), g = (int)(task / nblk);
-            int h = g % heads, w = g / heads;
-            int r0 = blk * R, nr = N - r0 < R ? N - r0 : R;
-            float *L = mine, *Ph = L + (size_t)R * N, *Pw = Ph + (size_t)R * T, *pwr = Pw + (size_t)R * T;
-            const float *q = qkv + ((size_t)w * N + r0) * 3 * C + h * d;
-            const float *kp = grp + (size_t)g * (pk + pv), *vp = kp + pk;
-            kn_linear_pk_fwd(L, N, q, 3 * C, kp, NULL, NULL, 0, nr, N, d, KN_ACT_NONE);
-            kn_linear_pk_fwd(Ph, T, q, 3 * C, rh, NULL, NULL, 0, nr, T, d, KN_ACT_NONE);
-            kn_linear_pk_fwd(Pw, T, q, 3 * C, rw, NULL, NULL, 0, nr, T, d, KN_ACT_NONE);
-            float inv[KN_RELPOS_ROWS];
-            for (int r = 0; r < nr; r++) {
-                int i = r0 + r, ih = i / S, iw = i % S;
-                float *row = L + (size_t)r * N;
-                const float *ph = Ph + (size_t)r * T + ih + S - 1; /* ph[-jh] */
-                const float *pw = Pw + (size_t)r * T + iw + S - 1; /* pw[-jw] */
-                for (int jw = 0; jw < S; jw++) pwr[jw] = pw[-jw];
-                float mx = -INFINITY;
-                for (int jh = 0; jh < S; jh++) {
-                    float bh = ph[-jh];
-                    float *rr = row + (size_t)jh * S;
-                    int jw = 0;
-#if defined(__AVX512F__)
-                    __m512 vb = _mm512_set1_ps(bh), vm = _mm512_set1_ps(-INFINITY);
-                    for (; jw + 16 <= S; jw += 16) {
-                        __m512 v = _mm512_add_ps(_mm512_loadu_ps(rr + jw), _mm512_add_ps(vb, _mm512_loadu_ps(pwr + jw)));
-                        _mm512_storeu_ps(rr + jw, v);
-                        vm = _mm512_max_ps(vm, v);
-                    }
-                    float m16 = _mm512_reduce_max_ps(vm);
-                    mx = m16 > mx ? m16 : mx;
+    size_t prel = up16(kn_pack_size(j.T, d));
+    j.pk = up16(kn_pack_size(j.N, d));
+    j.pv = up16(kn_pack_size(d, j.N));
+    j.per = per_thread(S, d);
+    float *rh = base, *rw = rh + prel;
+    j.rh = rh;
+    j.rw = rw;
+    j.grp = rw + prel;
+    j.thr = j.grp + (size_t)ngrp * (j.pk + j.pv);
+    kn_pack_w(rh, rel_h, j.T, d);
+    kn_pack_w(rw, rel_w, j.T, d);
+#ifdef KN_POOL_ANY
+    /* the kernels' thread pool: the packed GEMMs inside an item then run serially */
+    kn_parallel_for(ngrp, threads, pack_item, &j);
+    kn_parallel_for(ntask, threads, attn_item, &j);
+#else
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int g = 0; g < ngrp; g++) pack_item(&j, g, omp_get_thread_num());
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int t = 0; t < ntask; t++) attn_item(&j, t, omp_get_thread_num());
 #endif
-                    for (; jw < S; jw++) {
-                        rr[jw] += bh + pwr[jw];
-                        mx = rr[jw] > mx ? rr[jw] : mx;
-                    }
-                }
-                inv[r] = 1.0f / exp_row(row, N, mx); /* softmax = exp / Σ, divided after P·V */
-            }
-            float *o = out + ((size_t)w * N + r0) * C + h * d;
-            kn_linear_pk_fwd(o, C, L, N, vp, NULL, NULL, 0, nr, d, N, KN_ACT_NONE);
-            for (int r = 0; r < nr; r++)
-                for (int c = 0; c < d; c++) o[(size_t)r * C + c] *= inv[r];
-        }
-    }
 }
