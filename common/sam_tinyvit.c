@@ -17,7 +17,7 @@
  * attention bias tables); the activation arena is allocated there too, so a forward pass
  * does not allocate.
  *
- * Arena (floats): X 8.4M, A 8.4M, B 6.3M, C 8.4M, plus 459K per thread — about 130 MB.
+ * Arena (floats): X 8.4M, A 8.4M, B 6.3M, C 8.4M, plus 590K per thread — about 130 MB.
  */
 #include "sam_parts.h"
 
@@ -48,10 +48,10 @@ static const char *k_pname[P_COUNT] = {"patch_embed", "conv_blocks", "qkv_proj",
                                        "local_conv", "layernorm", "attention", "neck_conv3",
                                        "other"};
 
-/* Per-thread scratch: the largest of the stage-0 ring (4 rows + 2 pinned halo rows + 1
- * depthwise output row, 256×256 each), the pe0 im2col band (8×512×27), the attention and
+/* Per-thread scratch: the largest of the stage-0 ring (4 rows + 1 depthwise output row,
+ * 256×256 each), the pe0 im2col band (8×512×27), the attention and
  * MLP scratch (kn_winattn_scratch, kn_mlp_pk_scratch; checked at the call). */
-#define SCR_FLOATS ((size_t)7 * 256 * 256)
+#define SCR_FLOATS ((size_t)5 * 256 * 256)
 #define PE0_BAND 8
 
 typedef struct lin {
@@ -88,6 +88,7 @@ struct tinyvit {
     int nallocs;
     float *X, *A, *B, *C; /* arena slices */
     float *scr;           /* nscr × SCR_FLOATS, one slice per thread */
+    float *halo;          /* 4·nscr rows of 256×256: conv-block band halos */
     int nscr;
     int profile;
     double ptime[P_COUNT];
@@ -295,7 +296,8 @@ tinyvit_t *tinyvit_new(const wts_t *w, err_t *err)
     if (e->nscr > 64) e->nscr = 64;
     if (!(e->X = ealloc(e, (size_t)16384 * 512, err)) || !(e->A = ealloc(e, (size_t)512 * 512 * 32, err)) ||
         !(e->B = ealloc(e, (size_t)16384 * 384, err)) || !(e->C = ealloc(e, (size_t)16384 * 512, err)) ||
-        !(e->scr = ealloc(e, SCR_FLOATS * (size_t)e->nscr, err))) {
+        !(e->scr = ealloc(e, SCR_FLOATS * (size_t)e->nscr, err)) ||
+        !(e->halo = ealloc(e, (size_t)4 * e->nscr * 65536, err))) {
         tinyvit_destroy(&e);
         return NULL;
     }
@@ -305,6 +307,7 @@ tinyvit_t *tinyvit_new(const wts_t *w, err_t *err)
     memset(e->B, 0, sizeof(float) * (size_t)16384 * 384);
     memset(e->C, 0, sizeof(float) * (size_t)16384 * 512);
     memset(e->scr, 0, sizeof(float) * SCR_FLOATS * (size_t)e->nscr);
+    memset(e->halo, 0, sizeof(float) * 4 * (size_t)e->nscr * 65536);
     const char *pe = getenv("MODA_PROFILE");
     e->profile = pe && *pe && strcmp(pe, "0") != 0;
     return e;
@@ -381,58 +384,85 @@ static int team(const tinyvit_t *e)
 
 /* 1×1 → GELU → depthwise 3×3 (stride) → GELU → 1×1, then + shortcut and GELU (MBConv, in
  * place on X) or nothing (PatchMerging, into C, then X and C swap). X[side², cin] →
- * X[so², cout]. Each thread owns a band of output rows and keeps the 1×1 outputs of the
- * input rows it needs in a 4-slot ring; in place, the two rows next to its band belong to
- * other threads, so they are computed into pinned slots before a barrier. */
+ * X[so², cout]. The output rows are cut into bands (two per thread, claimed dynamically);
+ * a band keeps the 1×1 outputs of the input rows it needs in its thread's 4-slot ring. In
+ * place, the rows just outside a band belong to other bands, so a first pass computes
+ * them into per-band halo rows before any band writes. */
+typedef struct cb_job {
+    tinyvit_t *e;
+    const conv_block_t *cb;
+    const float *in;
+    float *out;
+    int side, stride, mbconv, so, nb;
+    size_t rowsz;
+} cb_job_t;
+
 static void c1_row(const conv_block_t *cb, const float *in, int side, int row, float *dst)
 {
     kn_linear_pk_fwd(dst, cb->c1.N, in + (size_t)row * side * cb->c1.K, cb->c1.K, cb->c1.wp,
                      cb->c1.b, NULL, 0, side, cb->c1.N, cb->c1.K, KN_ACT_GELU);
 }
 
+static void band_rows(const cb_job_t *j, int band, int *o0, int *o1)
+{
+    *o0 = j->so * band / j->nb;
+    *o1 = j->so * (band + 1) / j->nb;
+}
+
+/* Halo item: 2*band = the row above the band, 2*band+1 = the row below (in place only). */
+static void cb_halo_item(void *ctx, int item, int tid)
+{
+    const cb_job_t *j = ctx;
+    (void)tid;
+    int band = item / 2, o0, o1;
+    band_rows(j, band, &o0, &o1);
+    int row = item % 2 ? (o1 - 1) * j->stride + 1 : o0 * j->stride - 1;
+    if (o0 < o1 && row >= 0 && row < j->side)
+        c1_row(j->cb, j->in, j->side, row, j->e->halo + (size_t)item * j->rowsz);
+}
+
+static void cb_band_item(void *ctx, int band, int tid)
+{
+    const cb_job_t *j = ctx;
+    const conv_block_t *cb = j->cb;
+    int o0, o1, side = j->side, stride = j->stride, so = j->so, cout = cb->c3.N;
+    band_rows(j, band, &o0, &o1);
+    float *ring = j->e->scr + (size_t)tid * SCR_FLOATS, *dwo = ring + 4 * j->rowsz;
+    int tag[4] = {-1, -1, -1, -1};
+    int top_row = o0 * stride - 1, bot_row = (o1 - 1) * stride + 1;
+    const float *top = j->e->halo + (size_t)(2 * band) * j->rowsz, *bot = top + j->rowsz;
+    for (int oy = o0; oy < o1; oy++) {
+        const float *r[3];
+        for (int ky = 0; ky < 3; ky++) {
+            int iy = oy * stride - 1 + ky;
+            if (iy < 0 || iy >= side) r[ky] = NULL;
+            else if (j->mbconv && iy == top_row) r[ky] = top;
+            else if (j->mbconv && iy == bot_row) r[ky] = bot;
+            else {
+                float *slot = ring + (size_t)(iy & 3) * j->rowsz;
+                if (tag[iy & 3] != iy) {
+                    c1_row(cb, j->in, side, iy, slot);
+                    tag[iy & 3] = iy;
+                }
+                r[ky] = slot;
+            }
+        }
+        kn_dwconv3_row_nhwc(dwo, r[0], r[1], r[2], cb->c2.w9c, cb->c2.b, side, cb->c1.N, stride,
+                            KN_ACT_GELU);
+        float *yo = j->out + (size_t)oy * so * cout;
+        kn_linear_pk_fwd(yo, cout, dwo, cb->c1.N, cb->c3.wp, cb->c3.b, j->mbconv ? yo : NULL, cout,
+                         so, cout, cb->c1.N, j->mbconv ? KN_ACT_GELU : KN_ACT_NONE);
+    }
+}
+
 static void conv_block(tinyvit_t *e, const conv_block_t *cb, int side, int stride, int mbconv)
 {
     double t = tick(e);
-    int chid = cb->c1.N, cout = cb->c3.N, so = (side - 1) / stride + 1;
-    const float *in = e->X;
-    float *out = mbconv ? e->X : e->C;
-    size_t rowsz = (size_t)side * chid;
-#pragma omp parallel num_threads(team(e))
-    {
-        int tid = omp_get_thread_num(), T = omp_get_num_threads();
-        int o0 = so * tid / T, o1 = so * (tid + 1) / T;
-        float *ring = e->scr + (size_t)tid * SCR_FLOATS;
-        float *top = ring + 4 * rowsz, *bot = top + rowsz, *dwo = bot + rowsz;
-        int tag[4] = {-1, -1, -1, -1};
-        int top_row = o0 * stride - 1, bot_row = (o1 - 1) * stride + 1;
-        int pin_top = mbconv && o0 < o1 && top_row >= 0;
-        int pin_bot = mbconv && o0 < o1 && bot_row < side;
-        if (pin_top) c1_row(cb, in, side, top_row, top);
-        if (pin_bot) c1_row(cb, in, side, bot_row, bot);
-#pragma omp barrier
-        for (int oy = o0; oy < o1; oy++) {
-            const float *r[3];
-            for (int ky = 0; ky < 3; ky++) {
-                int iy = oy * stride - 1 + ky;
-                if (iy < 0 || iy >= side) r[ky] = NULL;
-                else if (pin_top && iy == top_row) r[ky] = top;
-                else if (pin_bot && iy == bot_row) r[ky] = bot;
-                else {
-                    float *slot = ring + (size_t)(iy & 3) * rowsz;
-                    if (tag[iy & 3] != iy) {
-                        c1_row(cb, in, side, iy, slot);
-                        tag[iy & 3] = iy;
-                    }
-                    r[ky] = slot;
-                }
-            }
-            kn_dwconv3_row_nhwc(dwo, r[0], r[1], r[2], cb->c2.w9c, cb->c2.b, side, chid, stride,
-                                KN_ACT_GELU);
-            float *yo = out + (size_t)oy * so * cout;
-            kn_linear_pk_fwd(yo, cout, dwo, chid, cb->c3.wp, cb->c3.b, mbconv ? yo : NULL, cout, so,
-                             cout, chid, mbconv ? KN_ACT_GELU : KN_ACT_NONE);
-        }
-    }
+    cb_job_t j = {.e = e, .cb = cb, .in = e->X, .out = mbconv ? e->X : e->C, .side = side,
+                  .stride = stride, .mbconv = mbconv, .so = (side - 1) / stride + 1,
+                  .nb = 2 * team(e), .rowsz = (size_t)side * cb->c1.N};
+    if (mbconv) kn_parallel_for(2 * j.nb, team(e), cb_halo_item, &j);
+    kn_parallel_for(j.nb, team(e), cb_band_item, &j);
     if (!mbconv) {
         float *tmp = e->X;
         e->X = e->C;
@@ -444,22 +474,35 @@ static void conv_block(tinyvit_t *e, const conv_block_t *cb, int side, int strid
 /* Dense 3×3 pad-1 conv into y[Ho*Wo, N]. Channel-last x: kn_conv3_pk_fwd (implicit GEMM).
  * chw (the 3-channel input image): per band of `band` output rows, im2col into the thread's
  * scratch, then one packed GEMM. */
+typedef struct c3_job {
+    tinyvit_t *e;
+    float *y;
+    const float *x;
+    const lin_t *l;
+    int H, W, C, stride, band, act, Ho, Wo;
+} c3_job_t;
+
+static void c3_item(void *ctx, int bi, int tid)
+{
+    const c3_job_t *j = ctx;
+    int oy0 = bi * j->band, n = j->Ho - oy0 < j->band ? j->Ho - oy0 : j->band;
+    float *col = j->e->scr + (size_t)tid * SCR_FLOATS;
+    kn_im2col3_chw(col, j->x, j->C, j->H, j->W, j->stride, oy0, n);
+    kn_linear_pk_fwd(j->y + (size_t)oy0 * j->Wo * j->l->N, j->l->N, col, j->l->K, j->l->wp, j->l->b,
+                     NULL, 0, n * j->Wo, j->l->N, j->l->K, j->act);
+}
+
 static void conv3(tinyvit_t *e, float *y, const float *x, const lin_t *l, int H, int W, int C,
                   int stride, int chw, int band, int act)
 {
-    int Ho = (H - 1) / stride + 1, Wo = (W - 1) / stride + 1, nb = (Ho + band - 1) / band;
+    int Ho = (H - 1) / stride + 1, Wo = (W - 1) / stride + 1;
     if (!chw) { /* channel-last input: implicit GEMM straight from the map */
         kn_conv3_pk_fwd(y, l->N, x, H, W, C, stride, 0, Ho, l->wp, l->b, l->N, act);
         return;
     }
-#pragma omp parallel for schedule(dynamic, 1) num_threads(team(e))
-    for (int bi = 0; bi < nb; bi++) {
-        int oy0 = bi * band, n = Ho - oy0 < band ? Ho - oy0 : band;
-        float *col = e->scr + (size_t)omp_get_thread_num() * SCR_FLOATS;
-        kn_im2col3_chw(col, x, C, H, W, stride, oy0, n);
-        kn_linear_pk_fwd(y + (size_t)oy0 * Wo * l->N, l->N, col, l->K, l->wp, l->b, NULL, 0, n * Wo,
-                         l->N, l->K, act);
-    }
+    c3_job_t j = {.e = e, .y = y, .x = x, .l = l, .H = H, .W = W, .C = C, .stride = stride,
+                  .band = band, .act = act, .Ho = Ho, .Wo = Wo};
+    kn_parallel_for((Ho + band - 1) / band, team(e), c3_item, &j);
 }
 
 /* TinyViT block on X[side², C]: X += proj(attn(LN(X))) (projection inside the attention

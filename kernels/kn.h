@@ -237,6 +237,14 @@ void kn_gelu_linear_fwd(float *y, const float *x, const float *b, const float *W
  * Inference-only fast paths for the image encoders. Maps are channel-last ([H, W, C] =
  * token-major [H*W, C]) unless an op says otherwise. */
 
+/* Runs fn(ctx, i, tid) for every i in [0, n) on up to min(max_threads, kn_get_threads())
+ * threads (kernels/cpu/pool.c); tid in [0, that count) indexes per-thread scratch, the
+ * caller is tid 0. Items are claimed dynamically and the caller never waits for a worker
+ * that has not started (robust on a machine shared with other busy processes). Calls made
+ * from inside fn run serially on that thread. Returns when every item is done. */
+#define KN_POOL_ANY 64
+void kn_parallel_for(int n, int max_threads, void (*fn)(void *ctx, int i, int tid), void *ctx);
+
 #define KN_PK_NR 32 /* output columns per packed weight panel */
 enum { KN_ACT_NONE = 0, KN_ACT_GELU = 1 /* erf GELU, vectorised: ≤ 4e-7·max(1,|x|) abs */ };
 

@@ -77,67 +77,93 @@ void kn_dwconv3_row_nhwc(float *y, const float *r0, const float *r1, const float
 #endif
 }
 
+typedef struct map_job {
+    float *y;
+    const float *x, *w9c, *b;
+    int H, W, C, stride, act, oy0;
+} map_job_t;
+
+static void dw_item(void *ctx, int oy, int tid)
+{
+    const map_job_t *j = ctx;
+    (void)tid;
+    int Wo = (j->W - 1) / j->stride + 1;
+    const float *r[3];
+    for (int ky = 0; ky < 3; ky++) {
+        int iy = oy * j->stride - 1 + ky;
+        r[ky] = iy >= 0 && iy < j->H ? j->x + (size_t)iy * j->W * j->C : NULL;
+    }
+    kn_dwconv3_row_nhwc(j->y + (size_t)oy * Wo * j->C, r[0], r[1], r[2], j->w9c, j->b, j->W, j->C,
+                        j->stride, j->act);
+}
+
 void kn_dwconv3_nhwc_fwd(float *y, const float *x, const float *w9c, const float *b, int H,
                          int W, int C, int stride, int act)
 {
-    int Ho = (H - 1) / stride + 1, Wo = (W - 1) / stride + 1;
-#pragma omp parallel for schedule(static)
-    for (int oy = 0; oy < Ho; oy++) {
-        const float *r[3];
+    map_job_t j = {.y = y, .x = x, .w9c = w9c, .b = b, .H = H, .W = W, .C = C, .stride = stride,
+                   .act = act};
+    kn_parallel_for((H - 1) / stride + 1, KN_POOL_ANY, dw_item, &j);
+}
+
+static void im2col_nhwc_item(void *ctx, int r, int tid)
+{
+    const map_job_t *j = ctx;
+    (void)tid;
+    int H = j->H, W = j->W, C = j->C, stride = j->stride, oy = j->oy0 + r;
+    int Wo = (W - 1) / stride + 1;
+    size_t K = (size_t)9 * C;
+    for (int ox = 0; ox < Wo; ox++) {
+        float *d = j->y + ((size_t)r * Wo + ox) * K;
         for (int ky = 0; ky < 3; ky++) {
             int iy = oy * stride - 1 + ky;
-            r[ky] = iy >= 0 && iy < H ? x + (size_t)iy * W * C : NULL;
+            for (int kx = 0; kx < 3; kx++, d += C) {
+                int ix = ox * stride - 1 + kx;
+                int in = iy >= 0 && iy < H && ix >= 0 && ix < W;
+                const float *src = in ? j->x + ((size_t)iy * W + ix) * C : NULL;
+#if KN_HAVE_AVX512
+                if (C % 16 == 0) { /* short rows: inline copies beat memcpy calls */
+                    for (int c = 0; c < C; c += 16)
+                        _mm512_storeu_ps(d + c, in ? _mm512_loadu_ps(src + c) : _mm512_setzero_ps());
+                    continue;
+                }
+#endif
+                if (in) memcpy(d, src, sizeof(float) * C);
+                else memset(d, 0, sizeof(float) * C);
+            }
         }
-        kn_dwconv3_row_nhwc(y + (size_t)oy * Wo * C, r[0], r[1], r[2], w9c, b, W, C, stride, act);
     }
 }
 
 void kn_im2col3_nhwc(float *col, const float *x, int H, int W, int C, int stride, int oy0,
                      int noy)
 {
+    map_job_t j = {.y = col, .x = x, .H = H, .W = W, .C = C, .stride = stride, .oy0 = oy0};
+    kn_parallel_for(noy, KN_POOL_ANY, im2col_nhwc_item, &j);
+}
+
+static void im2col_chw_item(void *ctx, int r, int tid)
+{
+    const map_job_t *j = ctx;
+    (void)tid;
+    int H = j->H, W = j->W, C = j->C, stride = j->stride, oy = j->oy0 + r;
     int Wo = (W - 1) / stride + 1;
     size_t K = (size_t)9 * C;
-#pragma omp parallel for schedule(static)
-    for (int oy = oy0; oy < oy0 + noy; oy++)
-        for (int ox = 0; ox < Wo; ox++) {
-            float *d = col + ((size_t)(oy - oy0) * Wo + ox) * K;
-            for (int ky = 0; ky < 3; ky++) {
-                int iy = oy * stride - 1 + ky;
-                for (int kx = 0; kx < 3; kx++, d += C) {
-                    int ix = ox * stride - 1 + kx;
-                    int in = iy >= 0 && iy < H && ix >= 0 && ix < W;
-                    const float *src = in ? x + ((size_t)iy * W + ix) * C : NULL;
-#if KN_HAVE_AVX512
-                    if (C % 16 == 0) { /* short rows: inline copies beat memcpy calls */
-                        for (int c = 0; c < C; c += 16)
-                            _mm512_storeu_ps(d + c, in ? _mm512_loadu_ps(src + c) : _mm512_setzero_ps());
-                        continue;
-                    }
-#endif
-                    if (in) memcpy(d, src, sizeof(float) * C);
-                    else memset(d, 0, sizeof(float) * C);
-                }
+    for (int ox = 0; ox < Wo; ox++) {
+        float *d = j->y + ((size_t)r * Wo + ox) * K;
+        for (int ky = 0; ky < 3; ky++) {
+            int iy = oy * stride - 1 + ky;
+            for (int kx = 0; kx < 3; kx++, d += C) {
+                int ix = ox * stride - 1 + kx;
+                int in = iy >= 0 && iy < H && ix >= 0 && ix < W;
+                for (int c = 0; c < C; c++) d[c] = in ? j->x[((size_t)c * H + iy) * W + ix] : 0.0f;
             }
         }
+    }
 }
 
 void kn_im2col3_chw(float *col, const float *x, int C, int H, int W, int stride, int oy0,
                     int noy)
 {
-    int Wo = (W - 1) / stride + 1;
-    size_t K = (size_t)9 * C;
-#pragma omp parallel for schedule(static)
-    for (int oy = oy0; oy < oy0 + noy; oy++)
-        for (int ox = 0; ox < Wo; ox++) {
-            float *d = col + ((size_t)(oy - oy0) * Wo + ox) * K;
-            for (int ky = 0; ky < 3; ky++) {
-                int iy = oy * stride - 1 + ky;
-                for (int kx = 0; kx < 3; kx++, d += C) {
-                    int ix = ox * stride - 1 + kx;
-                    int in = iy >= 0 && iy < H && ix >= 0 && ix < W;
-                    for (int c = 0; c < C; c++)
-                        d[c] = in ? x[((size_t)c * H + iy) * W + ix] : 0.0f;
-                }
-            }
-        }
+    map_job_t j = {.y = col, .x = x, .H = H, .W = W, .C = C, .stride = stride, .oy0 = oy0};
+    kn_parallel_for(noy, KN_POOL_ANY, im2col_chw_item, &j);
 }

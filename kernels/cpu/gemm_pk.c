@@ -14,7 +14,7 @@
 #include "kn.h"
 #include "vmath.h"
 
-#include <omp.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -140,37 +140,87 @@ static void gemm_rows(float *y, int ldy, const float *xs, int lds, const float *
 #endif
 }
 
-/* LayerNorm of rows [m0, m1) of x into xb[(m1-m0), K] (kn_layernorm_fwd arithmetic). */
+/* One LayerNorm row, serial, the arithmetic of kn_layernorm_fwd (double sums). */
+static void ln_row(float *y, const float *x, int C, const float *w, const float *b, float eps)
+{
+    double s = 0, ss = 0;
+#if KN_HAVE_AVX512
+    if (C % 16 == 0) {
+        __m512d vs = _mm512_setzero_pd();
+        for (int c = 0; c < C; c += 16) {
+            __m512 v = _mm512_loadu_ps(x + c);
+            vs = _mm512_add_pd(vs, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+            vs = _mm512_add_pd(vs, _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)));
+        }
+        float m = (float)(_mm512_reduce_add_pd(vs) / C);
+        __m512 vm = _mm512_set1_ps(m);
+        __m512d vss = _mm512_setzero_pd();
+        for (int c = 0; c < C; c += 16) {
+            __m512 d = _mm512_sub_ps(_mm512_loadu_ps(x + c), vm);
+            __m512d d0 = _mm512_cvtps_pd(_mm512_castps512_ps256(d));
+            __m512d d1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(d, 1));
+            vss = _mm512_add_pd(vss, _mm512_mul_pd(d0, d0));
+            vss = _mm512_add_pd(vss, _mm512_mul_pd(d1, d1));
+        }
+        float r = 1.0f / sqrtf((float)(_mm512_reduce_add_pd(vss) / C) + eps);
+        __m512 vr = _mm512_set1_ps(r);
+        for (int c = 0; c < C; c += 16) {
+            __m512 t = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + c), vm), vr);
+            t = _mm512_add_ps(_mm512_mul_ps(t, _mm512_loadu_ps(w + c)), _mm512_loadu_ps(b + c));
+            _mm512_storeu_ps(y + c, t);
+        }
+        return;
+    }
+#endif
+    for (int c = 0; c < C; c++) s += x[c];
+    float m = (float)(s / C);
+    for (int c = 0; c < C; c++) {
+        float d = x[c] - m;
+        ss += (double)d * d;
+    }
+    float r = 1.0f / sqrtf((float)(ss / C) + eps);
+    for (int c = 0; c < C; c++) y[c] = (x[c] - m) * r * w[c] + b[c];
+}
+
+/* LayerNorm of rows [m0, m1) of x into xb[(m1-m0), K]. */
 static void ln_rows(float *xb, const float *x, int ldx, int m0, int m1, int K, const float *w,
                     const float *b, float eps)
 {
-    if (ldx != K) {
-        for (int m = m0; m < m1; m++)
-            memcpy(xb + (size_t)(m - m0) * K, x + (size_t)m * ldx, sizeof(float) * K);
-        kn_layernorm_fwd(xb, NULL, NULL, xb, w, b, m1 - m0, K, eps);
+    for (int m = m0; m < m1; m++) ln_row(xb + (size_t)(m - m0) * K, x + (size_t)m * ldx, K, w, b, eps);
+}
+
+typedef struct lin_job {
+    float *y;
+    const float *x, *ln_w, *ln_b, *Wp, *b, *res;
+    int ldy, ldx, ldr, M, N, K, act;
+    float eps;
+} lin_job_t;
+
+/* One 96-row block; with ln_w the block is first LayerNormed into a stack buffer. */
+static void linear_item(void *ctx, int blk, int tid)
+{
+    const lin_job_t *j = ctx;
+    (void)tid;
+    int m0 = blk * MB, m1 = m0 + MB < j->M ? m0 + MB : j->M, K = j->K;
+    if (j->ln_w) {
+        float xb[MB * K] __attribute__((aligned(64)));
+        ln_rows(xb, j->x, j->ldx, m0, m1, K, j->ln_w, j->ln_b, j->eps);
+        gemm_rows(j->y, j->ldy, xb - (size_t)m0 * K, K, j->Wp, j->b, j->res, j->ldr, m0, m1, j->N,
+                  K, j->act);
     } else {
-        kn_layernorm_fwd(xb, NULL, NULL, x + (size_t)m0 * K, w, b, m1 - m0, K, eps);
+        gemm_rows(j->y, j->ldy, j->x, j->ldx, j->Wp, j->b, j->res, j->ldr, m0, m1, j->N, K,
+                  j->act);
     }
 }
 
-/* With ln_w != NULL each 96-row block of x is first LayerNormed into a stack buffer and
- * the tiles read that (kn_linear_pk_ln_fwd). */
 static void linear_pk(float *y, int ldy, const float *x, int ldx, const float *ln_w,
                       const float *ln_b, float eps, const float *Wp, const float *b,
                       const float *res, int ldr, int M, int N, int K, int act)
 {
-    int nblk = (M + MB - 1) / MB;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int blk = 0; blk < nblk; blk++) {
-        int m0 = blk * MB, m1 = m0 + MB < M ? m0 + MB : M;
-        float xb[ln_w ? MB * K : 1] __attribute__((aligned(64)));
-        if (ln_w) {
-            ln_rows(xb, x, ldx, m0, m1, K, ln_w, ln_b, eps);
-            gemm_rows(y, ldy, xb - (size_t)m0 * K, K, Wp, b, res, ldr, m0, m1, N, K, act);
-        } else {
-            gemm_rows(y, ldy, x, ldx, Wp, b, res, ldr, m0, m1, N, K, act);
-        }
-    }
+    lin_job_t j = {.y = y, .x = x, .ln_w = ln_w, .ln_b = ln_b, .Wp = Wp, .b = b, .res = res,
+                   .ldy = ldy, .ldx = ldx, .ldr = ldr, .M = M, .N = N, .K = K, .act = act,
+                   .eps = eps};
+    kn_parallel_for((M + MB - 1) / MB, KN_POOL_ANY, linear_item, &j);
 }
 
 void kn_linear_pk_fwd(float *y, int ldy, const float *x, int ldx, const float *Wp,
@@ -193,87 +243,113 @@ size_t kn_mlp_pk_scratch(int C, int Hd)
     return (size_t)MB * ((size_t)C + Hd) + 32;
 }
 
+typedef struct mlp_job {
+    float *y, *scratch;
+    const float *x, *ln_w, *ln_b, *W1p, *b1, *W2p, *b2, *res;
+    int M, C, Hd;
+    float eps;
+    size_t per;
+} mlp_job_t;
+
+static void mlp_item(void *ctx, int blk, int tid)
+{
+    const mlp_job_t *j = ctx;
+    int m0 = blk * MB, m1 = m0 + MB < j->M ? m0 + MB : j->M, C = j->C, Hd = j->Hd;
+    float *base = j->scratch + j->per * (size_t)tid;
+    float *xb = (float *)(((uintptr_t)base + 63) & ~(uintptr_t)63);
+    float *hb = xb + (size_t)MB * C; /* MB*C is a multiple of 16: stays aligned */
+    ln_rows(xb, j->x, C, m0, m1, C, j->ln_w, j->ln_b, j->eps);
+    gemm_rows(hb - (size_t)m0 * Hd, Hd, xb - (size_t)m0 * C, C, j->W1p, j->b1, NULL, 0, m0, m1, Hd,
+              C, KN_ACT_GELU);
+    gemm_rows(j->y, C, hb - (size_t)m0 * Hd, Hd, j->W2p, j->b2, j->res, C, m0, m1, C, Hd,
+              KN_ACT_NONE);
+}
+
 int kn_mlp_pk_fwd(float *y, const float *x, const float *ln_w, const float *ln_b, float eps,
                   const float *W1p, const float *b1, const float *W2p, const float *b2,
                   const float *res, int M, int C, int Hd, float *scratch, int scratch_threads)
 {
     if (!ln_w || !ln_b || !scratch || scratch_threads < 1 || C < 1 || Hd < 1) return -1;
-    int nblk = (M + MB - 1) / MB;
-    size_t per = kn_mlp_pk_scratch(C, Hd);
-    int nt = omp_get_max_threads() < scratch_threads ? omp_get_max_threads() : scratch_threads;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
-    for (int blk = 0; blk < nblk; blk++) {
-        int m0 = blk * MB, m1 = m0 + MB < M ? m0 + MB : M;
-        float *base = scratch + per * (size_t)omp_get_thread_num();
-        float *xb = (float *)(((uintptr_t)base + 63) & ~(uintptr_t)63);
-        float *hb = xb + (size_t)MB * C; /* MB*C is a multiple of 16: stays aligned */
-        ln_rows(xb, x, C, m0, m1, C, ln_w, ln_b, eps);
-        gemm_rows(hb - (size_t)m0 * Hd, Hd, xb - (size_t)m0 * C, C, W1p, b1, NULL, 0, m0, m1, Hd, C,
-                  KN_ACT_GELU);
-        gemm_rows(y, C, hb - (size_t)m0 * Hd, Hd, W2p, b2, res, C, m0, m1, C, Hd, KN_ACT_NONE);
-    }
+    mlp_job_t j = {.y = y, .scratch = scratch, .x = x, .ln_w = ln_w, .ln_b = ln_b, .W1p = W1p,
+                   .b1 = b1, .W2p = W2p, .b2 = b2, .res = res, .M = M, .C = C, .Hd = Hd,
+                   .eps = eps, .per = kn_mlp_pk_scratch(C, Hd)};
+    kn_parallel_for((M + MB - 1) / MB, scratch_threads, mlp_item, &j);
     return 0;
 }
 
 /* ---- implicit-GEMM 3×3 conv ---------------------------------------------------------- */
 
 #define CONV_MAXC 4096
+#if KN_HAVE_AVX512
 static const float g_zeros[CONV_MAXC] __attribute__((aligned(64)));
+#endif
 
-void kn_conv3_pk_fwd(float *y, int ldy, const float *x, int H, int W, int C, int stride,
-                     int oy0, int noy, const float *Wp, const float *b, int N, int act)
+typedef struct conv_job {
+    float *y;
+    const float *x, *Wp, *b;
+    int ldy, H, W, C, stride, oy0, M, Wo, N, act;
+} conv_job_t;
+
+static void conv_item(void *ctx, int blk, int tid)
 {
-    int Wo = (W - 1) / stride + 1, M = noy * Wo, K = 9 * C;
-    int np = (N + NR - 1) / NR, nblk = (M + MB - 1) / MB;
+    const conv_job_t *j = ctx;
+    (void)tid;
+    int C = j->C, K = 9 * C, Wo = j->Wo, N = j->N;
+    int m0 = blk * MB, m1 = m0 + MB < j->M ? m0 + MB : j->M;
 #if KN_HAVE_AVX512
     if (C <= CONV_MAXC) {
-#pragma omp parallel for schedule(dynamic, 1)
-        for (int blk = 0; blk < nblk; blk++) {
-            int m0 = blk * MB, m1 = m0 + MB < M ? m0 + MB : M;
-            const float *aseg[MB / MR][9 * MR];
-            for (int m = m0, t = 0; m < m1; m += MR, t++) {
-                int mr = m1 - m < MR ? m1 - m : MR;
-                for (int i = 0; i < MR; i++) {
-                    int pix = m + (i < mr ? i : mr - 1);
-                    int oy = oy0 + pix / Wo, ox = pix % Wo;
-                    for (int tap = 0; tap < 9; tap++) {
-                        int iy = oy * stride - 1 + tap / 3, ix = ox * stride - 1 + tap % 3;
-                        aseg[t][tap * MR + i] = (iy >= 0 && iy < H && ix >= 0 && ix < W)
-                                                    ? x + ((size_t)iy * W + ix) * C
-                                                    : g_zeros;
-                    }
+        int np = (N + NR - 1) / NR;
+        const float *aseg[MB / MR][9 * MR];
+        for (int m = m0, t = 0; m < m1; m += MR, t++) {
+            int mr = m1 - m < MR ? m1 - m : MR;
+            for (int i = 0; i < MR; i++) {
+                int pix = m + (i < mr ? i : mr - 1);
+                int oy = j->oy0 + pix / Wo, ox = pix % Wo;
+                for (int tap = 0; tap < 9; tap++) {
+                    int iy = oy * j->stride - 1 + tap / 3, ix = ox * j->stride - 1 + tap % 3;
+                    aseg[t][tap * MR + i] = (iy >= 0 && iy < j->H && ix >= 0 && ix < j->W)
+                                                ? j->x + ((size_t)iy * j->W + ix) * C
+                                                : g_zeros;
                 }
             }
-            for (int p = 0; p < np; p++) {
-                int n0 = p * NR, nr = N - n0 < NR ? N - n0 : NR;
-                __mmask16 k0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
-                __mmask16 k1 = nr >= 32 ? 0xffff : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
-                __m512 b0 = b ? _mm512_maskz_loadu_ps(k0, b + n0) : _mm512_setzero_ps();
-                __m512 b1 = b ? _mm512_maskz_loadu_ps(k1, b + n0 + 16) : _mm512_setzero_ps();
-                const float *bp = Wp + (size_t)p * K * NR;
-                for (int m = m0, t = 0; m < m1; m += MR, t++) {
-                    int mr = m1 - m < MR ? m1 - m : MR;
-                    tile(y + (size_t)m * ldy + n0, ldy, aseg[t], 9, C, mr, bp, b0, b1, k0, k1,
-                         NULL, 0, act);
-                }
+        }
+        for (int p = 0; p < np; p++) {
+            int n0 = p * NR, nr = N - n0 < NR ? N - n0 : NR;
+            __mmask16 k0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
+            __mmask16 k1 = nr >= 32 ? 0xffff : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
+            __m512 b0 = j->b ? _mm512_maskz_loadu_ps(k0, j->b + n0) : _mm512_setzero_ps();
+            __m512 b1 = j->b ? _mm512_maskz_loadu_ps(k1, j->b + n0 + 16) : _mm512_setzero_ps();
+            const float *bp = j->Wp + (size_t)p * K * NR;
+            for (int m = m0, t = 0; m < m1; m += MR, t++) {
+                int mr = m1 - m < MR ? m1 - m : MR;
+                tile(j->y + (size_t)m * j->ldy + n0, j->ldy, aseg[t], 9, C, mr, bp, b0, b1, k0, k1,
+                     NULL, 0, j->act);
             }
         }
         return;
     }
 #endif
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int m = 0; m < M; m++) {
-        int oy = oy0 + m / Wo, ox = m % Wo;
+    for (int m = m0; m < m1; m++) {
+        int oy = j->oy0 + m / Wo, ox = m % Wo;
         for (int n = 0; n < N; n++) {
-            const float *bp = Wp + (size_t)(n / NR) * K * NR + n % NR;
-            float acc = b ? b[n] : 0.0f;
+            const float *bp = j->Wp + (size_t)(n / NR) * K * NR + n % NR;
+            float acc = j->b ? j->b[n] : 0.0f;
             for (int tap = 0; tap < 9; tap++) {
-                int iy = oy * stride - 1 + tap / 3, ix = ox * stride - 1 + tap % 3;
-                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
-                const float *xr = x + ((size_t)iy * W + ix) * C;
+                int iy = oy * j->stride - 1 + tap / 3, ix = ox * j->stride - 1 + tap % 3;
+                if (iy < 0 || iy >= j->H || ix < 0 || ix >= j->W) continue;
+                const float *xr = j->x + ((size_t)iy * j->W + ix) * C;
                 for (int c = 0; c < C; c++) acc += xr[c] * bp[(size_t)(tap * C + c) * NR];
             }
-            y[(size_t)m * ldy + n] = act == KN_ACT_GELU ? kn_gelu1(acc) : acc;
+            j->y[(size_t)m * j->ldy + n] = j->act == KN_ACT_GELU ? kn_gelu1(acc) : acc;
         }
     }
+}
+
+void kn_conv3_pk_fwd(float *y, int ldy, const float *x, int H, int W, int C, int stride,
+                     int oy0, int noy, const float *Wp, const float *b, int N, int act)
+{
+    int Wo = (W - 1) / stride + 1, M = noy * Wo;
+    conv_job_t j = {.y = y, .x = x, .Wp = Wp, .b = b, .ldy = ldy, .H = H, .W = W, .C = C,
+                    .stride = stride, .oy0 = oy0, .M = M, .Wo = Wo, .N = N, .act = act};
+    kn_parallel_for((M + MB - 1) / MB, KN_POOL_ANY, conv_item, &j);
 }

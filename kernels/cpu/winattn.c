@@ -18,7 +18,6 @@
 #include "vmath.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -129,24 +128,26 @@ size_t kn_winattn_scratch(int heads, int d, int ws)
            2 * n * (size_t)heads * d + 16;
 }
 
-int kn_winattn_fwd(float *out, int ldo, const float *qkv, const float *padrow,
-                   const float *bias, int H, int W, int heads, int d, int ws, float scale,
-                   const float *proj_wp, const float *proj_b, float *scratch,
-                   int scratch_threads)
+typedef struct win_job {
+    float *out, *scratch;
+    const float *qkv, *padrow, *bias, *proj_wp, *proj_b;
+    int ldo, H, W, heads, d, ws, nwx;
+    float scale;
+    size_t per;
+} win_job_t;
+
+static void win_item(void *ctx, int wi, int tid)
 {
-    int n = ws * ws;
-    if (ws < 1 || n > MAXN || d < 1 || heads < 1 || H < 1 || W < 1 || !scratch ||
-        scratch_threads < 1)
-        return -1;
-    int C = heads * d, ld = 3 * C;
-    int nwy = (H + ws - 1) / ws, nwx = (W + ws - 1) / ws;
-    int npad = (n + 15) & ~15;
-    size_t per = kn_winattn_scratch(heads, d, ws);
-    int nt = omp_get_max_threads() < scratch_threads ? omp_get_max_threads() : scratch_threads;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
-    for (int wi = 0; wi < nwy * nwx; wi++) {
+    const win_job_t *jb = ctx;
+    float *out = jb->out;
+    const float *qkv = jb->qkv, *padrow = jb->padrow, *bias = jb->bias;
+    const float *proj_wp = jb->proj_wp, *proj_b = jb->proj_b;
+    int ldo = jb->ldo, H = jb->H, W = jb->W, heads = jb->heads, d = jb->d, ws = jb->ws;
+    int nwx = jb->nwx, n = ws * ws, npad = (n + 15) & ~15, C = heads * d, ld = 3 * C;
+    float scale = jb->scale;
+    {
         int wy = wi / nwx, wx = wi % nwx;
-        float *base = scratch + per * (size_t)omp_get_thread_num();
+        float *base = jb->scratch + jb->per * (size_t)tid;
         float *Kt = (float *)(((uintptr_t)base + 63) & ~(uintptr_t)63); /* [heads][d][npad] */
         float *V = Kt + (size_t)heads * d * npad + 64;                     /* [heads][n][d] */
         float *S = V + (size_t)heads * n * d;                              /* [QB][npad] */
@@ -231,5 +232,22 @@ int kn_winattn_fwd(float *out, int ldo, const float *qkv, const float *padrow,
             }
         }
     }
+}
+
+int kn_winattn_fwd(float *out, int ldo, const float *qkv, const float *padrow,
+                   const float *bias, int H, int W, int heads, int d, int ws, float scale,
+                   const float *proj_wp, const float *proj_b, float *scratch,
+                   int scratch_threads)
+{
+    int n = ws * ws;
+    if (ws < 1 || n > MAXN || d < 1 || heads < 1 || H < 1 || W < 1 || !scratch ||
+        scratch_threads < 1)
+        return -1;
+    int nwy = (H + ws - 1) / ws, nwx = (W + ws - 1) / ws;
+    win_job_t j = {.out = out, .scratch = scratch, .qkv = qkv, .padrow = padrow, .bias = bias,
+                   .proj_wp = proj_wp, .proj_b = proj_b, .ldo = ldo, .H = H, .W = W,
+                   .heads = heads, .d = d, .ws = ws, .nwx = nwx, .scale = scale,
+                   .per = kn_winattn_scratch(heads, d, ws)};
+    kn_parallel_for(nwy * nwx, scratch_threads, win_item, &j);
     return 0;
 }
