@@ -239,6 +239,7 @@ void train_cfg_default(train_cfg_t *c)
     c->share_box = 0.4f;
     c->share_points = 0.3f;
     c->share_mask = 0.1f;
+    c->fixed_loss = 1;
 }
 
 typedef struct trainer {
@@ -332,12 +333,17 @@ int train_adapter(sam_t *sam, const train_set_t *ts, adapter_t *a, const train_c
         trainer_free(&t);
         return err_set(err, ERR_NOMEM, "train: out of memory");
     }
+    train_stats_t st = {0};
+    if (c->fixed_loss && (rc = train_fixed_loss(sam, ts, a, &st.fixed_before, err))) {
+        trainer_free(&t);
+        free(order);
+        return rc;
+    }
     uint64_t rng = c->seed * 0x9E3779B97F4A7C15ULL + 0x747261696eULL;
     int decay = c->decay_epoch >= 0 ? c->decay_epoch : (2 * c->epochs) / 3;
     int per_epoch = (ts->n + c->batch - 1) / c->batch;
     int total = per_epoch * c->epochs, step = 0;
     double t0 = now_s(), step_time = 0;
-    train_stats_t st = {0};
     for (int ep = 0; ep < c->epochs && !rc; ep++) {
         float lr = ep >= decay ? c->lr * 0.1f : c->lr;
         for (int i = 0; i < ts->n; i++) order[i] = i;
@@ -378,6 +384,7 @@ int train_adapter(sam_t *sam, const train_set_t *ts, adapter_t *a, const train_c
     }
     st.steps = step;
     st.seconds = now_s() - t0;
+    if (!rc && c->fixed_loss) rc = train_fixed_loss(sam, ts, a, &st.fixed_after, err);
     st.step_ms = step ? step_time / step * 1e3 : 0;
     if (stats) *stats = st;
     free(order);
@@ -413,6 +420,33 @@ int train_bench_step(sam_t *sam, const train_set_t *ts, adapter_t *a, int batch,
 }
 
 /* ---- evaluation ----------------------------------------------------------------------------- */
+
+int train_fixed_loss(sam_t *sam, const train_set_t *ts, const adapter_t *a, double *loss,
+                     err_t *err)
+{
+    trainer_t t;
+    train_cfg_t c;
+    train_cfg_default(&c);
+    int rc = trainer_init(&t, sam, a, c.points, c.oversample, err);
+    if (rc) return rc;
+    double sum = 0;
+    for (int i = 0; i < ts->n && !rc; i++) {
+        const train_sample_t *s = &ts->s[i];
+        sam_point_t pts[2];
+        int n = box_points(s, pts, NULL);
+        rc = adapter_forward(a, t.dec, t.w, s->emb, s->early, pts, n, NULL, t.logits, NULL, NULL,
+                             0, err);
+        if (rc) break;
+        uint64_t rng = 0x66697865646c6fULL + (uint64_t)i;
+        kn_uncertain_points(t.pts, t.logits, LR, LR, t.P, c.oversample, c.importance, &rng, t.scr);
+        kn_point_sample_fwd(t.lp, t.logits, t.pts, 1, LR, LR, t.P);
+        kn_point_sample_fwd(t.tp, s->gt, t.pts, 1, LR, LR, t.P);
+        sum += kn_bce_dice_loss(NULL, NULL, t.lp, t.tp, t.P, 1.0f);
+    }
+    if (!rc) *loss = ts->n ? sum / ts->n : 0;
+    trainer_free(&t);
+    return rc;
+}
 
 int train_eval(sam_t *sam, const train_set_t *ts, const adapter_t *a, int prompt, double *miou,
                double *per_sample, err_t *err)

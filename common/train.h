@@ -80,6 +80,7 @@ typedef struct train_cfg {
     int oversample;    /* 3 */
     float importance;  /* 0.75 */
     float share_box, share_points, share_mask; /* 0.4, 0.3, 0.1; the rest: no prompt */
+    int fixed_loss;    /* 1: measure train_fixed_loss before and after (stats) */
     void (*progress)(const train_progress_t *p, void *ctx); /* after every epoch, or NULL */
     void *ctx;
 } train_cfg_t;
@@ -88,7 +89,8 @@ void train_cfg_default(train_cfg_t *c);
 
 typedef struct train_stats {
     int steps;
-    double first_loss, last_loss; /* mean loss of the first and last epoch */
+    double first_loss, last_loss; /* mean loss of the first and last epoch (random prompts) */
+    double fixed_before, fixed_after; /* train_fixed_loss before / after (cfg.fixed_loss) */
     double seconds;
     double step_ms;                /* mean wall time of one optimiser step */
 } train_stats_t;
@@ -97,6 +99,12 @@ typedef struct train_stats {
  * The frozen decoder is built from sam_weights(sam). stats may be NULL. */
 int train_adapter(sam_t *sam, const train_set_t *ts, adapter_t *a, const train_cfg_t *cfg,
                   train_stats_t *stats, err_t *err);
+
+/* Mean loss over ts (forward only) with the exact GT box as prompt and the point sampling
+ * seeded per sample by its index: a deterministic before/after measure (the training loss
+ * of an epoch mixes random prompt kinds and is noisy). */
+int train_fixed_loss(sam_t *sam, const train_set_t *ts, const adapter_t *a, double *loss,
+                     err_t *err);
 
 enum { TRAIN_PROMPT_BOX = 0, TRAIN_PROMPT_AUTO = 1 };
 

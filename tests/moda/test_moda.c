@@ -374,7 +374,7 @@ static int test_fd(const char *model)
     adapter_forward(a, dec, w, emb, early, pts, 3, NULL, logits, NULL, NULL, 1, &e);
     EXPECT(adapter_backward(a, dec, w, G, grad, &e) == 0, "backward: %s", e.msg);
     struct { const char *p; size_t i; } probes[] = {
-        {"hq_token", 3}, {"hq_token", 200}, {"hq_mlp.layers.0.weight", 1000},
+        {"hq_token", 3}, {"hq_token", 200}, {"hq_mlp.layers.1.weight", 4321},
         {"hq_mlp.layers.2.bias", 5}, {"mask_feature.0.weight", 77}, {"mask_feature.1.bias", 9},
         {"mask_feature.3.weight", 500}, {"embedding_encoder.0.weight", 4000},
         {"embedding_encoder.3.bias", 1}, {"compress.0.weight", 12345}, {"compress.1.weight", 30},

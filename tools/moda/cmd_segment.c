@@ -41,8 +41,12 @@ static const char *HELP =
     "                     h, w, new_h, new_w, decoder_points)\n"
     "  --mask-in F.f32    a previous prediction's low-res logits (256x256 float32 LE, e.g.\n"
     "                     lowres.f32 from --dump) as the mask prompt, to refine it\n"
-    "  --threads T        CPU threads (default: all cores)\n\n"
-    "Without a prompt this is an error (automatic mode comes with MoDA).\n"
+    "  --threads T        CPU threads (default: all cores)\n"
+    "  --bank B           segment with a MoDA adapter from adapter bank B (docs/moda.md)\n"
+    "  --domain NAME      with --bank: use this domain's adapter (default: the bank's only\n"
+    "                     domain, or the selector's choice)\n"
+    "  --prompt auto      with --bank: no point or box (the promptless production mode)\n\n"
+    "Without a prompt this is an error, except with --bank B --prompt auto.\n"
     "Exit status: 0 ok; 2 bad arguments or a prompt outside the image; 1 unreadable image,\n"
     "bad weights file or other failure.\n";
 
@@ -133,7 +137,7 @@ static int fail(int code, const err_t *e)
 int cmd_segment(int argc, char **argv)
 {
     const char *image = NULL, *model = NULL, *out = NULL, *overlay = NULL, *dump = NULL,
-               *mask_in = NULL;
+               *mask_in = NULL, *bank = NULL, *domain = NULL, *pmode = NULL;
     float points[3 * SAM_MAX_POINTS], box[4];
     int npts = 0, has_box = 0, multimask = 0, threads = 0;
     for (int i = 1; i < argc; i++) {
@@ -149,7 +153,8 @@ int cmd_segment(int argc, char **argv)
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         int known = !strcmp(a, "--image") || !strcmp(a, "--model") || !strcmp(a, "--point") ||
                     !strcmp(a, "--box") || !strcmp(a, "--out") || !strcmp(a, "--overlay") ||
-                    !strcmp(a, "--dump") || !strcmp(a, "--threads") || !strcmp(a, "--mask-in");
+                    !strcmp(a, "--dump") || !strcmp(a, "--threads") || !strcmp(a, "--mask-in") ||
+                    !strcmp(a, "--bank") || !strcmp(a, "--domain") || !strcmp(a, "--prompt");
         if (!known) {
             fprintf(stderr, "moda segment: unknown argument '%s' (see --help)\n", a);
             return 2;
@@ -165,6 +170,9 @@ int cmd_segment(int argc, char **argv)
         else if (!strcmp(a, "--overlay")) overlay = v;
         else if (!strcmp(a, "--dump")) dump = v;
         else if (!strcmp(a, "--mask-in")) mask_in = v;
+        else if (!strcmp(a, "--bank")) bank = v;
+        else if (!strcmp(a, "--domain")) domain = v;
+        else if (!strcmp(a, "--prompt")) pmode = v;
         else if (!strcmp(a, "--threads")) {
             char *end;
             long t = strtol(v, &end, 10);
@@ -198,7 +206,13 @@ int cmd_segment(int argc, char **argv)
         fprintf(stderr, "moda segment: %s is required (see --help)\n", !image ? "--image" : "--out");
         return 2;
     }
-    if (!npts && !has_box) {
+    int auto_mode = pmode != NULL;
+    if ((pmode && (strcmp(pmode, "auto") || npts || has_box)) || ((pmode || domain) && !bank)) {
+        fprintf(stderr, "moda segment: --prompt auto and --domain need --bank, and --prompt auto "
+                        "takes no --point/--box\n");
+        return 2;
+    }
+    if (!npts && !has_box && !auto_mode) {
         fprintf(stderr, "moda segment: no prompt: give --point X,Y,LABEL and/or --box X0,Y0,X1,Y1 "
                         "(automatic mode is not available yet)\n");
         return 2;
@@ -234,7 +248,7 @@ int cmd_segment(int argc, char **argv)
         return fail(e.code, &e);
     }
     sam_point_t dpts[SAM_MAX_POINTS + 2];
-    int ndp = sam_prompt_points(&info, &prompt, dpts, &e);
+    int ndp = auto_mode ? 0 : sam_prompt_points(&info, &prompt, dpts, &e);
     if (ndp < 0) {
         image_destroy(&img);
         return fail(ndp, &e);
@@ -267,9 +281,30 @@ int cmd_segment(int argc, char **argv)
         goto done;
     }
     double t0 = now_ms();
-    rc = sam_encode(sam, img, &emb, x, 0, &e);
+    rc = sam_encode(sam, img, &emb, x, bank != NULL, &e);
     double t1 = now_ms();
     if (rc) goto done;
+    if (bank) { /* MoDA adapter (tools/moda/seg_bank.c) */
+        uint8_t *bm = malloc((size_t)img->w * img->h);
+        char chosen[80];
+        float prob;
+        rc = bm ? seg_bank_predict(sam, &emb, auto_mode ? NULL : &prompt, bank, domain, bm, chosen,
+                                   sizeof chosen, &prob, &e)
+                : err_set(&e, ERR_NOMEM, "out of memory");
+        if (!rc) rc = save_mask(bm, img->w, img->h, out, &e);
+        static const uint8_t bcolor[3] = {40, 230, 90};
+        if (!rc && overlay && !(ov = image_overlay(img, bm, bcolor, 0.5f, &e))) rc = e.code;
+        if (!rc && overlay) rc = image_save_png(ov, overlay, &e);
+        if (!rc) {
+            long long fg = 0;
+            for (size_t i = 0; i < (size_t)img->w * img->h; i++) fg += bm[i] != 0;
+            printf("mask: %s (%dx%d, %lld foreground px, domain %s, %s)\n", out, img->w, img->h,
+                   fg, chosen, prob < 0 ? "forced by --domain" : "selector");
+            if (prob >= 0) printf("selector probability %.3f\n", prob);
+        }
+        free(bm);
+        goto done;
+    }
     rc = sam_predict(sam, &emb, &prompt, &res, &e);
     double t2 = now_ms();
     if (rc) goto done;

@@ -1,7 +1,7 @@
 /* moda train-domain — learn (or relearn) one domain's adapter and write the new bank.
  *
  *   moda train-domain [--bank IN] --out OUT --domain NAME --data DOMAIN_DIR [--epochs N]
- *                     [--seed S] [--model M] [--threads T] [--max-train N] [--replay K]
+ *                     [--lr X] [--seed S] [--model M] [--threads T] [--max-train N] [--replay K]
  *                     [--no-eval] [--quiet]
  *
  * Reads IN (absent or missing file: a new bank for the model), trains the adapter of NAME on
@@ -27,7 +27,7 @@
 
 static const char *HELP =
     "usage: moda train-domain [--bank IN] --out OUT --domain NAME --data DOMAIN_DIR\n"
-    "                         [--epochs N] [--seed S] [--model M] [--threads T]\n"
+    "                         [--epochs N] [--lr X] [--seed S] [--model M] [--threads T]\n"
     "                         [--max-train N] [--replay K] [--no-eval] [--quiet]\n\n"
     "Train the MoDA adapter of one domain and write the updated adapter bank.\n\n"
     "  --bank IN        existing bank (may be omitted or not exist yet for the first domain)\n"
@@ -35,6 +35,7 @@ static const char *HELP =
     "  --domain NAME    domain name, [a-z0-9_-]{1,64}; an existing domain is retrained\n"
     "  --data DIR       <DIR>/images, <DIR>/masks (0/255 PNG), <DIR>/split.txt\n"
     "  --epochs N       training epochs (default 24; lr x0.1 from epoch floor(2N/3))\n"
+    "  --lr X           Adam learning rate (default 1e-3, the paper's)\n"
     "  --seed S         RNG seed (default 0); same seed + same --threads = same bank\n"
     "  --model M        SAM weights (default: $MODA_MODEL, else .deps/models/mobile_sam.safetensors)\n"
     "  --threads T      CPU threads (default: all cores)\n"
@@ -124,6 +125,7 @@ int cmd_train(int argc, char **argv)
     const char *in = NULL, *out = NULL, *name = NULL, *data = NULL, *model = NULL;
     long epochs = 24, seed = 0, threads = 0, max_train = 0, replay = ABANK_DEFAULT_REPLAY;
     int no_eval = 0, quiet = 0;
+    double lr = 1e-3;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -144,7 +146,14 @@ int cmd_train(int argc, char **argv)
         else if (!strcmp(a, "--domain")) name = v;
         else if (!strcmp(a, "--data")) data = v;
         else if (!strcmp(a, "--model")) model = v;
-        else if (!strcmp(a, "--epochs")) { if (parse_int(a, v, 1, 10000, &epochs)) return 2; }
+        else if (!strcmp(a, "--lr")) {
+            char *end;
+            lr = strtod(v, &end);
+            if (*end || !(lr > 0 && lr < 1)) {
+                fprintf(stderr, "moda train-domain: --lr '%s': need a number in (0, 1)\n", v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--epochs")) { if (parse_int(a, v, 1, 10000, &epochs)) return 2; }
         else if (!strcmp(a, "--seed")) { if (parse_int(a, v, 0, 2147483647L, &seed)) return 2; }
         else if (!strcmp(a, "--threads")) { if (parse_int(a, v, 1, 1024, &threads)) return 2; }
         else if (!strcmp(a, "--max-train")) { if (parse_int(a, v, 1, 1000000, &max_train)) return 2; }
@@ -206,6 +215,7 @@ int cmd_train(int argc, char **argv)
     train_cfg_default(&cfg);
     cfg.epochs = (int)epochs;
     cfg.seed = (uint64_t)seed;
+    cfg.lr = (float)lr;
     if (!quiet) cfg.progress = progress;
     train_stats_t ts;
     if (!quiet) {
@@ -221,6 +231,8 @@ int cmd_train(int argc, char **argv)
     MET("train_samples", (double)tr->n);
     MET("train_loss_first", ts.first_loss);
     MET("train_loss_last", ts.last_loss);
+    MET("box_loss_before", ts.fixed_before);
+    MET("box_loss_after", ts.fixed_after);
     MET("train_seconds", ts.seconds);
     MET("step_ms", ts.step_ms);
     if (!no_eval) {
@@ -258,9 +270,9 @@ int cmd_train(int argc, char **argv)
     if ((rc = abank_put_domain(bank, name, &ad, rp, k, mets, nm, NULL, &e))) goto fail;
     /* the selector is retrained by the selector module when it is built (docs/moda.md) */
     if ((rc = abank_save(bank, out, &e))) goto fail;
-    printf("wrote %s: %d domain(s); '%s' trained in %.0f s (loss %.4f -> %.4f, %.0f ms/step), "
-           "total %.0f s\n", out, bank->n_domains, name, ts.seconds, ts.first_loss, ts.last_loss,
-           ts.step_ms, now_s() - t_start);
+    printf("wrote %s: %d domain(s); '%s' trained in %.0f s (box-prompt loss on the train set "
+           "%.4f -> %.4f, %.0f ms/step), total %.0f s\n", out, bank->n_domains, name, ts.seconds,
+           ts.fixed_before, ts.fixed_after, ts.step_ms, now_s() - t_start);
     goto done;
 fail:
     if (!rc) rc = e.code ? e.code : ERR_INVALID;

@@ -4,6 +4,11 @@
 #ifndef MODA_CMDS_H
 #define MODA_CMDS_H
 
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sam.h"
+
 typedef struct moda_cmd {
     const char *name;
     const char *summary;
@@ -19,5 +24,12 @@ int cmd_label(int argc, char **argv);
 int cmd_registry(int argc, char **argv);
 int cmd_segment(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+
+/* seg_bank.c: segment with a bank's adapter (`moda segment --bank`). p NULL = no prompt.
+ * domain NULL: the only domain (or the selector). mask: h·w bytes 0/255 (caller-allocated);
+ * chosen receives the domain name, *prob the selector probability (-1 when forced). */
+int seg_bank_predict(sam_t *sam, const sam_embedding_t *emb, const sam_prompt_t *p,
+                     const char *bank_path, const char *domain, uint8_t *mask, char *chosen,
+                     size_t chosen_n, float *prob, err_t *err);
 
 #endif
