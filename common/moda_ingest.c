@@ -228,6 +228,13 @@ moda_ingest_t *moda_ingest_connect(const char *endpoint, const char *camera_id,
     so.reconnect_ivl_ms = o.reconnect_ivl_ms;
     so.reconnect_ivl_max_ms = o.reconnect_ivl_max_ms;
     c->sock = msg_socket_new(c->ctx, ZMQ_PUSH, &so, err);
+    /* queue only to completed connections: with no infer there, frames wait (and the oldest
+     * drop) in our ring instead of in a pipe to a peer that may never come */
+    int one = 1;
+    if (c->sock && zmq_setsockopt(c->sock, ZMQ_IMMEDIATE, &one, sizeof one)) {
+        err_set(err, ERR_MSG, "camera '%s': ZMQ_IMMEDIATE: %s", camera_id, zmq_strerror(errno));
+        msg_socket_close(&c->sock);
+    }
     if (c->sock && msg_connect(c->sock, endpoint, err)) msg_socket_close(&c->sock);
     int ok = c->sock != NULL;
     pthread_condattr_t ca;
