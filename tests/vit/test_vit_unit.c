@@ -25,7 +25,8 @@ static int fails;
         }                                                                                  \
     } while (0)
 
-#define C 64
+/* embed dim and head dim of the synthetic model (64/64 = one head; 160/80 = ViT-H-like) */
+static int C = 64, HD = 64;
 static unsigned rng = 12345;
 static float urand(void)
 {
@@ -66,8 +67,8 @@ static wts_t *make(const char *skip, int relh_rows, int qkv_rows)
         BLK("attn.qkv.bias", 0.1f, 0, 1, 3 * C, 0, 0, 0);
         BLK("attn.proj.weight", 0.2f, 0, 2, C, C, 0, 0);
         BLK("attn.proj.bias", 0.1f, 0, 1, C, 0, 0, 0);
-        BLK("attn.rel_pos_h", 0.5f, 0, 2, T, 64, 0, 0);
-        BLK("attn.rel_pos_w", 0.5f, 0, 2, 2 * S - 1, 64, 0, 0);
+        BLK("attn.rel_pos_h", 0.5f, 0, 2, T, HD, 0, 0);
+        BLK("attn.rel_pos_w", 0.5f, 0, 2, 2 * S - 1, HD, 0, 0);
         BLK("norm2.weight", 0, 1.0f, 1, C, 0, 0, 0);
         BLK("norm2.bias", 0.1f, 0, 1, C, 0, 0, 0);
         BLK("mlp.lin1.weight", 0.2f, 0, 2, 4 * C, C, 0, 0);
@@ -172,6 +173,27 @@ int main(void)
     expect_refused("qkv shape", make(NULL, 0, 3 * C + 1), "attn.qkv.weight");
     expect_refused("no patch embedding", make("image_encoder.patch_embed.proj.weight", 0, 0), "patch_embed");
     expect_refused("no neck", make("image_encoder.neck.2.weight", 0, 0), "neck.2.weight");
+
+    /* head dim comes from the rel-pos tables: C 160 with 80-wide tables = 2 heads (as
+     * ViT-H: 1280 / 80 = 16 heads, not 1280 / 64) */
+    C = 160;
+    HD = 80;
+    w = make(NULL, 0, 0);
+    v = w ? vit_new(w, &e) : NULL;
+    if (!v) { fprintf(stderr, "FAIL vit_new (C 160): %s\n", e.msg); fails++; }
+    else {
+        vit_get_info(v, &inf);
+        printf("C 160, 80-wide tables: %d heads of %d\n", inf.heads, inf.head_dim);
+        EXPECT(inf.heads == 2 && inf.head_dim == 80);
+        EXPECT(vit_forward(v, img, emb1, NULL, &e) == 0);
+        int ok = 1;
+        for (size_t i = 0; i < nemb; i++) ok &= isfinite(emb1[i]) != 0;
+        EXPECT(ok);
+    }
+    vit_destroy(&v);
+    wts_destroy(&w);
+    HD = 48; /* does not divide 160 */
+    expect_refused("head dim not dividing C", make(NULL, 0, 0), "does not divide");
     free(img); free(emb1); free(emb2); free(early);
     if (fails) { fprintf(stderr, "%d failures\n", fails); return 1; }
     printf("test_vit_unit: ok\n");
