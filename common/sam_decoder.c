@@ -799,7 +799,7 @@ int samdec_forward_ex(samdec_t *d, const float *emb, const sam_point_t *pts, int
                     d->big + (size_t)h * NP, HEADS * NP);
         memcpy(keys, d->c_keys, sizeof(float) * NP * C);
         i2t_finish(d, a, d->big, keys, nt);
-        kn_layernorm_fwd(keys, NULL, NULL, keys, L->n4.w, L->n4.b, NP, C, LN_EPS);
+        kn_layernorm_add_fast_fwd(keys, kp, d->pe, keys, L->n4.w, L->n4.b, NP, C, LN_EPS);
         first = 1;
     } else {
         /* src = emb + dense(mask), token-major */
@@ -823,7 +823,7 @@ int samdec_forward_ex(samdec_t *d, const float *emb, const sam_point_t *pts, int
             if (tr) rec_self(tr, l, d, nt, tr->L[l].x_in, Q + (size_t)nt * C);
             tok_layernorm(Q, Q, &L->n1, nq);
         }
-        kn_add(kp, keys, d->pe, (size_t)NP * C);
+        if (l == 0 && first == 0) kn_add(kp, keys, d->pe, (size_t)NP * C); /* else: by LN4 */
         add_rows(d->tmp2, Q, T0, nq);
         t2i(d, &L->t2i, d->tmp2, kp, keys, d->tmp, nq);
         if (tr) rec_attn(&tr->L[l].ca, d, nq, nt, kp, keys);
@@ -840,12 +840,12 @@ int samdec_forward_ex(samdec_t *d, const float *emb, const sam_point_t *pts, int
         tok_layernorm(Q, Q, &L->n3, nq);
         add_rows(d->tmp2, Q, T0, nt);
         i2t(d, &L->i2t, kp, d->tmp2, Q, keys, nt);
-        kn_layernorm_fwd(keys, NULL, NULL, keys, L->n4.w, L->n4.b, NP, C, LN_EPS);
+        /* norm4, and kp = keys + pe for the next attention in the same pass */
+        kn_layernorm_add_fast_fwd(keys, kp, d->pe, keys, L->n4.w, L->n4.b, NP, C, LN_EPS);
     }
     /* final tokens→image attention: only the iou and mask tokens (rows 0..4) are read
      * afterwards, and attention rows are independent, so the prompt rows are skipped */
     const int nout = 1 + SAM_NMASK;
-    kn_add(kp, keys, d->pe, (size_t)NP * C);
     add_rows(d->tmp2, Q, T0, nout);
     if (H) /* the hq row goes to row nout of the final attention */
         add_rows(d->tmp2 + (size_t)nout * C, Q + (size_t)nt * C, T0 + (size_t)nt * C, 1);

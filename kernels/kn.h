@@ -210,7 +210,7 @@ void kn_adam_step(float *p, const float *g, float *m, float *v, size_t n, float 
                   float beta1, float beta2, float eps, float weight_decay, int step);
 
 /* ---- decoder ops (SAM mask decoder; kernels/cpu/transpose.c, gelu_fast.c, softmax_fast.c,
- *      layernorm_gelu_fast.c, gelu_linear.c) */
+ *      layernorm_gelu_fast.c, gelu_linear.c, layernorm_add_fast.c) */
 /* y[cols, rows] = x[rows, cols]ᵀ. Bit-exact data movement. No aliasing. */
 void kn_transpose(float *y, const float *x, int rows, int cols);
 /* GELU, erf form like kn_gelu_fwd, with a vectorisable erf: absolute error
@@ -232,6 +232,10 @@ void kn_layernorm_gelu_fast_fwd(float *y, const float *x, const float *w, const 
  * No aliasing. */
 void kn_gelu_linear_fwd(float *y, const float *x, const float *b, const float *W, int G, int K,
                         int N, int O);
+/* Row LayerNorm y[N,C] = (x - mean) * rstd * w + b (float accumulation) and, when y2 is not
+ * NULL, y2 = y + a[N,C] in the same pass. In place allowed for y == x; y2 aliases nothing. */
+void kn_layernorm_add_fast_fwd(float *y, float *y2, const float *a, const float *x,
+                               const float *w, const float *b, int N, int C, float eps);
 
 /* ---- TinyViT / encoder ops (kernels/cpu/gemm_pk.c, dwconv.c, winattn.c) -------------
  * Inference-only fast paths for the image encoders. Maps are channel-last ([H, W, C] =

@@ -1,7 +1,8 @@
 /* test_dec_ops.c — unit tests of the decoder ops against double-precision references:
  * kn_gelu_fast_fwd (dense sweep over [-30, 30], special values, in place), the two fast
  * softmaxes (random and extreme logits, short and long rows, in place), the fused
- * LayerNorm+GELU and GELU+linear ops (odd sizes that leave partial blocks), and kn_transpose
+ * LayerNorm+GELU, LayerNorm+add and GELU+linear ops (odd sizes that leave partial blocks),
+ * and kn_transpose
  * against plain loops on awkward shapes. Exit 1 on any failure. */
 #include <math.h>
 #include <stdint.h>
@@ -153,6 +154,39 @@ static void test_layernorm_gelu(void)
     free(x), free(y);
 }
 
+static void test_layernorm_add(void)
+{
+    int N = 4099, Cc = 256; /* N leaves a partial item */
+    size_t n = (size_t)N * Cc;
+    float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n);
+    float *y2 = malloc(sizeof(float) * n), *a = malloc(sizeof(float) * n);
+    float *w = malloc(sizeof(float) * Cc), *b = malloc(sizeof(float) * Cc);
+    for (int c = 0; c < Cc; c++) w[c] = 1.0f + 0.5f * urand(), b[c] = 0.3f * urand();
+    for (size_t i = 0; i < n; i++) x[i] = 2.0f * urand() + (float)(i / Cc % 3), a[i] = urand();
+    kn_layernorm_add_fast_fwd(y, y2, a, x, w, b, N, Cc, 1e-5f);
+    double worst = 0, worst2 = 0;
+    for (int r = 0; r < N; r++) {
+        double m = 0, v = 0;
+        for (int c = 0; c < Cc; c++) m += x[(size_t)r * Cc + c];
+        m /= Cc;
+        for (int c = 0; c < Cc; c++) v += (x[(size_t)r * Cc + c] - m) * (x[(size_t)r * Cc + c] - m);
+        double rs = 1.0 / sqrt(v / Cc + 1e-5);
+        for (int c = 0; c < Cc; c++) {
+            size_t k = (size_t)r * Cc + c;
+            double ref = (x[k] - m) * rs * w[c] + b[c];
+            worst = fmax(worst, fabs(ref - y[k]));
+            worst2 = fmax(worst2, fabs((double)y[k] + a[k] - y2[k]));
+        }
+    }
+    EXPECT(worst <= 5e-6, "layernorm_add: max abs error %.3g", worst);
+    EXPECT(worst2 <= 1e-6, "layernorm_add: y2 != y + a (%.3g)", worst2);
+    kn_layernorm_add_fast_fwd(x, NULL, NULL, x, w, b, N, Cc, 1e-5f); /* in place, no y2 */
+    size_t diff = 0;
+    for (size_t i = 0; i < n; i++) diff += x[i] != y[i];
+    EXPECT(diff == 0, "layernorm_add in place differs in %zu elements", diff);
+    free(x), free(y), free(y2), free(a), free(w), free(b);
+}
+
 static void test_gelu_linear(void)
 {
     int G = 3, K = 32, N = 1537, O = 4; /* N leaves a partial block */
@@ -205,6 +239,7 @@ int main(void)
     test_softmax();
     test_layernorm_gelu();
     test_gelu_linear();
+    test_layernorm_add();
     test_transpose();
     if (fails) fprintf(stderr, "%d failure(s)\n", fails);
     else printf("all decoder op tests passed\n");
