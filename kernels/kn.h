@@ -245,7 +245,9 @@ void kn_layernorm_add_fast_fwd(float *y, float *y2, const float *a, const float 
  * threads (kernels/cpu/pool.c); tid in [0, that count) indexes per-thread scratch, the
  * caller is tid 0. Items are claimed dynamically and the caller never waits for a worker
  * that has not started (robust on a machine shared with other busy processes). Calls made
- * from inside fn run serially on that thread. Returns when every item is done. */
+ * from inside fn run serially on that thread; calls from inside an OpenMP parallel region
+ * run serially with tid = omp_get_thread_num() (must then be < max_threads when tid
+ * indexes scratch). Returns when every item is done. */
 #define KN_POOL_ANY 64
 void kn_parallel_for(int n, int max_threads, void (*fn)(void *ctx, int i, int tid), void *ctx);
 

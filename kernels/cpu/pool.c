@@ -10,10 +10,13 @@
  * Invariants: one job at a time (calls from different threads are serialised by a
  * mutex); a job struct lives on the caller's stack and is unpublished, then waited for
  * (refs == 0), before the call returns; calls made from inside an item run serially on
- * that thread with its tid. Workers are created lazily and live for the process.
+ * that thread with its tid; calls made from inside an OpenMP parallel region run serially
+ * on the calling thread with tid = omp_get_thread_num() (what a nested OpenMP region
+ * would do). Workers are created lazily and live for the process.
  */
 #include "kn.h"
 
+#include <omp.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <sched.h>
@@ -74,6 +77,10 @@ void kn_parallel_for(int n, int max_threads, void (*fn)(void *ctx, int i, int ti
     int T = kn_get_threads();
     if (max_threads < T) T = max_threads;
     if (T > MAXW + 1) T = MAXW + 1;
+    if (omp_in_parallel()) { /* inside someone's OpenMP team: serial, like a nested region */
+        for (int i = 0; i < n; i++) fn(ctx, i, omp_get_thread_num());
+        return;
+    }
     if (tl_inside || T <= 1 || n == 1) {
         for (int i = 0; i < n; i++) fn(ctx, i, tl_tid);
         return;
