@@ -24,8 +24,11 @@
  * Linear over token-major rows (weights re-laid out once), fused LayerNorm2d+GELU over the
  * 64 channels of each output pixel, convT2 as a channel-major GEMM, then GELU and the
  * hypernetwork product fused (kn_gelu_linear_fwd), scattered to the 256×256 grid.
- * Measured: ~30 ms CPU per prompt on one core of the shared dev machine (ORT ~40–55 ms);
- * ~40 MB of activations and caches per samdec_t.
+ * Image-side element-wise work runs in decoder ops on the kn_parallel_for pool and the
+ * token side on the calling thread, so a prompt has few OpenMP fork/joins (each cost a
+ * scheduler round on the busy dev machine). Measured: ~27 ms CPU per prompt on one core of
+ * the shared dev machine (onnxruntime 1 thread: 100–280 ms in the same runs); ~40 MB of
+ * activations and caches per samdec_t.
  *
  * MoDA hq token (samdec_forward_ex, sam_parts.h): one extra query row appended after the
  * prompt tokens (row nt of the token-side buffers). It is a query in both token
