@@ -30,6 +30,7 @@ static const cfg_key_t base_keys[] = {
 #define NBASE ((int)(sizeof base_keys / sizeof base_keys[0]))
 static const char *cam_keys[] = {"source", "fps", "queue_len"};
 #define NCAMKEYS 3
+#define SOURCE_HELP "source of camera "
 
 static int id_ok(const char *id, size_t n)
 {
@@ -51,7 +52,10 @@ static const char *config_path(int argc, char **argv)
 void ingest_schema_free(cfg_key_t **schema)
 {
     if (!schema || !*schema) return;
-    for (cfg_key_t *k = *schema + NBASE; k->name; k++) free((char *)k->name);
+    for (cfg_key_t *k = *schema + NBASE; k->name; k++) {
+        if (k->help && !strncmp(k->help, SOURCE_HELP, strlen(SOURCE_HELP))) free((char *)k->help);
+        free((char *)k->name);
+    }
     free(*schema);
     *schema = NULL;
 }
@@ -96,17 +100,25 @@ cfg_key_t *ingest_schema(int argc, char **argv, err_t *err)
     memcpy(k, base_keys, sizeof base_keys);
     int j = NBASE;
     for (int i = 0; i < n; i++) {
+        /* cfg matches '-' in a key as '_', so a declared name must not contain '-': the key is
+         * declared with '_' and the source row's help text carries the real id */
+        char under[INGEST_ID_MAX + 1];
+        snprintf(under, sizeof under, "%s", ids[i]);
+        for (char *u = under; *u; u++)
+            if (*u == '-') *u = '_';
         for (int q = 0; q < NCAMKEYS; q++) {
             char name[128];
-            snprintf(name, sizeof name, "camera.%s.%s", ids[i], cam_keys[q]);
+            snprintf(name, sizeof name, "camera.%s.%s", under, cam_keys[q]);
             cfg_key_t *r = &k[j];
-            if (!(r->name = strdup(name))) {
+            char help[96];
+            snprintf(help, sizeof help, "%s%s", SOURCE_HELP, ids[i]);
+            if (!(r->name = strdup(name)) || (q == 0 && !(r->help = strdup(help)))) {
                 ingest_schema_free(&k);
                 err_set(err, ERR_NOMEM, "config schema");
                 return NULL;
             }
             j++;
-            if (q == 0) *r = (cfg_key_t){r->name, CFG_STRING, NULL, 0, 1000, "this camera's source"};
+            if (q == 0) *r = (cfg_key_t){r->name, CFG_STRING, NULL, 0, 1000, r->help};
             if (q == 1)
                 *r = (cfg_key_t){r->name, CFG_DOUBLE, "-1", -1, 1000, "fps (-1 = the top-level fps)"};
             if (q == 2)
@@ -162,13 +174,10 @@ int ingest_cfg_load(ingest_cfg_t *c, const cfg_t *cfg, const cfg_key_t *schema, 
     }
     /* the [camera.ID] sections: rows NBASE.. of the schema, NCAMKEYS per camera */
     for (const cfg_key_t *k = schema + NBASE; k->name; k += NCAMKEYS) {
-        char cid[INGEST_ID_MAX + 1], key[128];
-        const char *a = k->name + 7, *b = strrchr(k->name, '.'); /* "camera." ID ".source" */
-        snprintf(cid, sizeof cid, "%.*s", (int)(b - a), a);
-        snprintf(key, sizeof key, "camera.%s.fps", cid);
-        double cf = cfg_double(cfg, key);
-        snprintf(key, sizeof key, "camera.%s.queue_len", cid);
-        int cq = (int)cfg_int(cfg, key);
+        char cid[INGEST_ID_MAX + 1];
+        snprintf(cid, sizeof cid, "%s", k->help + strlen(SOURCE_HELP));
+        double cf = cfg_double(cfg, k[1].name);
+        int cq = (int)cfg_int(cfg, k[2].name);
         int rc = add_cam(c, cfg, cid, k->name, cf < 0 ? fps : cf, cq ? cq : ql, err);
         if (rc) return rc;
     }
