@@ -194,7 +194,7 @@ ingest_t *ingest_new(svc_t *svc, const ingest_cfg_t *cfg, err_t *err)
         moda_ingest_opts_default(&o);
         o.queue_len = c->cfg.queue_len;
         o.sndhwm = cfg->sndhwm;
-        o.linger_ms = cfg->linger_ms;
+        o.linger_ms = 0; /* ingest_destroy drains all cameras together, for drain_ms */
         o.zmq_ctx = svc_ctx(svc);
         if (!(c->sdk = moda_ingest_connect(cfg->connect, c->cfg.id, &o, err))) break;
         g->ncams++;
@@ -227,6 +227,11 @@ void ingest_destroy(ingest_t **ing)
     pthread_mutex_unlock(&g->mu);
     for (int i = 0; i < g->ncams; i++)
         if (g->cams[i].started) pthread_join(g->cams[i].thread, NULL);
+    int64_t until = mono_ns() + (int64_t)g->cfg.linger_ms * 1000000;
+    for (int i = 0; i < g->ncams; i++) {
+        int64_t left_ms = (until - mono_ns()) / 1000000;
+        if (g->cams[i].sdk) moda_ingest_flush(g->cams[i].sdk, left_ms > 0 ? (int)left_ms : 0, NULL);
+    }
     for (int i = 0; i < g->ncams; i++) {
         cam_t *c = &g->cams[i];
         moda_ingest_stats_t st;

@@ -385,6 +385,7 @@ static void test_streams(void)
     FILE *f = fopen(conf, "w");
     if (f) {
         fprintf(f, "backoff_ms = 100\nbackoff_max_ms = 200\nstall_ms = 300\nfps = 0\nqueue_len = 1024\n"
+                   "drain_ms = 200\n"
                    "[camera.net]\nsource = http://127.0.0.1:%d/gray.mkv\n"
                    "[camera.stuck]\nsource = http://127.0.0.1:%d/live\n", port, stall_port);
         fclose(f);
