@@ -1,20 +1,26 @@
-/* moda-infer — segments frames with SAM + the active adapter bank, publishes Results.
+/* moda-infer — segments frames with SAM + the active adapter bank, publishes Results,
+ * sends hard cases to moda-label, follows the registry's bank alias (docs/infer.md).
  *
- * Thin for now: parses its configuration, binds the control socket and runs the service loop
- * answering Health until SIGTERM/SIGINT (exit 0). Service logic registers its sockets with
- * svc_add_socket between svc_new and svc_run.
+ *   moda-infer [--frames EP] [--results EP] [--model FILE] [--registry EP --registry-pub EP]
+ *              [--label EP] [--config FILE]
+ *
+ * Thin: configuration, then the service loop with infer.c's sockets until SIGTERM/SIGINT
+ * (exit 0).
  */
 #include <stdio.h>
 
 #include "cfg.h"
+#include "infer.h"
 #include "log.h"
 #include "svc.h"
 
 static const char summary[] =
-    "segments frames with SAM + the active adapter bank, publishes Results.";
+    "Segments frames with SAM + the active adapter bank and publishes Results;\n"
+    "hard cases go to moda-label; the bank follows the registry alias (hot swap).";
 
 static const cfg_key_t keys[] = {
     SVC_CFG_KEYS("ipc:///tmp/moda-infer.sock"),
+    INFER_CFG_KEYS,
     CFG_END,
 };
 
@@ -32,10 +38,13 @@ int main(int argc, char **argv)
     }
     svc_opts_t opts;
     svc_t *svc = NULL;
+    infer_t *inf = NULL;
     if (!rc) rc = svc_opts_from_cfg(&opts, "infer", cfg, &err);
     if (!rc && !(svc = svc_new(&opts, &err))) rc = err.code;
+    if (!rc && !(inf = infer_new(svc, cfg, &err))) rc = err.code;
     if (!rc) rc = svc_run(svc, &err);
     if (rc) log_error("event=exit code=%d msg=\"%s\"", rc, err.msg);
+    infer_destroy(&inf);
     svc_destroy(&svc);
     cfg_destroy(&cfg);
     return err_exit_status(rc);

@@ -1,0 +1,294 @@
+/* workers.c — moda-infer's worker pool: a bounded drop-oldest job queue, n threads each with
+ * its own sam_t (a sam_t is used by one thread at a time, sam.h), auto-mode segmentation.
+ *
+ * Segmentation of one frame (segment_auto):
+ *   bank loaded:  encoder (+ early feature) -> domain choice -> that domain's adapter on the
+ *                 frozen decoder with only SAM's padding point (the promptless mode the
+ *                 adapters are trained for, seg_bank.c) -> logits -> mask.
+ *                 Domain choice is the one function pick_domain(): until the MoDA selector
+ *                 is in the engine, a one-domain bank uses it with probability 1 and a bank
+ *                 with several domains uses the first with probability 1/n (so it is reported
+ *                 as UNKNOWN_DOMAIN when the threshold is above that).
+ *   no bank:      zero-shot SAM with a box prompt over the whole image (inset 2%): the best
+ *                 predicted-IoU mask; domain "", selector probability 0.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "adapter.h"
+#include "adapter_bank.h"
+#include "infer.h"
+#include "log.h"
+#include "msg.h"
+#include "postprocess.h"
+#include "rle.h"
+#include "sam.h"
+#include "wts.h"
+
+typedef struct worker {
+    pool_t *pool;
+    int id;
+    pthread_t th;
+    int started;
+    sam_t *sam;
+    samdec_t *dec;    /* for adapters, created on first use */
+    adp_work_t *work; /* idem */
+    void *done;       /* inproc PUSH (this thread only) */
+} worker_t;
+
+struct pool {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stop;
+    job_t *head, *tail;
+    int depth, cap;
+    job_t *done_head, *done_tail;
+    int n;
+    worker_t *w;
+    swap_t *banks;
+    char base_hash[65];
+    int early_c;
+};
+
+void job_free(job_t *j)
+{
+    if (!j) return;
+    free(j->raw);
+    image_destroy(&j->img);
+    free(j->rle);
+    free(j);
+}
+
+/* Domain choice from the bank; the one place the MoDA selector plugs in. */
+static const abank_domain_t *pick_domain(const abank_t *b, const sam_embedding_t *emb, float *prob)
+{
+    (void)emb; /* the selector will read the embedding/early feature */
+    if (b->n_domains < 1) return NULL;
+    *prob = 1.0f / (float)b->n_domains;
+    return &b->domains[0];
+}
+
+static float stability_of(const float *logits, size_t n)
+{
+    size_t hi = 0, lo = 0;
+    for (size_t i = 0; i < n; i++) {
+        hi += logits[i] > 1.0f;
+        lo += logits[i] > -1.0f;
+    }
+    return lo ? (float)hi / (float)lo : 1.0f;
+}
+
+static int segment_bank(worker_t *w, job_t *j, const abank_t *b, const sam_embedding_t *emb,
+                        uint8_t *mask, err_t *err)
+{
+    float prob = 0;
+    const abank_domain_t *d = pick_domain(b, emb, &prob);
+    if (!d) return err_set(err, ERR_STATE, "bank has no domain");
+    if (!w->dec && !(w->dec = samdec_new(sam_weights(w->sam), err))) return err->code;
+    if (!w->work && !(w->work = adp_work_new(d->adapter->early_c, err))) return err->code;
+    size_t hw = (size_t)emb->info.h * emb->info.w;
+    float *logits = malloc(sizeof(float) * SAM_LOWRES * SAM_LOWRES);
+    float *full = malloc(sizeof(float) * hw);
+    int rc = (!logits || !full) ? err_set(err, ERR_NOMEM, "out of memory") : 0;
+    float iou[SAM_NMASK] = {0};
+    sam_point_t pad = {0, 0, -1.0f};
+    if (!rc)
+        rc = adapter_forward(d->adapter, w->dec, w->work, emb->emb, emb->early, &pad, 1, NULL,
+                             logits, NULL, iou, 0, err);
+    if (!rc)
+        rc = post_upscale(logits, SAM_LOWRES, emb->info.new_h, emb->info.new_w, emb->info.h,
+                          emb->info.w, full, err);
+    if (!rc) {
+        post_threshold(full, (long long)hw, 0.0f, mask);
+        j->stability = stability_of(full, hw);
+        j->iou = iou[0];
+        j->prob = prob;
+        snprintf(j->domain, sizeof j->domain, "%s", d->name);
+    }
+    free(logits);
+    free(full);
+    return rc;
+}
+
+static int segment_zero_shot(worker_t *w, job_t *j, const sam_embedding_t *emb, uint8_t *mask,
+                             err_t *err)
+{
+    const image_t *im = j->img;
+    float mx = 0.02f * (float)im->w, my = 0.02f * (float)im->h;
+    sam_prompt_t p = {.has_box = 1, .box = {mx, my, (float)im->w - mx, (float)im->h - my}};
+    sam_result_t r = {0};
+    int rc = sam_predict(w->sam, emb, &p, &r, err);
+    if (!rc) {
+        memcpy(mask, r.mask + (size_t)r.best * r.h * r.w, (size_t)r.h * r.w);
+        j->iou = r.iou[r.best];
+        j->stability = r.stability[r.best];
+        j->prob = 0;
+        j->domain[0] = 0;
+    }
+    sam_result_free(&r);
+    return rc;
+}
+
+static void process(worker_t *w, job_t *j)
+{
+    err_t err = {0};
+    swap_ref_t *ref = swap_acquire(w->pool->banks); /* this frame's bank, whatever swaps */
+    const abank_t *bank = ref ? ref->obj : NULL;
+    j->bank_version = ref ? ref->version : 0;
+    sam_embedding_t emb = {0};
+    uint8_t *mask = malloc((size_t)j->img->w * j->img->h);
+    int rc = mask ? sam_encode(w->sam, j->img, &emb, NULL, bank != NULL, &err)
+                  : err_set(&err, ERR_NOMEM, "out of memory");
+    if (!rc) rc = bank ? segment_bank(w, j, bank, &emb, mask, &err)
+                       : segment_zero_shot(w, j, &emb, mask, &err);
+    if (!rc) rc = rle_encode_string(mask, (uint32_t)j->img->h, (uint32_t)j->img->w, &j->rle, &err);
+    swap_release(w->pool->banks, ref);
+    j->rc = rc;
+    if (rc) snprintf(j->errmsg, sizeof j->errmsg, "%s", err.msg);
+    sam_embedding_free(&emb);
+    free(mask);
+    j->done_us = msg_now_us();
+}
+
+static void *worker_main(void *arg)
+{
+    worker_t *w = arg;
+    pool_t *p = w->pool;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        while (!p->stop && !p->head) pthread_cond_wait(&p->cv, &p->mu);
+        if (p->stop) {
+            pthread_mutex_unlock(&p->mu);
+            break;
+        }
+        job_t *j = p->head;
+        p->head = j->next;
+        if (!p->head) p->tail = NULL;
+        p->depth--;
+        pthread_mutex_unlock(&p->mu);
+        j->next = NULL;
+        process(w, j);
+        pthread_mutex_lock(&p->mu);
+        if (p->done_tail) p->done_tail->next = j;
+        else p->done_head = j;
+        p->done_tail = j;
+        pthread_mutex_unlock(&p->mu);
+        zmq_send(w->done, "d", 1, ZMQ_DONTWAIT);
+    }
+    return NULL;
+}
+
+pool_t *pool_new(void *zctx, const char *model_path, int n, int cap, const char *done_ep,
+                 swap_t *banks, err_t *err)
+{
+    pool_t *p = calloc(1, sizeof *p);
+    if (!p || !(p->w = calloc((size_t)n, sizeof *p->w))) {
+        free(p);
+        err_set(err, ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    p->cap = cap;
+    p->n = n;
+    p->banks = banks;
+    for (int i = 0; i < n; i++) {
+        worker_t *w = &p->w[i];
+        w->pool = p;
+        w->id = i;
+        if (!(w->sam = sam_load(model_path, err))) goto fail;
+        int hwm = 100000, linger = 0;
+        w->done = zmq_socket(zctx, ZMQ_PUSH);
+        if (!w->done || zmq_setsockopt(w->done, ZMQ_SNDHWM, &hwm, sizeof hwm) ||
+            zmq_setsockopt(w->done, ZMQ_LINGER, &linger, sizeof linger) ||
+            zmq_connect(w->done, done_ep)) {
+            err_set(err, ERR_MSG, "worker done socket %s: %s", done_ep, zmq_strerror(zmq_errno()));
+            goto fail;
+        }
+    }
+    wts_content_hash(sam_weights(p->w[0].sam), p->base_hash);
+    p->early_c = sam_early_channels(p->w[0].sam);
+    for (int i = 0; i < n; i++) {
+        if (pthread_create(&p->w[i].th, NULL, worker_main, &p->w[i])) {
+            err_set(err, ERR_STATE, "cannot start worker thread %d", i);
+            goto fail;
+        }
+        p->w[i].started = 1;
+    }
+    return p;
+fail:
+    pool_destroy(&p);
+    return NULL;
+}
+
+void pool_destroy(pool_t **pp)
+{
+    if (!pp || !*pp) return;
+    pool_t *p = *pp;
+    pthread_mutex_lock(&p->mu);
+    p->stop = 1;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->n; i++) {
+        worker_t *w = &p->w[i];
+        if (w->started) pthread_join(w->th, NULL);
+        if (w->done) zmq_close(w->done);
+        adp_work_destroy(&w->work);
+        samdec_destroy(&w->dec);
+        sam_destroy(&w->sam);
+    }
+    for (job_t *j = p->head, *nx; j; j = nx) nx = j->next, job_free(j);
+    for (job_t *j = p->done_head, *nx; j; j = nx) nx = j->next, job_free(j);
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
+    free(p->w);
+    free(p);
+    *pp = NULL;
+}
+
+void pool_push(pool_t *p, job_t *j, job_t **dropped)
+{
+    *dropped = NULL;
+    j->next = NULL;
+    pthread_mutex_lock(&p->mu);
+    if (p->depth >= p->cap && p->head) { /* real time: the oldest waiting frame goes */
+        *dropped = p->head;
+        p->head = p->head->next;
+        if (!p->head) p->tail = NULL;
+        p->depth--;
+        (*dropped)->next = NULL;
+    }
+    if (p->tail) p->tail->next = j;
+    else p->head = j;
+    p->tail = j;
+    p->depth++;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+job_t *pool_take_done(pool_t *p)
+{
+    pthread_mutex_lock(&p->mu);
+    job_t *j = p->done_head;
+    if (j) {
+        p->done_head = j->next;
+        if (!p->done_head) p->done_tail = NULL;
+        j->next = NULL;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return j;
+}
+
+int pool_queue_depth(pool_t *p)
+{
+    pthread_mutex_lock(&p->mu);
+    int d = p->depth;
+    pthread_mutex_unlock(&p->mu);
+    return d;
+}
+
+const char *pool_base_hash(pool_t *p) { return p->base_hash; }
+int pool_early_channels(pool_t *p) { return p->early_c; }
