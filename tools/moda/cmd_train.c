@@ -1,8 +1,8 @@
 /* moda train-domain — learn (or relearn) one domain's adapter and write the new bank.
  *
  *   moda train-domain [--bank IN] --out OUT --domain NAME --data DOMAIN_DIR [--epochs N]
- *                     [--lr X] [--seed S] [--model M] [--threads T] [--max-train N] [--replay K]
- *                     [--no-eval] [--quiet]
+ *                     [--lr X] [--seed S] [--model M] [--threads T] [--max-train N]
+ *                     [--max-test N] [--prompts mixed|box] [--replay K] [--no-eval] [--quiet]
  *
  * Reads IN (absent or missing file: a new bank for the model), trains the adapter of NAME on
  * DOMAIN_DIR's train split from the zero-shot start, evaluates it on the test split against
@@ -28,7 +28,8 @@
 static const char *HELP =
     "usage: moda train-domain [--bank IN] --out OUT --domain NAME --data DOMAIN_DIR\n"
     "                         [--epochs N] [--lr X] [--seed S] [--model M] [--threads T]\n"
-    "                         [--max-train N] [--replay K] [--no-eval] [--quiet]\n\n"
+    "                         [--max-train N] [--max-test N] [--prompts mixed|box]\n"
+    "                         [--replay K] [--no-eval] [--quiet]\n\n"
     "Train the MoDA adapter of one domain and write the updated adapter bank.\n\n"
     "  --bank IN        existing bank (may be omitted or not exist yet for the first domain)\n"
     "  --out OUT        the bank to write (may equal IN)\n"
@@ -40,6 +41,9 @@ static const char *HELP =
     "  --model M        SAM weights (default: $MODA_MODEL, else .deps/models/mobile_sam.safetensors)\n"
     "  --threads T      CPU threads (default: all cores)\n"
     "  --max-train N    use only the first N train samples (default: all)\n"
+    "  --max-test N     evaluate on only the first N test samples (default: all)\n"
+    "  --prompts KIND   training prompts: mixed (default: box 40%, points 30%, noisy mask 10%,\n"
+    "                   none 20%) or box (box prompts only, the paper's evaluation protocol)\n"
     "  --replay K       labelled samples kept in the bank for selector retraining (default 10)\n"
     "  --no-eval        skip the test-split evaluation\n"
     "  --quiet          no progress lines\n";
@@ -123,8 +127,9 @@ static int load_split(sam_t *sam, const dataset_t *ds, int which, int max_n, int
 int cmd_train(int argc, char **argv)
 {
     const char *in = NULL, *out = NULL, *name = NULL, *data = NULL, *model = NULL;
-    long epochs = 24, seed = 0, threads = 0, max_train = 0, replay = ABANK_DEFAULT_REPLAY;
-    int no_eval = 0, quiet = 0;
+    long epochs = 24, seed = 0, threads = 0, max_train = 0, max_test = 0;
+    long replay = ABANK_DEFAULT_REPLAY;
+    int no_eval = 0, quiet = 0, box_only = 0;
     double lr = 1e-3;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -146,7 +151,13 @@ int cmd_train(int argc, char **argv)
         else if (!strcmp(a, "--domain")) name = v;
         else if (!strcmp(a, "--data")) data = v;
         else if (!strcmp(a, "--model")) model = v;
-        else if (!strcmp(a, "--lr")) {
+        else if (!strcmp(a, "--prompts")) {
+            if (strcmp(v, "mixed") && strcmp(v, "box")) {
+                fprintf(stderr, "moda train-domain: --prompts '%s': use mixed or box\n", v);
+                return 2;
+            }
+            box_only = !strcmp(v, "box");
+        } else if (!strcmp(a, "--lr")) {
             char *end;
             lr = strtod(v, &end);
             if (*end || !(lr > 0 && lr < 1)) {
@@ -157,6 +168,7 @@ int cmd_train(int argc, char **argv)
         else if (!strcmp(a, "--seed")) { if (parse_int(a, v, 0, 2147483647L, &seed)) return 2; }
         else if (!strcmp(a, "--threads")) { if (parse_int(a, v, 1, 1024, &threads)) return 2; }
         else if (!strcmp(a, "--max-train")) { if (parse_int(a, v, 1, 1000000, &max_train)) return 2; }
+        else if (!strcmp(a, "--max-test")) { if (parse_int(a, v, 1, 1000000, &max_test)) return 2; }
         else if (!strcmp(a, "--replay")) { if (parse_int(a, v, 0, 1000, &replay)) return 2; }
         else {
             fprintf(stderr, "moda train-domain: unknown argument '%s' (see --help)\n", a);
@@ -216,6 +228,7 @@ int cmd_train(int argc, char **argv)
     cfg.epochs = (int)epochs;
     cfg.seed = (uint64_t)seed;
     cfg.lr = (float)lr;
+    if (box_only) cfg.share_box = 1.0f;
     if (!quiet) cfg.progress = progress;
     train_stats_t ts;
     if (!quiet) {
@@ -237,7 +250,7 @@ int cmd_train(int argc, char **argv)
     MET("step_ms", ts.step_ms);
     if (!no_eval) {
         if (!(te = train_set_new(early_c, &e))) goto fail;
-        if ((rc = load_split(sam, ds, DS_TEST, 0, quiet, te, &e))) goto fail;
+        if ((rc = load_split(sam, ds, DS_TEST, (int)max_test, quiet, te, &e))) goto fail;
         double iou[4];
         if ((rc = train_eval(sam, te, ad, TRAIN_PROMPT_BOX, &iou[0], NULL, &e)) ||
             (rc = train_eval(sam, te, NULL, TRAIN_PROMPT_BOX, &iou[1], NULL, &e)) ||
