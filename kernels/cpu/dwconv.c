@@ -13,15 +13,15 @@
 #include <string.h>
 
 #if KN_HAVE_AVX512
-/* One 16-channel slice of an output row: taps held in registers, pixels streamed. */
+/* One 16-channel slice of output pixels [oxa, oxb): taps held in registers. */
 static void dw_slice16(float *y, const float *const rows[3], const float *w9c,
-                       const float *b, int W, int Wo, int C, int c, int stride, int act)
+                       const float *b, int W, int oxa, int oxb, int C, int c, int stride, int act)
 {
     __mmask16 m = C - c >= 16 ? 0xffff : (__mmask16)((1u << (C - c)) - 1);
     __m512 wv[9];
     for (int t = 0; t < 9; t++) wv[t] = _mm512_maskz_loadu_ps(m, w9c + (size_t)t * C + c);
     __m512 bias = b ? _mm512_maskz_loadu_ps(m, b + c) : _mm512_setzero_ps();
-    for (int ox = 0; ox < Wo; ox++) {
+    for (int ox = oxa; ox < oxb; ox++) {
         int ix0 = ox * stride - 1;
         __m512 acc = bias;
         if (ix0 >= 0 && ix0 + 2 < W) { /* interior: all three columns exist */
@@ -56,7 +56,11 @@ void kn_dwconv3_row_nhwc(float *y, const float *r0, const float *r1, const float
     int Wo = (W - 1) / stride + 1;
     const float *rows[3] = {r0, r1, r2};
 #if KN_HAVE_AVX512
-    for (int c = 0; c < C; c += 16) dw_slice16(y, rows, w9c, b, W, Wo, C, c, stride, act);
+    /* Pixel blocks of 8 keep the three input row pieces in L1 while every slice passes. */
+    for (int oxa = 0; oxa < Wo; oxa += 8) {
+        int oxb = oxa + 8 < Wo ? oxa + 8 : Wo;
+        for (int c = 0; c < C; c += 16) dw_slice16(y, rows, w9c, b, W, oxa, oxb, C, c, stride, act);
+    }
 #else
     for (int ox = 0; ox < Wo; ox++) {
         float *yo = y + (size_t)ox * C;
