@@ -3,8 +3,9 @@
  *
  * Invariants (under `mu`): the ring holds `count` frames starting at `head`; `inflight` is 1
  * while the sender thread owns a popped frame; captured == sent + dropped + count + inflight.
- * The producer never waits for the network: it only takes `mu`, which the sender holds for
- * pointer swaps, never across a ZeroMQ call. The sender pops a frame only when the socket is
+ * The producer never waits for the network: it copies the pixels into its spare slot outside
+ * `mu` and takes `mu` only to swap slots; the sender also holds `mu` only for swaps, never
+ * across a ZeroMQ call or a copy (a camera faster than the network must not starve it). The sender pops a frame only when the socket is
  * writable (zmq_poll POLLOUT), so frames wait in our ring — where the oldest can still be
  * dropped — and not in ZeroMQ's pipe, where nothing can be dropped.
  */
@@ -40,6 +41,8 @@ struct moda_ingest {
     int own_ctx;
     void *sock; /* used by the sender thread only after connect returns */
 
+    pthread_mutex_t pmu; /* producers: serialises use of `spare` (held while copying) */
+    slot_t spare;        /* the producer copies into this outside `mu`, then swaps it in */
     pthread_mutex_t mu;
     pthread_cond_t wake;    /* producer -> sender: a frame is queued / stop */
     pthread_cond_t drained; /* sender -> flush: queue state changed */
@@ -240,6 +243,7 @@ moda_ingest_t *moda_ingest_connect(const char *endpoint, const char *camera_id,
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&c->pmu, NULL);
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->wake, NULL);
     pthread_cond_init(&c->drained, &ca);
@@ -250,6 +254,7 @@ moda_ingest_t *moda_ingest_connect(const char *endpoint, const char *camera_id,
         ok = 0;
     }
     if (!ok) {
+        pthread_mutex_destroy(&c->pmu);
         pthread_mutex_destroy(&c->mu);
         pthread_cond_destroy(&c->wake);
         pthread_cond_destroy(&c->drained);
@@ -268,37 +273,43 @@ static int enqueue(moda_ingest_t *c, const void *data, size_t size, int w, int h
         return err_set(err, ERR_RANGE, "camera '%s': frame of %zu bytes exceeds max_frame_bytes %zu",
                        c->id, size, c->max_bytes);
     if (!t_us) t_us = msg_now_us();
-    pthread_mutex_lock(&c->mu);
-    if (c->closing) {
-        pthread_mutex_unlock(&c->mu);
-        return err_set(err, ERR_STATE, "camera '%s': connection is closing", c->id);
-    }
-    if (c->count == c->cap) { /* full: drop the oldest */
-        c->head = (c->head + 1) % c->cap;
-        c->count--;
-        c->st.dropped++;
-    }
-    slot_t *s = &c->ring[(c->head + c->count) % c->cap];
-    if (s->cap < size) {
-        uint8_t *nb = realloc(s->buf, size);
+    pthread_mutex_lock(&c->pmu);
+    slot_t *sp = &c->spare;
+    if (sp->cap < size) {
+        uint8_t *nb = realloc(sp->buf, size);
         if (!nb) {
-            pthread_mutex_unlock(&c->mu);
+            pthread_mutex_unlock(&c->pmu);
             return err_set(err, ERR_NOMEM, "camera '%s': %zu bytes for a frame", c->id, size);
         }
-        s->buf = nb;
-        s->cap = size;
+        sp->buf = nb;
+        sp->cap = size;
     }
-    memcpy(s->buf, data, size);
-    s->size = size;
-    s->w = w;
-    s->h = h;
-    s->fmt = fmt;
-    s->t_us = t_us;
-    s->seq = ++c->st.last_seq;
-    c->st.captured++;
-    c->count++;
-    pthread_cond_signal(&c->wake);
+    memcpy(sp->buf, data, size);
+    sp->size = size;
+    sp->w = w;
+    sp->h = h;
+    sp->fmt = fmt;
+    sp->t_us = t_us;
+    pthread_mutex_lock(&c->mu);
+    int closing = c->closing;
+    if (!closing) {
+        if (c->count == c->cap) { /* full: drop the oldest */
+            c->head = (c->head + 1) % c->cap;
+            c->count--;
+            c->st.dropped++;
+        }
+        slot_t *s = &c->ring[(c->head + c->count) % c->cap];
+        slot_t t = *s; /* swap: the slot's old buffer becomes the next spare */
+        *s = *sp;
+        *sp = t;
+        s->seq = ++c->st.last_seq;
+        c->st.captured++;
+        c->count++;
+        pthread_cond_signal(&c->wake);
+    }
     pthread_mutex_unlock(&c->mu);
+    pthread_mutex_unlock(&c->pmu);
+    if (closing) return err_set(err, ERR_STATE, "camera '%s': connection is closing", c->id);
     return 0;
 }
 
@@ -377,6 +388,8 @@ void moda_ingest_close(moda_ingest_t **cam, moda_ingest_stats_t *final)
     if (final) *final = c->st;
     for (int i = 0; i < c->cap; i++) free(c->ring[i].buf);
     free(c->ring);
+    free(c->spare.buf);
+    pthread_mutex_destroy(&c->pmu);
     if (c->own_ctx) zmq_ctx_term(c->ctx);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->wake);

@@ -243,6 +243,11 @@ static void *bench_producer(void *arg)
         T(moda_ingest_send(p->cam, px, p->w, p->h, MODA_INGEST_RGB8, 0, &e) == 0);
         p->n = (int)i;
         if (p->fps > 0) usleep((useconds_t)(1e6 / p->fps));
+        for (moda_ingest_stats_t st; p->fps < 0 && !atomic_load(&bench_stop);) {
+            moda_ingest_stats(p->cam, &st); /* capacity mode: offer a frame when one left */
+            if (!st.queued) break;
+            usleep(100);
+        }
     }
     free(px);
     return NULL;
@@ -273,7 +278,7 @@ static void bench(const char *ep, const char *label, double fps)
     moda_ingest_stats_t st;
     moda_ingest_close(&c, &st);
     printf("bench %s 1024x768 RGB, camera at %s: %.0f frames/s received (%.2f GB/s); "
-           "captured %llu = received %llu + dropped %llu\n", label, fps > 0 ? "30 fps" : "full speed",
+           "captured %llu = received %llu + dropped %llu\n", label, fps > 0 ? "30 fps" : fps < 0 ? "one frame queued at a time" : "full speed",
            n / dt, n * 1024.0 * 768 * 3 / dt / 1e9, (unsigned long long)st.captured,
            (unsigned long long)n, (unsigned long long)st.dropped);
     T(st.captured == n + st.dropped);
@@ -294,6 +299,8 @@ int main(void)
     bench(ep, "ipc", 0);
     bench("tcp://127.0.0.1:47613", "tcp", 0);
     bench(ep, "ipc", 30);
+    bench(ep, "ipc", -1);
+    bench("tcp://127.0.0.1:47613", "tcp", -1);
     zmq_ctx_term(ctx);
     return t_done("ingest_sdk");
 }
