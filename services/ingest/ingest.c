@@ -187,7 +187,7 @@ ingest_t *ingest_new(svc_t *svc, const ingest_cfg_t *cfg, err_t *err)
         static const char *pre[4] = {"frames_captured_", "frames_sent_", "frames_dropped_",
                                      "source_reopens_"};
         for (int q = 0; q < 4; q++) {
-            snprintf(c->names[q], sizeof c->names[q], "%s%s", pre[q], c->cfg.id);
+            snprintf(c->names[q], sizeof c->names[q], "%s%s", pre[q], cfg->cams[i].id);
             svc_count(svc, c->names[q], 0);
         }
         moda_ingest_opts_t o;
