@@ -156,6 +156,22 @@ static void win_item(void *ctx, int wi, int tid)
         float *Pb = Ob + (size_t)n * C;                                                  /* [n][C] */
         const float *rows[MAXN];
         int real[MAXN], nreal = 0;
+#if KN_HAVE_AVX512
+        /* The map is usually out of cache: request all of the window's rows (and, with the
+         * projection, its output rows) up front so the misses overlap. */
+        for (int t = 0; t < n; t++) {
+            int iy = wy * ws + t / ws, ix = wx * ws + t % ws;
+            if (iy >= H || ix >= W) continue;
+            const char *rp = (const char *)(qkv + ((size_t)iy * W + ix) * ld);
+            for (size_t off = 0; off < (size_t)ld * sizeof(float); off += 64)
+                _mm_prefetch(rp + off, _MM_HINT_T0);
+            if (proj_wp) {
+                const char *op = (const char *)(out + ((size_t)iy * W + ix) * ldo);
+                for (size_t off = 0; off < (size_t)C * sizeof(float); off += 64)
+                    _mm_prefetch(op + off, _MM_HINT_T1);
+            }
+        }
+#endif
         /* One pass over the window's rows gathers every head's keys and values. */
         for (int t = 0; t < n; t++) {
             int iy = wy * ws + t / ws, ix = wx * ws + t % ws;
