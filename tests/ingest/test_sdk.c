@@ -103,6 +103,36 @@ static void test_args(void)
     moda_ingest_close(&c, NULL); /* NULL-safe */
 }
 
+/* Encoded frames travel as they are, with their format and size. */
+static void test_encoded(void)
+{
+    char ep[128];
+    snprintf(ep, sizeof ep, "ipc:///tmp/moda-sdk-enc-%d.sock", (int)getpid());
+    void *pull = pull_new(ep, 4);
+    err_t e = {0};
+    moda_ingest_opts_t o;
+    moda_ingest_opts_default(&o);
+    o.zmq_ctx = ctx;
+    moda_ingest_t *c = moda_ingest_connect(ep, "enc", &o, &e);
+    T(c && pull);
+    if (!c || !pull) return;
+    static const uint8_t fake_png[] = {0x89, 'P', 'N', 'G', 13, 10, 26, 10, 1, 2, 3};
+    T(moda_ingest_send_encoded(c, fake_png, sizeof fake_png, 640, 480, MODA_INGEST_PNG, 1234, &e) == 0);
+    zmq_pollitem_t it = {pull, 0, ZMQ_POLLIN, 0};
+    msg_t *m = NULL;
+    T(zmq_poll(&it, 1, 3000) == 1 && msg_recv(pull, 0, NULL, 0, &m, NULL) == 0);
+    if (m) {
+        Moda__Frame *f = m->env->frame;
+        T(f && f->format == MODA__PIXEL_FORMAT__PIXEL_FORMAT_PNG && f->width == 640 && f->height == 480);
+        T(f && f->seq == 1 && f->capture_time_us == 1234 && !strcmp(f->camera_id, "enc"));
+        T(m->nparts == 1 && m->parts[0].size == sizeof fake_png &&
+          !memcmp(m->parts[0].data, fake_png, sizeof fake_png));
+    }
+    msg_free(&m);
+    moda_ingest_close(&c, NULL);
+    msg_socket_close(&pull);
+}
+
 /* No receiver: nothing can be sent; only the newest queue_len frames stay queued. */
 static void test_no_receiver(void)
 {
@@ -291,6 +321,7 @@ int main(void)
     t_watchdog(120);
     ctx = zmq_ctx_new();
     test_args();
+    test_encoded();
     test_no_receiver();
     test_slow_receiver();
     test_oldest_first();
