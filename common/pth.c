@@ -842,6 +842,8 @@ void pth_destroy(pth_t **pp)
 
 static pth_t *finish(pth_t *p, err_t *err)
 {
+    err_t local = {0}; /* the VM reads codes back from err: never let it be NULL */
+    if (!err) err = &local;
     if (parse(p, err) < 0) {
         pth_destroy(&p);
         return NULL;
