@@ -6,6 +6,7 @@
  *   kn_mlp_pk_fwd         LN → fc1 → GELU → fc2 + residual, in place and not
  *   kn_dwconv3_nhwc_fwd   strides 1 and 2, channel tails, GELU
  *   kn_im2col3_*, kn_conv3_pk_fwd  = the dense 3×3 conv (vs kn_conv2d_fwd too)
+ *   kn_parallel_for       every item once, tids in range, nested calls inline (repeated)
  *   kn_winattn_fwd        maps not a multiple of the window, pad row, bias, d 32 / 8 / 96,
  *                         and with the fused output projection + residual
  * Exit status 1 on any failed check (each failure is printed).
@@ -18,7 +19,7 @@
 
 #include "kn.h"
 
-static int g_fail;
+static int g_fail, g_checks;
 static uint64_t g_rng = 12345;
 
 static float urand(void) /* uniform [-1, 1) */
@@ -44,6 +45,7 @@ static void check(const char *what, const float *got, const double *want, size_t
 {
     double worst = 0;
     size_t wi = 0;
+    g_checks++;
     for (size_t i = 0; i < n; i++) {
         double r = fabs(got[i] - want[i]) / (atol + rtol * fabs(want[i]));
         if (!(r <= worst)) {
@@ -325,9 +327,57 @@ static void test_winattn(int H, int W, int heads, int d, int ws, int use_bias)
     free(qkv), free(pad), free(bias), free(out), free(want), free(s);
 }
 
+/* kn_parallel_for: every item exactly once, tids in range, nested calls run inline. */
+typedef struct pf_ctx {
+    int *hits, *tids, max_threads;
+    int *nested_hits;
+} pf_ctx_t;
+
+static void pf_inner(void *c, int i, int tid)
+{
+    pf_ctx_t *p = c;
+    (void)tid;
+    __atomic_fetch_add(&p->nested_hits[i], 1, __ATOMIC_RELAXED);
+}
+
+static void pf_item(void *c, int i, int tid)
+{
+    pf_ctx_t *p = c;
+    __atomic_fetch_add(&p->hits[i], 1, __ATOMIC_RELAXED);
+    p->tids[i] = tid;
+    if (i % 97 == 0) kn_parallel_for(5, KN_POOL_ANY, pf_inner, c); /* nested: inline */
+}
+
+static void test_pool(int n, int max_threads)
+{
+    int *hits = calloc((size_t)n + 1, sizeof(int)), *tids = calloc((size_t)n + 1, sizeof(int));
+    int nested[5] = {0};
+    pf_ctx_t c = {.hits = hits, .tids = tids, .max_threads = max_threads, .nested_hits = nested};
+    kn_parallel_for(n, max_threads, pf_item, &c);
+    int bad = 0, ncalls = 0;
+    for (int i = 0; i < n; i++) {
+        if (hits[i] != 1 || tids[i] < 0 || tids[i] >= max_threads) bad++;
+        if (i % 97 == 0) ncalls++;
+    }
+    for (int k = 0; k < 5; k++)
+        if (nested[k] != ncalls) bad++;
+    if (bad) {
+        printf("FAIL parallel_for n=%d max_threads=%d: %d bad items\n", n, max_threads, bad);
+        g_fail = 1;
+    }
+    free(hits), free(tids);
+}
+
 int main(void)
 {
     kn_set_threads(2);
+    for (int r = 0; r < 50; r++) { /* repeated: publish/claim/teardown races */
+        test_pool(1000, 2);
+        test_pool(3, KN_POOL_ANY);
+        test_pool(1, 2);
+        test_pool(0, 2);
+        test_pool(500, 1);
+    }
     static const int Ms[] = {1, 5, 12, 13, 97, 200};
     static const int Ns[] = {1, 16, 17, 32, 33, 70};
     static const int Ks[] = {1, 3, 27, 64, 130};
@@ -364,6 +414,6 @@ int main(void)
         printf("FAIL winattn accepted ws=17 (n > KN_WINATTN_MAXN)\n");
         g_fail = 1;
     }
-    printf("%s\n", g_fail ? "encoder ops: FAILED" : "encoder ops: all passed");
+    printf("%d checks; %s\n", g_checks, g_fail ? "encoder ops: FAILED" : "encoder ops: all passed");
     return g_fail;
 }
