@@ -597,7 +597,7 @@ infer_t *infer_new(svc_t *svc, const cfg_t *cfg, err_t *err)
         hc_queue_init(&a->hcq, (int)cfg_int(cfg, "hc_queue"), err) || !(a->banks = swap_new(err)))
         goto fail;
     /* the done socket is bound before the workers connect (inproc) */
-    if (!(a->done = add_sock(a, ZMQ_PULL, DONE_EP, 0, "done", on_done, err))) goto fail;
+    if (!(a->done = add_sock(a, ZMQ_PULL, DONE_EP, 1, "done", on_done, err))) goto fail;
     a->pool = pool_new(svc_ctx(svc), cfg_str(cfg, "model"), (int)cfg_int(cfg, "workers"),
                        (int)cfg_int(cfg, "queue"), DONE_EP, a->banks, err);
     if (!a->pool) goto fail;

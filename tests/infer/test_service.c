@@ -7,7 +7,7 @@
  *    frame's size, IoU/stability are in (0, 1], done_time >= capture time.
  * 2. Malformed frames (raw size mismatch, unknown pixel format, garbage JPEG, missing pixel
  *    part, bad camera id): each counted in Health, no Result, the service still answers.
- * 3. Hard cases (min_iou 1 makes every frame one) to a stand-in label ROUTER: first it never
+ * 3. Hard cases (min_iou = min_stability = 1 make every frame one) to a stand-in label ROUTER: first it never
  *    acks — resends after the ack timeout and the bounded queue (hc_queue 2) drops the oldest;
  *    then it acks everything it gets — the queue drains to 0.
  * 4. SIGTERM -> exit 0. Every wait has a deadline; alarm() guards the whole test.
@@ -34,7 +34,7 @@ static pid_t start(const char *bin, const char *model)
     pid_t p = fork();
     if (p == 0) {
         execl(bin, bin, "--bind", ctl_ep, "--frames", frames_ep, "--results", results_ep,
-              "--model", model, "--label", label_ep, "--min_iou", "1", "--hc_queue", "2",
+              "--model", model, "--label", label_ep, "--min_iou", "1", "--min_stability", "1", "--hc_queue", "2",
               "--hc_burst", "100", "--hc_rate", "100", "--hc_ack_timeout_ms", "300",
               "--health_ms", "50", "--queue", "16", (char *)NULL);
         _exit(127);
@@ -169,9 +169,8 @@ static int collect(void *sub, expect_t *ex, int n, int ms)
                                            &mask, NULL) == 0);
             size_t fg = 0;
             for (size_t i = 0; mask && i < (size_t)e->w * e->h; i++) fg += mask[i] != 0;
-            printf("result %s seq=%llu iou=%.3f stab=%.3f fg=%zu/%d latency_ms=%.0f\n",
-                   r->camera_id, (unsigned long long)r->seq, r->iou_pred, r->stability, fg,
-                   e->w * e->h, (r->done_time_us - e->cap) / 1e3);
+            printf("result %s seq=%llu iou=%.3f stab=%.3f fg=%zu/%d\n", r->camera_id,
+                   (unsigned long long)r->seq, r->iou_pred, r->stability, fg, e->w * e->h);
             free(mask);
         }
         msg_free(&m);
