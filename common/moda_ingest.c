@@ -87,7 +87,7 @@ void moda_ingest_opts_default(moda_ingest_opts_t *o)
 static int id_ok(const char *id)
 {
     size_t n = id ? strlen(id) : 0;
-    if (n < 1 || n > 63) return 0;
+    if (n < 1 || n > MODA_INGEST_ID_MAX) return 0;
     for (size_t i = 0; i < n; i++) {
         char c = id[i];
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
@@ -188,8 +188,8 @@ moda_ingest_t *moda_ingest_connect(const char *endpoint, const char *camera_id,
     if (opts) o = *opts;
     else moda_ingest_opts_default(&o);
     if (!id_ok(camera_id)) {
-        err_set(err, ERR_INVALID, "camera id '%s': need 1..63 chars of A-Z a-z 0-9 _ . -",
-                camera_id ? camera_id : "(null)");
+        err_set(err, ERR_INVALID, "camera id '%s': need 1..%d chars of A-Z a-z 0-9 _ . -",
+                camera_id ? camera_id : "(null)", MODA_INGEST_ID_MAX);
         return NULL;
     }
     if (o.queue_len < 1 || o.queue_len > 1024 || o.sndhwm < 1 || o.linger_ms < 0 ||

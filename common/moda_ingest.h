@@ -30,6 +30,8 @@
 
 typedef struct moda_ingest moda_ingest_t;
 
+#define MODA_INGEST_ID_MAX 40 /* camera id length limit (as moda-infer checks it) */
+
 typedef enum {
     MODA_INGEST_GRAY8 = 1, /* raw, w*h bytes */
     MODA_INGEST_RGB8 = 2,  /* raw, w*h*3 bytes, row-major, interleaved */
@@ -63,9 +65,10 @@ void moda_ingest_opts_default(moda_ingest_opts_t *o);
 /* The random 64-bit instance id of this process (drawn once, never 0). */
 uint64_t moda_ingest_instance_id(void);
 
-/* Connect camera `camera_id` (1..63 chars of [A-Za-z0-9_.-]) to infer's frame endpoint
- * ("tcp://host:port", "ipc:///path"); opts NULL = defaults. Returns at once: ZeroMQ connects
- * and reconnects in the background, frames queue (and the oldest drop) until infer is there.
+/* Connect camera `camera_id` (1..MODA_INGEST_ID_MAX chars of [A-Za-z0-9_.-]) to infer's
+ * frame endpoint ("tcp://host:port", "ipc:///path"); opts NULL = defaults. Returns at once:
+ * ZeroMQ connects and reconnects in the background, frames queue (and the oldest drop) until
+ * infer is there.
  * Caller owns result (moda_ingest_close). NULL + err (ERR_INVALID bad id/endpoint/options,
  * ERR_MSG socket error, ERR_NOMEM). */
 moda_ingest_t *moda_ingest_connect(const char *endpoint, const char *camera_id,

@@ -81,6 +81,14 @@ static void test_args(void)
     T(!moda_ingest_connect("ipc:///tmp/x", "bad id", NULL, &e) && e.code == ERR_INVALID);
     T_HAS(e.msg, "bad id");
     T(!moda_ingest_connect("nonsense", "cam", NULL, &e) && e.code == ERR_INVALID);
+    char longid[MODA_INGEST_ID_MAX + 2];
+    memset(longid, 'a', sizeof longid - 1);
+    longid[sizeof longid - 1] = 0;
+    T(!moda_ingest_connect("ipc:///tmp/x", longid, NULL, &e) && e.code == ERR_INVALID);
+    longid[MODA_INGEST_ID_MAX] = 0;
+    moda_ingest_t *ok = moda_ingest_connect("ipc:///tmp/x", longid, NULL, &e);
+    T(ok != NULL);
+    moda_ingest_close(&ok, NULL);
     moda_ingest_opts_t o;
     moda_ingest_opts_default(&o);
     o.queue_len = 0;
