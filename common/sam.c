@@ -18,6 +18,7 @@ struct sam {
     wts_t *w;
     char encoder[32];
     tinyvit_t *tinyvit;
+    vit_t *vit;
     samdec_t *dec;
     int early_c;
 };
@@ -43,6 +44,10 @@ sam_t *sam_load(const char *path, err_t *err)
         s->tinyvit = tinyvit_new(s->w, err);
         if (!s->tinyvit) goto fail_wrap;
         s->early_c = 160;
+    } else if (!strncmp(enc, "vit_", 4)) {
+        s->vit = vit_new(s->w, err);
+        if (!s->vit) goto fail_wrap;
+        s->early_c = vit_early_channels(s->vit);
     } else {
         err_set(err, ERR_UNSUPPORTED, "%s: encoder '%s' is not supported by this build", path,
                 enc);
@@ -63,6 +68,7 @@ void sam_destroy(sam_t **sp)
     if (!sp || !*sp) return;
     sam_t *s = *sp;
     tinyvit_destroy(&s->tinyvit);
+    vit_destroy(&s->vit);
     samdec_destroy(&s->dec);
     wts_destroy(&s->w);
     free(s);
@@ -97,6 +103,7 @@ int sam_encode_input(sam_t *s, const float *x, const prep_info_t *info, sam_embe
     }
     int rc = ERR_UNSUPPORTED;
     if (s->tinyvit) rc = tinyvit_forward(s->tinyvit, x, out->emb, out->early, err);
+    else if (s->vit) rc = vit_forward(s->vit, x, out->emb, out->early, err);
     if (rc) {
         sam_embedding_free(out);
         return err_wrap(err, "image encoder");
