@@ -73,6 +73,7 @@ static void *cam_main(void *arg)
     const int64_t ms = 1000000;
     int64_t backoff = g->cfg.backoff_ms * ms, period = c->cfg.fps > 0 ? (int64_t)(1e9 / c->cfg.fps) : 0;
     int first = 1;
+    int64_t next_live = 0;
     while (!g->stop) {
         err_t e = {0};
         if (!first) {
@@ -89,9 +90,11 @@ static void *cam_main(void *arg)
         }
         log_info("event=source_open camera=%s source=%s", c->cfg.id, c->cfg.src.path);
         int64_t next = mono_ns();
-        int bad = 0, end = 0;
+        int bad = 0, end = 0, live = c->cfg.src.kind == SOURCE_STREAM;
         while (!g->stop) {
-            if (period) {
+            /* a live stream is read as fast as it delivers (else its frames pile up in
+             * buffers and go stale) and thinned to fps below; other sources are paced here */
+            if (period && !live) {
                 if (wait_until(g, next)) break;
                 next += period;
                 if (mono_ns() > next + period) next = mono_ns(); /* late: do not burst */
@@ -110,12 +113,15 @@ static void *cam_main(void *arg)
                 break;
             }
             bad = 0;
-            if (moda_ingest_send(c->sdk, fr.data, fr.w, fr.h, fr.fmt, 0, &e)) {
-                cam_fail(c, &e, "send");
-                continue;
-            }
             backoff = g->cfg.backoff_ms * ms;
             atomic_store(&c->failing, 0);
+            if (period && live) { /* thinning a live stream to fps, across reopens too */
+                int64_t t = mono_ns();
+                if (t < next_live) continue;
+                next_live += period;
+                if (next_live <= t) next_live = t + period; /* late: restart the cadence */
+            }
+            if (moda_ingest_send(c->sdk, fr.data, fr.w, fr.h, fr.fmt, 0, &e)) cam_fail(c, &e, "send");
         }
         source_close(&src);
         if (end && c->cfg.src.kind != SOURCE_STREAM) {

@@ -1,8 +1,8 @@
 /* ingest.h — moda-ingest's service logic: cameras (source + SDK connection + thread each),
  * their configuration, and their counters in the service's Health.
  *
- * Every camera runs in its own thread: open the source, read a frame every 1/fps seconds,
- * hand it to moda_ingest_send (never blocks: the SDK drops the oldest queued frame when infer
+ * Every camera runs in its own thread: open the source, read a frame every 1/fps seconds (a
+ * live stream: read every frame, send one per 1/fps), hand it to moda_ingest_send (never blocks: the SDK drops the oldest queued frame when infer
  * is behind). A source that fails to open, fails a read, stalls (no data for stall_ms) or
  * ends (stream EOF) is closed and reopened after a backoff that doubles from backoff_ms up to
  * backoff_max_ms and resets after the next good frame. Cameras share nothing but the ZeroMQ

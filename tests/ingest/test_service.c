@@ -387,18 +387,25 @@ static void test_streams(void)
         fprintf(f, "backoff_ms = 100\nbackoff_max_ms = 200\nstall_ms = 300\nfps = 0\nqueue_len = 1024\n"
                    "drain_ms = 200\n"
                    "[camera.net]\nsource = http://127.0.0.1:%d/gray.mkv\n"
-                   "[camera.stuck]\nsource = http://127.0.0.1:%d/live\n", port, stall_port);
+                   "[camera.stuck]\nsource = http://127.0.0.1:%d/live\n"
+                   "[camera.thin]\nsource = http://127.0.0.1:%d/gray.mkv\nfps = 5\n",
+                port, stall_port, port);
         fclose(f);
     }
     void *pull = pull_new();
     const char *extra[] = {"--config", conf, NULL};
     pid_t p = start(log, extra);
-    uint64_t n = 0, prev = 0;
+    uint64_t n = 0, prev = 0, thin = 0;
     int increasing = 1, cycled = 0;
     double t0 = now_s();
     msg_t *m;
     while (now_s() - t0 < 4.0 && (m = recv_frame(pull, 2000))) {
         Moda__Frame *fr = m->env->frame;
+        if (!strcmp(fr->camera_id, "thin")) {
+            thin++;
+            msg_free(&m);
+            continue;
+        }
         T(!strcmp(fr->camera_id, "net"));
         if (fr->seq <= prev) increasing = 0;
         prev = fr->seq;
@@ -415,6 +422,9 @@ static void test_streams(void)
     T(n >= 60 && increasing && cycled); /* at least two passes through the 30-frame file */
     T(r_net >= 1 && r_net != UINT64_MAX);
     T(r_stuck >= 3 && r_stuck <= 12); /* 300 ms stall + 100..200 ms backoff in ~4 s */
+    /* the same stream thinned to 5 fps: at most ~20 in 4 s (1000 unthinned) */
+    printf("streams: thinned to 5 fps: %llu frames in 4 s\n", (unsigned long long)thin);
+    T(thin >= 5 && thin <= 24);
     msg_free(&keep);
     FILE *lf = fopen(log, "r");
     char line[1024];
