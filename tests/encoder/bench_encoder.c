@@ -2,10 +2,10 @@
  *
  *   bench_encoder WEIGHTS INPUT.f32 [--iters N] [--threads T] [--ort-script PATH] [--no-ort]
  *
- * Runs N forward passes (after one warm-up) with T threads (default 2), then, in the same
- * invocation, `node PATH encoder INPUT OUT --iters N+1 --threads T` (ORT's first run is
- * dropped as its warm-up), and prints the medians, the ratio C/ORT, peak RSS and, with
- * MODA_PROFILE=1, the per-op time shares. Exits 1 on any failure. Not a ctest test: timing
+ * Runs N forward passes (after one warm-up) with T threads (default 2) and, in the same
+ * invocation, `node PATH encoder INPUT OUT --iters K --threads T` twice, before and after
+ * ours (N runs in all; each node call drops its first run as warm-up), then prints the
+ * medians, the ratio C/ORT, peak RSS and, with MODA_PROFILE=1, the per-op time shares. Exits 1 on any failure. Not a ctest test: timing
  * depends on machine load (check `uptime`).
  */
 #include <stdio.h>
@@ -37,34 +37,34 @@ static double median(double *v, int n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/* Runs ORT and returns the median of its per-iteration times after the first, or -1. */
-static double run_ort(const char *script, const char *input, int iters, int threads)
+/* Runs ORT (iters+1 runs, the first dropped as warm-up) and appends its per-iteration
+ * times to v[*n] (capacity cap). Returns 0, or -1 when node fails. */
+static int run_ort(const char *script, const char *input, int iters, int threads, double *v,
+                   int *n, int cap)
 {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "node '%s' encoder '%s' /tmp/bench_encoder_ort.%d.f32 --iters %d --threads %d",
-             script, input, (int)getpid(), iters + 1, threads);
+    char cmd[4096], out[64];
+    snprintf(out, sizeof out, "/tmp/bench_encoder_ort.%d.f32", (int)getpid());
+    snprintf(cmd, sizeof cmd, "node '%s' encoder '%s' %s --iters %d --threads %d", script, input,
+             out, iters + 1, threads);
     FILE *p = popen(cmd, "r");
     if (!p) return -1;
     char line[65536];
     size_t got = fread(line, 1, sizeof line - 1, p);
     line[got] = 0;
-    if (pclose(p) != 0) return -1;
-    snprintf(cmd, sizeof cmd, "/tmp/bench_encoder_ort.%d.f32", (int)getpid());
-    remove(cmd);
+    int rc = pclose(p);
+    remove(out);
     char *s = strchr(line, '[');
-    if (!s) return -1;
-    double v[1024];
-    int n = 0;
-    for (s++; n < 1024;) {
+    if (rc != 0 || !s) return -1;
+    int k = 0;
+    for (s++; *n < cap;) {
         char *end;
         double d = strtod(s, &end);
         if (end == s) break;
-        v[n++] = d;
+        if (k++ > 0) v[(*n)++] = d; /* drop the warm-up run */
         s = end;
         while (*s == ',' || *s == ' ') s++;
     }
-    if (n < 2) return -1;
-    return median(v + 1, n - 1);
+    return k >= 2 ? 0 : -1;
 }
 
 int main(int argc, char **argv)
@@ -108,6 +108,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "forward: %s\n", err.msg);
         return 1;
     }
+    /* ORT runs half before and half after ours, so a change of machine load during the
+     * invocation hits both sides alike. */
+    double ov[2048];
+    int on = 0, ort_ok = 1;
+    if (ort && run_ort(script, argv[2], (iters + 1) / 2, threads, ov, &on, 2048)) ort_ok = 0;
     double *ms = malloc(sizeof(double) * (size_t)iters);
     for (int i = 0; i < iters; i++) {
         double t = now_ms();
@@ -124,12 +129,16 @@ int main(int argc, char **argv)
     fflush(stdout);
     int rc = 0;
     if (ort) {
-        double o = run_ort(script, argv[2], iters, threads);
-        if (o < 0) {
+        if (ort_ok && run_ort(script, argv[2], iters - (iters + 1) / 2 > 0 ? iters - (iters + 1) / 2 : 1,
+                              threads, ov, &on, 2048))
+            ort_ok = 0;
+        if (!ort_ok || on < 1) {
             fprintf(stderr, "onnxruntime run failed (%s)\n", script);
             rc = 1;
         } else {
-            printf("ort threads=%d median_ms=%.1f ratio_c_over_ort=%.3f\n", threads, o, c_med / o);
+            double o = median(ov, on);
+            printf("ort threads=%d runs=%d median_ms=%.1f ratio_c_over_ort=%.3f\n", threads, on, o,
+                   c_med / o);
         }
     }
     tinyvit_destroy(&e);
