@@ -291,9 +291,12 @@ static void *bench_producer(void *arg)
     return NULL;
 }
 
-static void bench(const char *ep, const char *label, double fps)
+static void bench(const char *ep_in, const char *label, double fps)
 {
-    void *pull = pull_new(ep, 4);
+    void *pull = pull_new(ep_in, 4);
+    char ep[256] = ""; /* the bound address: a tcp port "*" resolved */
+    size_t epn = sizeof ep;
+    if (pull) zmq_getsockopt(pull, ZMQ_LAST_ENDPOINT, ep, &epn);
     err_t e = {0};
     moda_ingest_opts_t o;
     moda_ingest_opts_default(&o);
@@ -336,10 +339,10 @@ int main(void)
     char ep[128];
     snprintf(ep, sizeof ep, "ipc:///tmp/moda-sdk-bench-%d.sock", (int)getpid());
     bench(ep, "ipc", 0);
-    bench("tcp://127.0.0.1:47613", "tcp", 0);
+    bench("tcp://127.0.0.1:*", "tcp", 0);
     bench(ep, "ipc", 30);
     bench(ep, "ipc", -1);
-    bench("tcp://127.0.0.1:47613", "tcp", -1);
+    bench("tcp://127.0.0.1:*", "tcp", -1);
     zmq_ctx_term(ctx);
     return t_done("ingest_sdk");
 }
