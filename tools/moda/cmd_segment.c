@@ -299,8 +299,9 @@ int cmd_segment(int argc, char **argv)
             long long fg = 0;
             for (size_t i = 0; i < (size_t)img->w * img->h; i++) fg += bm[i] != 0;
             printf("mask: %s (%dx%d, %lld foreground px, domain %s, %s)\n", out, img->w, img->h,
-                   fg, chosen, prob < 0 ? "forced by --domain" : "selector");
-            if (prob >= 0) printf("selector probability %.3f\n", prob);
+                   fg, chosen, prob < 0 ? "forced by --domain"
+                               : prob > 1 ? "the bank's only domain" : "selector");
+            if (prob >= 0 && prob <= 1) printf("selector probability %.3f\n", prob);
         }
         free(bm);
         goto done;

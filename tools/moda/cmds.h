@@ -27,7 +27,8 @@ int cmd_train(int argc, char **argv);
 
 /* seg_bank.c: segment with a bank's adapter (`moda segment --bank`). p NULL = no prompt.
  * domain NULL: the only domain (or the selector). mask: h·w bytes 0/255 (caller-allocated);
- * chosen receives the domain name, *prob the selector probability (-1 when forced). */
+ * chosen receives the domain name, *prob the selector probability (-1 when forced by
+ * domain, 2 when the bank has only that domain). */
 int seg_bank_predict(sam_t *sam, const sam_embedding_t *emb, const sam_prompt_t *p,
                      const char *bank_path, const char *domain, uint8_t *mask, char *chosen,
                      size_t chosen_n, float *prob, err_t *err);

@@ -42,7 +42,7 @@ int seg_bank_predict(sam_t *sam, const sam_embedding_t *emb, const sam_prompt_t 
         }
     } else if (b->n_domains == 1) {
         d = &b->domains[0];
-        *prob = 1.0f;
+        *prob = 2.0f; /* no choice made: the only domain */
     } else {
         rc = err_set(err, ERR_UNSUPPORTED,
                      "bank '%s' has %d domains and this build has no selector yet: pass --domain NAME",
