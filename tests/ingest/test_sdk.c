@@ -29,8 +29,18 @@ static double now_s(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* ipc socket files this test bound, removed at exit (libzmq leaves them behind) */
+static char bound[8][128];
+static int nbound;
+
+static void unlink_bound(void)
+{
+    for (int i = 0; i < nbound; i++) unlink(bound[i]);
+}
+
 static void *pull_new(const char *ep, int rcvhwm)
 {
+    if (!strncmp(ep, "ipc://", 6) && nbound < 8) snprintf(bound[nbound++], sizeof bound[0], "%s", ep + 6);
     msg_sockopt_t so;
     msg_sockopt_default(&so);
     so.rcvhwm = rcvhwm;
@@ -344,5 +354,6 @@ int main(void)
     bench(ep, "ipc", -1);
     bench("tcp://127.0.0.1:*", "tcp", -1);
     zmq_ctx_term(ctx);
+    unlink_bound();
     return t_done("ingest_sdk");
 }

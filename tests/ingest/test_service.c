@@ -460,5 +460,6 @@ int main(int argc, char **argv)
     test_streams();
     test_cameras();
     zmq_ctx_term(ctx);
+    unlink(frames_ep + 6); /* the ipc file of our PULL socket (libzmq leaves it behind) */
     return t_done("ingest_service");
 }
