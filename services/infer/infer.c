@@ -19,6 +19,7 @@
 #include "hardcase.h"
 #include "log.h"
 #include "msg.h"
+#include "sha256.h"
 
 #define DONE_EP "inproc://moda-infer-done"
 #define MAX_CAMERAS 256
@@ -38,7 +39,7 @@ struct infer {
     const cfg_t *cfg;
     pool_t *pool;
     swap_t *banks;
-    void *pull, *pub, *done, *sub, *dealer;
+    void *pull, *pub, *done, *sub, *dealer, *seg;
     int max_side;
     double min_prob, min_iou, min_stab;
     int64_t hc_timeout_us;
@@ -184,6 +185,24 @@ static void check_collision(infer_t *a, camera_t *c, const Moda__Frame *f, int64
     c->seen = 1;
 }
 
+static void seg_reply(infer_t *a, job_t *j, int code, const char *text);
+
+/* Queues a job; the oldest waiting one may be pushed out (a frame: counted dropped; an
+ * interactive request: answered STATUS_BUSY). */
+static void queue_job(infer_t *a, job_t *j)
+{
+    job_t *old = NULL;
+    pool_push(a->pool, j, &old);
+    if (!old) return;
+    if (old->kind == JOB_SEGMENT) {
+        svc_count(a->svc, "segment_busy", 1);
+        seg_reply(a, old, ERR_STATE, "infer is busy: request pushed out of the queue, retry");
+    } else {
+        count_cam(a->svc, "dropped", old->camera);
+    }
+    job_free(old);
+}
+
 static int on_frame(svc_t *s, void *sock, void *user)
 {
     infer_t *a = user;
@@ -244,12 +263,7 @@ static int on_frame(svc_t *s, void *sock, void *user)
         j->raw_len = m->parts[0].size;
         j->img = img;
         msg_free(&m);
-        job_t *old = NULL;
-        pool_push(a->pool, j, &old);
-        if (old) {
-            count_cam(s, "dropped", old->camera);
-            job_free(old);
-        }
+        queue_job(a, j);
     }
     return 0;
 }
@@ -360,6 +374,105 @@ static int on_dealer(svc_t *s, void *sock, void *user)
     }
 }
 
+/* ---- interactive segmentation ---------------------------------------------------------- */
+
+/* Answers a segment job: code 0 = the job's mask, else an error status (ERR_*) with text. */
+static void seg_reply(infer_t *a, job_t *j, int code, const char *text)
+{
+    Moda__Status st = MODA__STATUS__INIT;
+    st.code = msg_status_code(code);
+    st.message = (char *)(code ? text : "");
+    Moda__RleMask rm = MODA__RLE_MASK__INIT;
+    Moda__SegmentReply r = MODA__SEGMENT_REPLY__INIT;
+    r.status = &st;
+    r.embedding_id = j->emb_id;
+    if (!code) {
+        rm.height = (uint32_t)j->mh;
+        rm.width = (uint32_t)j->mw;
+        rm.counts = j->rle;
+        r.mask = &rm;
+        r.iou_pred = j->iou;
+        r.stability = j->stability;
+        r.cached = j->cached;
+    }
+    Moda__Envelope env = MODA__ENVELOPE__INIT;
+    env.body_case = MODA__ENVELOPE__BODY_SEGMENT_REPLY;
+    env.segment_reply = &r;
+    err_t err = {0};
+    if (msg_reply(a->seg, j->req, &env, NULL, 0, &err))
+        log_warn("event=reply_failed req=segment msg=\"%s\"", err.msg);
+    svc_count(a->svc, code ? "segment_failed" : "segment_ok", 1);
+}
+
+static int is_hex64(const char *s)
+{
+    if (!s || strlen(s) != 64) return 0;
+    for (int i = 0; i < 64; i++)
+        if (!isxdigit((unsigned char)s[i])) return 0;
+    return 1;
+}
+
+static int on_segment(svc_t *s, void *sock, void *user)
+{
+    infer_t *a = user;
+    for (;;) {
+        msg_t *m = NULL;
+        int rc = svc_recv(s, sock, "segment", &m);
+        if (rc == ERR_TIMEOUT) return 0;
+        if (rc) { /* already answered with ErrorReply and counted */
+            msg_free(&m);
+            continue;
+        }
+        err_t err = {0};
+        if (m->env->body_case != MODA__ENVELOPE__BODY_SEGMENT_REQUEST) {
+            msg_reply_error(sock, m, ERR_UNSUPPORTED, "this socket takes SegmentRequest only", &err);
+            msg_free(&m);
+            continue;
+        }
+        const Moda__SegmentRequest *q = m->env->segment_request;
+        job_t *j = calloc(1, sizeof *j);
+        if (!j) {
+            msg_reply_error(sock, m, ERR_NOMEM, "out of memory", &err);
+            msg_free(&m);
+            continue;
+        }
+        j->kind = JOB_SEGMENT;
+        j->req = m;
+        j->in_us = msg_now_us();
+        int code = 0;
+        if (q->n_points % 3 || q->n_points / 3 > 64)
+            code = err_set(&err, ERR_INVALID, "points: %zu floats, need x,y,label triplets (at most 64)",
+                           q->n_points);
+        else if (q->has_box && q->n_box != 4)
+            code = err_set(&err, ERR_INVALID, "box: %zu floats, need x0,y0,x1,y1", q->n_box);
+        else if (!q->n_points && !q->has_box)
+            code = err_set(&err, ERR_INVALID, "no prompt: give points and/or a box");
+        else if (m->nparts > 1)
+            code = err_set(&err, ERR_FORMAT, "%d binary parts: at most one (the image)", m->nparts);
+        else if (m->nparts == 1) {
+            uint8_t d[32];
+            sha256_buf(m->parts[0].data, m->parts[0].size, d);
+            sha256_hex(d, j->emb_id);
+            if (!(j->img = image_decode(m->parts[0].data, m->parts[0].size, "segment image", &err)))
+                code = err.code ? err.code : ERR_FORMAT;
+        } else if (!is_hex64(q->embedding_id)) {
+            code = err_set(&err, ERR_INVALID, "no image and no valid embedding_id (64 hex)");
+        } else {
+            snprintf(j->emb_id, sizeof j->emb_id, "%s", q->embedding_id);
+        }
+        if (!code) {
+            for (size_t i = 0; i < q->n_points; i++) j->points[i] = q->points[i];
+            j->n_points = (int)(q->n_points / 3);
+            j->has_box = q->has_box;
+            if (q->has_box) memcpy(j->box, q->box, sizeof j->box);
+            queue_job(a, j);
+            continue;
+        }
+        seg_reply(a, j, code, err.msg);
+        job_free(j);
+    }
+}
+
 /* ---- results ----------------------------------------------------------------------------- */
 
 static void publish(infer_t *a, job_t *j)
@@ -397,7 +510,9 @@ static int on_done(svc_t *s, void *sock, void *user)
     }
     job_t *j;
     while ((j = pool_take_done(a->pool))) {
-        if (j->rc) {
+        if (j->kind == JOB_SEGMENT) {
+            seg_reply(a, j, j->rc, j->errmsg);
+        } else if (j->rc) {
             count_cam(s, "failed", j->camera);
             svc_error(s, "frame %s/%llu failed: %s", j->camera, (unsigned long long)j->seq, j->errmsg);
         } else {
@@ -599,7 +714,8 @@ infer_t *infer_new(svc_t *svc, const cfg_t *cfg, err_t *err)
     /* the done socket is bound before the workers connect (inproc) */
     if (!(a->done = add_sock(a, ZMQ_PULL, DONE_EP, 1, "done", on_done, err))) goto fail;
     a->pool = pool_new(svc_ctx(svc), cfg_str(cfg, "model"), (int)cfg_int(cfg, "workers"),
-                       (int)cfg_int(cfg, "queue"), DONE_EP, a->banks, err);
+                       (int)cfg_int(cfg, "queue"), DONE_EP, a->banks,
+                       (int)cfg_int(cfg, "embed_cache"), err);
     if (!a->pool) goto fail;
     if (!(a->pub = add_sock(a, ZMQ_PUB, cfg_str(cfg, "results"), 1, "results", pub_handler, err)))
         goto fail;
@@ -617,6 +733,8 @@ infer_t *infer_new(svc_t *svc, const cfg_t *cfg, err_t *err)
         svc_add_timer(svc, (int)cfg_int(cfg, "health_ms"), on_health, a, err))
         goto fail;
     on_health(svc, a);
+    if (!(a->seg = add_sock(a, ZMQ_ROUTER, cfg_str(cfg, "segment"), 1, "segment", on_segment, err)))
+        goto fail;
     /* frames last: nothing arrives before everything else is ready */
     if (!(a->pull = add_sock(a, ZMQ_PULL, cfg_str(cfg, "frames"), 1, "frames", on_frame, err)))
         goto fail;

@@ -39,7 +39,10 @@
     {"hc_burst", CFG_INT, "3", 1, 1000, "hard-case token bucket size per camera"},              \
     {"hc_queue", CFG_INT, "64", 1, 100000, "unacked hard cases kept; full: drop oldest"},       \
     {"hc_ack_timeout_ms", CFG_INT, "2000", 10, 600000, "resend a hard case after this"},       \
-    {"health_ms", CFG_INT, "500", 10, 60000, "refresh of derived Health counters"}
+    {"health_ms", CFG_INT, "500", 10, 60000, "refresh of derived Health counters"},            \
+    {"segment", CFG_ENDPOINT, "ipc:///tmp/moda-infer-segment.sock", 0, 0,                      \
+     "interactive segmentation (ROUTER, bound; labeling tools send SegmentRequest)"},          \
+    {"embed_cache", CFG_INT, "8", 1, 1024, "image embeddings kept for interactive requests (4 MiB each)"}
 
 typedef struct infer infer_t;
 
@@ -51,7 +54,7 @@ void infer_destroy(infer_t **p);
 
 /* ---- internal: shared by infer.c and workers.c ---------------------------------------- */
 
-enum { JOB_FRAME = 1 };
+enum { JOB_FRAME = 1, JOB_SEGMENT = 2 };
 
 typedef struct job {
     int kind;
@@ -61,7 +64,15 @@ typedef struct job {
     int format;       /* Moda__PixelFormat of the original bytes */
     uint8_t *raw;     /* the frame's part 0 bytes (owned; sent with a hard case) */
     size_t raw_len;
-    image_t *img;     /* decoded pixels (owned) */
+    image_t *img;     /* decoded pixels (owned); NULL for a segment job on a cached embedding */
+    /* JOB_SEGMENT: the request (owned; route + id for the reply), its prompt, image hash */
+    msg_t *req;
+    float points[64 * 3];
+    int n_points, has_box;
+    float box[4];
+    char emb_id[65];
+    int cached;
+    int mh, mw; /* mask size */
     /* filled by the worker */
     int rc;
     char errmsg[256];
@@ -78,9 +89,10 @@ void job_free(job_t *j);
 typedef struct pool pool_t;
 /* Starts n workers, each with its own sam_t loaded from model_path, serving jobs from the
  * pool's bounded queue (cap) and reporting to done_ep (inproc PUSH, one byte per job).
- * banks: the shared swap of adapter banks (borrowed). */
+ * banks: the shared swap of adapter banks (borrowed). cache_n: image embeddings kept for
+ * interactive segmentation (least recently used goes first). */
 pool_t *pool_new(void *zctx, const char *model_path, int n, int cap, const char *done_ep,
-                 swap_t *banks, err_t *err);
+                 swap_t *banks, int cache_n, err_t *err);
 void pool_destroy(pool_t **p);
 /* Queues j (ownership taken). When the queue is full the oldest queued job is returned in
  * *dropped (caller frees and counts), else *dropped = NULL. */

@@ -9,6 +9,8 @@
  *                 is in the engine, a one-domain bank uses it with probability 1 and a bank
  *                 with several domains uses the first with probability 1/n (so it is reported
  *                 as UNKNOWN_DOMAIN when the threshold is above that).
+ *   interactive (JOB_SEGMENT): the image embedding from the cache (keyed by the sha256 of
+ *                 the image bytes, LRU) or encoded and cached, then the request's points/box.
  *   no bank:      zero-shot SAM with a box prompt over the whole image (inset 2%): the best
  *                 predicted-IoU mask; domain "", selector probability 0.
  */
@@ -27,6 +29,13 @@
 #include "rle.h"
 #include "sam.h"
 #include "wts.h"
+
+typedef struct cache_entry {
+    char id[65];
+    prep_info_t info;
+    float *emb; /* [256,64,64], owned */
+    uint64_t used;
+} cache_entry_t;
 
 typedef struct worker {
     pool_t *pool;
@@ -51,7 +60,53 @@ struct pool {
     swap_t *banks;
     char base_hash[65];
     int early_c;
+    pthread_mutex_t cmu; /* guards the embedding cache */
+    int cache_n;
+    cache_entry_t *cache;
+    uint64_t cache_clock;
 };
+
+#define EMB_FLOATS ((size_t)SAM_EMB_C * SAM_EMB * SAM_EMB)
+
+/* Copies a cached embedding into out (caller frees with sam_embedding_free): 1 hit, 0 miss. */
+static int cache_get(pool_t *p, const char *id, sam_embedding_t *out)
+{
+    int hit = 0;
+    pthread_mutex_lock(&p->cmu);
+    for (int i = 0; i < p->cache_n && !hit; i++) {
+        cache_entry_t *c = &p->cache[i];
+        if (!c->emb || strcmp(c->id, id)) continue;
+        memset(out, 0, sizeof *out);
+        if ((out->emb = malloc(sizeof(float) * EMB_FLOATS))) {
+            memcpy(out->emb, c->emb, sizeof(float) * EMB_FLOATS);
+            out->info = c->info;
+            c->used = ++p->cache_clock;
+            hit = 1;
+        }
+    }
+    pthread_mutex_unlock(&p->cmu);
+    return hit;
+}
+
+/* Keeps a copy of emb under id, replacing the least recently used entry. */
+static void cache_put(pool_t *p, const char *id, const sam_embedding_t *emb)
+{
+    float *copy = malloc(sizeof(float) * EMB_FLOATS);
+    if (!copy) return;
+    memcpy(copy, emb->emb, sizeof(float) * EMB_FLOATS);
+    pthread_mutex_lock(&p->cmu);
+    cache_entry_t *v = &p->cache[0];
+    for (int i = 0; i < p->cache_n; i++) {
+        if (p->cache[i].emb && !strcmp(p->cache[i].id, id)) { v = &p->cache[i]; break; }
+        if (p->cache[i].used < v->used) v = &p->cache[i];
+    }
+    free(v->emb);
+    snprintf(v->id, sizeof v->id, "%s", id);
+    v->emb = copy;
+    v->info = emb->info;
+    v->used = ++p->cache_clock;
+    pthread_mutex_unlock(&p->cmu);
+}
 
 void job_free(job_t *j)
 {
@@ -59,6 +114,7 @@ void job_free(job_t *j)
     free(j->raw);
     image_destroy(&j->img);
     free(j->rle);
+    msg_free(&j->req);
     free(j);
 }
 
@@ -147,9 +203,43 @@ static void process(worker_t *w, job_t *j)
     if (!rc) rc = rle_encode_string(mask, (uint32_t)j->img->h, (uint32_t)j->img->w, &j->rle, &err);
     swap_release(w->pool->banks, ref);
     j->rc = rc;
+    j->mh = j->img->h;
+    j->mw = j->img->w;
     if (rc) snprintf(j->errmsg, sizeof j->errmsg, "%s", err.msg);
     sam_embedding_free(&emb);
     free(mask);
+    j->done_us = msg_now_us();
+}
+
+/* Interactive request: cached embedding (or encode + cache), then the prompt. */
+static void process_segment(worker_t *w, job_t *j)
+{
+    err_t err = {0};
+    sam_embedding_t emb = {0};
+    sam_result_t r = {0};
+    int rc = 0;
+    j->cached = cache_get(w->pool, j->emb_id, &emb);
+    if (!j->cached) {
+        if (!j->img)
+            rc = err_set(&err, ERR_NOTFOUND, "embedding %s is not cached (send the image)", j->emb_id);
+        else if (!(rc = sam_encode(w->sam, j->img, &emb, NULL, 0, &err)))
+            cache_put(w->pool, j->emb_id, &emb);
+    }
+    sam_prompt_t pr = {.points = j->points, .n_points = j->n_points, .has_box = j->has_box};
+    memcpy(pr.box, j->box, sizeof pr.box);
+    if (!rc) rc = sam_predict(w->sam, &emb, &pr, &r, &err);
+    if (!rc) {
+        j->iou = r.iou[r.best];
+        j->stability = r.stability[r.best];
+        j->mh = r.h;
+        j->mw = r.w;
+        rc = rle_encode_string(r.mask + (size_t)r.best * r.h * r.w, (uint32_t)r.h, (uint32_t)r.w,
+                               &j->rle, &err);
+    }
+    j->rc = rc;
+    if (rc) snprintf(j->errmsg, sizeof j->errmsg, "%s", err.msg);
+    sam_result_free(&r);
+    sam_embedding_free(&emb);
     j->done_us = msg_now_us();
 }
 
@@ -170,7 +260,8 @@ static void *worker_main(void *arg)
         p->depth--;
         pthread_mutex_unlock(&p->mu);
         j->next = NULL;
-        process(w, j);
+        if (j->kind == JOB_SEGMENT) process_segment(w, j);
+        else process(w, j);
         pthread_mutex_lock(&p->mu);
         if (p->done_tail) p->done_tail->next = j;
         else p->done_head = j;
@@ -182,16 +273,20 @@ static void *worker_main(void *arg)
 }
 
 pool_t *pool_new(void *zctx, const char *model_path, int n, int cap, const char *done_ep,
-                 swap_t *banks, err_t *err)
+                 swap_t *banks, int cache_n, err_t *err)
 {
     pool_t *p = calloc(1, sizeof *p);
-    if (!p || !(p->w = calloc((size_t)n, sizeof *p->w))) {
+    if (!p || !(p->w = calloc((size_t)n, sizeof *p->w)) ||
+        !(p->cache = calloc((size_t)(cache_n > 0 ? cache_n : 1), sizeof *p->cache))) {
+        if (p) free(p->w);
         free(p);
         err_set(err, ERR_NOMEM, "out of memory");
         return NULL;
     }
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
+    pthread_mutex_init(&p->cmu, NULL);
+    p->cache_n = cache_n > 0 ? cache_n : 1;
     p->cap = cap;
     p->n = n;
     p->banks = banks;
@@ -244,6 +339,9 @@ void pool_destroy(pool_t **pp)
     for (job_t *j = p->done_head, *nx; j; j = nx) nx = j->next, job_free(j);
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);
+    for (int i = 0; i < p->cache_n; i++) free(p->cache[i].emb);
+    free(p->cache);
+    pthread_mutex_destroy(&p->cmu);
     free(p->w);
     free(p);
     *pp = NULL;

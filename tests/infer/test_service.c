@@ -10,7 +10,11 @@
  * 3. Hard cases (min_iou = min_stability = 1 make every frame one) to a stand-in label ROUTER: first it never
  *    acks — resends after the ack timeout and the bounded queue (hc_queue 2) drops the oldest;
  *    then it acks everything it gets — the queue drains to 0.
- * 4. SIGTERM -> exit 0. Every wait has a deadline; alarm() guards the whole test.
+ * 4. Interactive segmentation (SegmentRequest on --segment): image + point -> mask of the
+ *    image's size; the same point on the returned embedding id -> cached, identical mask,
+ *    faster; unknown id NOT_FOUND, point outside INVALID/RANGE, no prompt INVALID, garbage
+ *    image FORMAT.
+ * 5. SIGTERM -> exit 0. Every wait has a deadline; alarm() guards the whole test.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -27,14 +31,14 @@
 #include "rle.h"
 
 static void *ctx;
-static char ctl_ep[200], frames_ep[200], results_ep[200], label_ep[200];
+static char ctl_ep[200], frames_ep[200], results_ep[200], label_ep[200], seg_ep[200];
 
 static pid_t start(const char *bin, const char *model)
 {
     pid_t p = fork();
     if (p == 0) {
         execl(bin, bin, "--bind", ctl_ep, "--frames", frames_ep, "--results", results_ep,
-              "--model", model, "--label", label_ep, "--min_iou", "1", "--min_stability", "1", "--hc_queue", "2",
+              "--model", model, "--label", label_ep, "--segment", seg_ep, "--min_iou", "1", "--min_stability", "1", "--hc_queue", "2",
               "--hc_burst", "100", "--hc_rate", "100", "--hc_ack_timeout_ms", "300",
               "--health_ms", "50", "--queue", "16", (char *)NULL);
         _exit(127);
@@ -87,6 +91,31 @@ static uint64_t wait_counter(const char *name, uint64_t want, int ms)
         usleep(50000);
     }
     return v;
+}
+
+/* One SegmentRequest; returns the status code (-1: no reply) and fills *rep (caller frees). */
+static int segment(const void *img, size_t len, const char *emb_id, const float *pts, int npts,
+                   msg_t **rep, double *ms)
+{
+    Moda__SegmentRequest q = MODA__SEGMENT_REQUEST__INIT;
+    if (emb_id) q.embedding_id = (char *)emb_id;
+    q.points = (float *)pts;
+    q.n_points = (size_t)npts * 3;
+    Moda__Envelope env = MODA__ENVELOPE__INIT;
+    env.body_case = MODA__ENVELOPE__BODY_SEGMENT_REQUEST;
+    env.segment_request = &q;
+    msg_part_t part = {img, len};
+    void *s = msg_socket_new(ctx, ZMQ_REQ, NULL, NULL);
+    int code = -1;
+    *rep = NULL;
+    int64_t t0 = msg_now_us();
+    if (s && !msg_connect(s, seg_ep, NULL) &&
+        !msg_request(s, &env, &part, img ? 1 : 0, 60000, NULL, rep, NULL) &&
+        (*rep)->env->body_case == MODA__ENVELOPE__BODY_SEGMENT_REPLY)
+        code = (int)(*rep)->env->segment_reply->status->code;
+    *ms = (msg_now_us() - t0) / 1e3;
+    msg_socket_close(&s);
+    return code;
 }
 
 static int send_frame(void *push, const char *cam, uint64_t seq, int64_t cap, uint32_t w,
@@ -230,6 +259,7 @@ int main(int argc, char **argv)
     snprintf(frames_ep, sizeof frames_ep, "ipc://%s/frames.sock", out);
     snprintf(results_ep, sizeof results_ep, "ipc://%s/results.sock", out);
     snprintf(label_ep, sizeof label_ep, "ipc://%s/label.sock", out);
+    snprintf(seg_ep, sizeof seg_ep, "ipc://%s/segment.sock", out);
     ctx = zmq_ctx_new();
     void *router = msg_socket_new(ctx, ZMQ_ROUTER, NULL, NULL);
     T(router && msg_bind(router, label_ep, NULL) == 0);
@@ -315,6 +345,47 @@ int main(int argc, char **argv)
            (unsigned long long)counter("hard_cases_found"), (unsigned long long)counter("hard_cases_sent"),
            (unsigned long long)counter("hard_cases_resent"), (unsigned long long)counter("hard_cases_dropped"),
            (unsigned long long)counter("hard_cases_acked"));
+
+    /* ---- 4. interactive segmentation: image, then the cached embedding ---- */
+    {
+        char path[1200];
+        snprintf(path, sizeof path, "%s/%s", imgdir, names[1]);
+        size_t len = 0;
+        uint8_t *b = read_file(path, &len);
+        image_t *im = b ? image_decode(b, len, path, NULL) : NULL;
+        T(im != NULL);
+        float pt[3] = {im ? im->w / 2.0f : 1, im ? im->h / 2.0f : 1, 1};
+        msg_t *r1 = NULL, *r2 = NULL, *r3 = NULL;
+        double ms1 = 0, ms2 = 0, ms3 = 0;
+        T(segment(b, len, NULL, pt, 1, &r1, &ms1) == 0);
+        const Moda__SegmentReply *s1 = r1 ? r1->env->segment_reply : NULL;
+        T(s1 && !s1->cached && strlen(s1->embedding_id) == 64 && s1->mask && im &&
+          (int)s1->mask->width == im->w && (int)s1->mask->height == im->h && s1->iou_pred > 0);
+        uint8_t *mk = NULL;
+        T(s1 && s1->mask && rle_decode_string(s1->mask->counts, s1->mask->height, s1->mask->width, &mk, NULL) == 0);
+        free(mk);
+        T(segment(NULL, 0, s1 ? s1->embedding_id : "", pt, 1, &r2, &ms2) == 0);
+        const Moda__SegmentReply *s2 = r2 ? r2->env->segment_reply : NULL;
+        T(s2 && s2->cached && s1 && !strcmp(s2->mask->counts, s1->mask->counts) &&
+          s2->iou_pred == s1->iou_pred);
+        printf("segment: image %.0f ms (encoder), cached embedding %.0f ms\n", ms1, ms2);
+        T(ms2 < ms1);
+        msg_free(&r2);
+        T(segment(NULL, 0, "00000000000000000000000000000000000000000000000000000000000000ff", pt, 1,
+                  &r2, &ms3) == MODA__STATUS_CODE__STATUS_NOT_FOUND);
+        msg_free(&r2);
+        float out_pt[3] = {1e6f, 1, 1};
+        int c = segment(NULL, 0, s1 ? s1->embedding_id : "", out_pt, 1, &r3, &ms3);
+        T(c == MODA__STATUS_CODE__STATUS_INVALID || c == MODA__STATUS_CODE__STATUS_RANGE);
+        msg_free(&r3);
+        T(segment(b, len, NULL, NULL, 0, &r3, &ms3) == MODA__STATUS_CODE__STATUS_INVALID);
+        msg_free(&r3);
+        T(segment(junk, sizeof junk, NULL, pt, 1, &r3, &ms3) == MODA__STATUS_CODE__STATUS_FORMAT);
+        msg_free(&r3);
+        msg_free(&r1);
+        image_destroy(&im);
+        free(b);
+    }
 
     /* ---- 2b. a camera id collision: same camera id, seq going back (seq 5 after 11) ---- */
     uint8_t small[256];
