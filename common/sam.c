@@ -44,7 +44,8 @@ sam_t *sam_load(const char *path, err_t *err)
         s->tinyvit = tinyvit_new(s->w, err);
         if (!s->tinyvit) goto fail_wrap;
         s->early_c = 160;
-    } else if (!strncmp(enc, "vit_", 4)) {
+    } else if (!strcmp(enc, "vit_b") || !strcmp(enc, "vit_l") || !strcmp(enc, "vit_h") ||
+               !strcmp(enc, "vit_custom")) {
         s->vit = vit_new(s->w, err);
         if (!s->vit) goto fail_wrap;
         s->early_c = vit_early_channels(s->vit);
