@@ -52,6 +52,7 @@ struct infer {
     char registry[300];
     int reg_timeout_ms;
     char alias[65];
+    int caught_up; /* GetAlias done (first timer tick, so svc_run's state changes come first) */
 };
 
 /* ---- small helpers ----------------------------------------------------------------------- */
@@ -590,6 +591,7 @@ static int bank_load(infer_t *a, uint64_t v)
         bank = NULL;
         int64_t t2 = msg_now_us();
         svc_count(a->svc, "bank_swaps", 1);
+        svc_set_state(a->svc, MODA__SERVICE_STATE__SERVICE_STATE_SERVING);
         *svc_counter(a->svc, "bank_load_us") = (uint64_t)(t1 - t0);
         *svc_counter(a->svc, "bank_switch_us") = (uint64_t)(t2 - t1);
         log_info("event=bank_swap version=%llu bytes=%zu load_ms=%.1f switch_us=%lld",
@@ -597,6 +599,8 @@ static int bank_load(infer_t *a, uint64_t v)
     }
     if (rc) {
         svc_count(a->svc, "bank_load_failed", 1);
+        /* still serving (old bank or zero-shot), but the alias's bank is not the one in use */
+        svc_set_state(a->svc, MODA__SERVICE_STATE__SERVICE_STATE_DEGRADED);
         svc_error(a->svc, "bank version %llu not used: %s", (unsigned long long)v, err.msg);
     }
     abank_destroy(&bank);
@@ -654,6 +658,10 @@ static int on_tick(svc_t *s, void *user)
 {
     (void)s;
     infer_t *a = user;
+    if (!a->caught_up) {
+        a->caught_up = 1;
+        if (*a->registry) bank_catch_up(a); /* last value: a late start catches up */
+    }
     hc_send_due(a, msg_now_us());
     return 0;
 }
@@ -728,7 +736,6 @@ infer_t *infer_new(svc_t *svc, const cfg_t *cfg, err_t *err)
         snprintf(topic, sizeof topic, "bank.%s", a->alias);
         zmq_setsockopt(a->sub, ZMQ_SUBSCRIBE, topic, strlen(topic));
     }
-    if (*a->registry) bank_catch_up(a);
     if (svc_add_timer(svc, 100, on_tick, a, err) ||
         svc_add_timer(svc, (int)cfg_int(cfg, "health_ms"), on_health, a, err))
         goto fail;
