@@ -64,93 +64,10 @@ static int name_ok(const char *s, size_t n)
     return 1;
 }
 
-/* ---- part hashes ----------------------------------------------------------------------
- * Hashing every byte of a bank dominates a put (plain C sha256: ~150 MB/s here), so whole
- * 64-byte blocks go through the x86 SHA extensions when the CPU has them (~10x faster); the
- * tail and the padding use sha256.c. Checked against sha256_buf in tests/registry. */
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <cpuid.h>
-#include <immintrin.h>
-
-static int have_shani(void)
-{
-    static int cached = -1;
-    if (cached < 0) {
-        unsigned a, b, c, d;
-        int sse41 = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 19));
-        int sha = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & (1u << 29));
-        cached = sse41 && sha;
-    }
-    return cached;
-}
-
-static const uint32_t K256[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
-
-/* Compresses n 64-byte blocks into h[8] (FIPS 180-4 state order a..h). */
-__attribute__((target("sha,sse4.1"))) static void blocks_shani(uint32_t h[8], const uint8_t *p, size_t n)
-{
-    const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL);
-    __m128i t = _mm_loadu_si128((const __m128i *)&h[0]);   /* a b c d (lane 0 = a) */
-    __m128i s1 = _mm_loadu_si128((const __m128i *)&h[4]);  /* e f g h */
-    t = _mm_shuffle_epi32(t, 0xB1);                         /* b a d c */
-    s1 = _mm_shuffle_epi32(s1, 0x1B);                       /* h g f e */
-    __m128i s0 = _mm_alignr_epi8(t, s1, 8);                 /* f e b a: ABEF */
-    s1 = _mm_blend_epi16(s1, t, 0xF0);                      /* h g d c: CDGH */
-    for (; n; n--, p += 64) {
-        __m128i save0 = s0, save1 = s1, w[4];
-        for (int i = 0; i < 4; i++) w[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), bswap);
-        for (int g = 0; g < 16; g++) {
-            if (g >= 4) {
-                __m128i x = _mm_sha256msg1_epu32(w[g & 3], w[(g + 1) & 3]);
-                x = _mm_add_epi32(x, _mm_alignr_epi8(w[(g + 3) & 3], w[(g + 2) & 3], 4));
-                w[g & 3] = _mm_sha256msg2_epu32(x, w[(g + 3) & 3]);
-            }
-            __m128i m = _mm_add_epi32(w[g & 3], _mm_loadu_si128((const __m128i *)&K256[4 * g]));
-            s1 = _mm_sha256rnds2_epu32(s1, s0, m);
-            s0 = _mm_sha256rnds2_epu32(s0, s1, _mm_shuffle_epi32(m, 0x0E));
-        }
-        s0 = _mm_add_epi32(s0, save0);
-        s1 = _mm_add_epi32(s1, save1);
-    }
-    t = _mm_shuffle_epi32(s0, 0x1B);        /* feba */
-    s1 = _mm_shuffle_epi32(s1, 0xB1);       /* dchg */
-    s0 = _mm_blend_epi16(t, s1, 0xF0);      /* dcba */
-    s1 = _mm_alignr_epi8(s1, t, 8);         /* hgfe */
-    _mm_storeu_si128((__m128i *)&h[0], s0);
-    _mm_storeu_si128((__m128i *)&h[4], s1);
-}
-#endif
-
-void bank_sha256(const void *d, size_t n, uint8_t out[32])
-{
-    sha256_t s;
-    sha256_init(&s);
-#if defined(__x86_64__) && defined(__GNUC__)
-    if (have_shani() && n >= 64) {
-        size_t nb = n / 64;
-        blocks_shani(s.h, d, nb);
-        s.total = (uint64_t)nb * 64;
-        d = (const uint8_t *)d + nb * 64;
-        n -= nb * 64;
-    }
-#endif
-    sha256_update(&s, d, n);
-    sha256_final(&s, out);
-}
-
 static void hex_sha(const void *d, size_t n, char out[65])
 {
     uint8_t dg[32];
-    bank_sha256(d, n, dg);
+    sha256_buf(d, n, dg);
     sha256_hex(dg, out);
 }
 

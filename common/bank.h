@@ -89,9 +89,6 @@ int bank_meta_replace_domain(const void *meta, size_t meta_len, const void *from
 /* Reads "moda.base_model" from a metadata part into out[65]. */
 int bank_meta_base_model(const void *meta, size_t meta_len, char out[65], err_t *err);
 
-/* sha256 of a buffer, as sha256_buf, using the CPU's SHA instructions when present. */
-void bank_sha256(const void *data, size_t n, uint8_t out[32]);
-
 /* A synthetic bank for tests and benchmarks: `n_domains` domains named d000, d001, ..., each
  * with two F32 adapter tensors of about `domain_bytes` bytes in total filled from a generator
  * seeded by (seed, domain index, gen[domain index] when gen is not NULL), two replay samples,

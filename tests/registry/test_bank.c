@@ -273,41 +273,8 @@ static void malformed(void)
     free(b);
 }
 
-/* bank_sha256 (SHA extensions when present) against the plain sha256.c, every length
- * around the block boundaries and a few large buffers. */
-static void hash_vs_reference(void)
-{
-    size_t big = 3 << 20;
-    unsigned char *d = malloc(big);
-    uint32_t x = 1;
-    for (size_t i = 0; i < big; i++) {
-        x = x * 1664525u + 1013904223u;
-        d[i] = (unsigned char)(x >> 24);
-    }
-    size_t lens[] = {0, 1, 55, 56, 63, 64, 65, 119, 120, 127, 128, 129, 1000, 4096, 65537, 1 << 20, 3 << 20};
-    for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++)
-        for (size_t off = 0; off < 3; off++) {
-            size_t n = lens[k] > big - off ? big - off : lens[k];
-            uint8_t a[32], b[32];
-            bank_sha256(d + off, n, a);
-            sha256_buf(d + off, n, b);
-            if (memcmp(a, b, 32)) {
-                fprintf(stderr, "FAIL bank_sha256 differs from sha256_buf at length %zu offset %zu\n", n, off);
-                failures++;
-            }
-        }
-    /* FIPS 180-4 example "abc" */
-    uint8_t a[32];
-    char hx[65];
-    bank_sha256("abc", 3, a);
-    sha256_hex(a, hx);
-    EXPECT(!strcmp(hx, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
-    free(d);
-}
-
 int main(void)
 {
-    hash_vs_reference();
     roundtrip_synth();
     canonical_form();
     malformed();
