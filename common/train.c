@@ -366,7 +366,11 @@ int train_adapter(sam_t *sam, const train_set_t *ts, adapter_t *a, const train_c
             }
             if (rc) break;
             step++;
-            kn_adam_step(a->data, t.grad, t.m, t.v, a->size, lr, 0.9f, 0.999f, 1e-8f, 0.0f, step);
+            float lr_s = c->warmup_steps > 0 && step < c->warmup_steps
+                             ? lr * (float)step / (float)c->warmup_steps
+                             : lr;
+            kn_adam_step(a->data, t.grad, t.m, t.v, a->size, lr_s, 0.9f, 0.999f, 1e-8f, 0.0f,
+                         step);
             step_time += now_s() - ts0;
         }
         if (rc) break;

@@ -76,6 +76,7 @@ typedef struct train_cfg {
     uint64_t seed;     /* 0 */
     float lr;          /* 1e-3 */
     int decay_epoch;   /* -1: floor(2·epochs/3) */
+    int warmup_steps;  /* 0: off; else lr ramps linearly over the first warmup_steps steps */
     int points;        /* 12544 */
     int oversample;    /* 3 */
     float importance;  /* 0.75 */

@@ -37,6 +37,7 @@ static const char *HELP =
     "  --data DIR       <DIR>/images, <DIR>/masks (0/255 PNG), <DIR>/split.txt\n"
     "  --epochs N       training epochs (default 24; lr x0.1 from epoch floor(2N/3))\n"
     "  --lr X           Adam learning rate (default 1e-3, the paper's)\n"
+    "  --warmup N       ramp the learning rate linearly over the first N steps (default 0)\n"
     "  --seed S         RNG seed (default 0); same seed + same --threads = same bank\n"
     "  --model M        SAM weights (default: $MODA_MODEL, else .deps/models/mobile_sam.safetensors)\n"
     "  --threads T      CPU threads (default: all cores)\n"
@@ -128,7 +129,7 @@ int cmd_train(int argc, char **argv)
 {
     const char *in = NULL, *out = NULL, *name = NULL, *data = NULL, *model = NULL;
     long epochs = 24, seed = 0, threads = 0, max_train = 0, max_test = 0;
-    long replay = ABANK_DEFAULT_REPLAY;
+    long replay = ABANK_DEFAULT_REPLAY, warmup = 0;
     int no_eval = 0, quiet = 0, box_only = 0;
     double lr = 1e-3;
     for (int i = 1; i < argc; i++) {
@@ -168,6 +169,7 @@ int cmd_train(int argc, char **argv)
         else if (!strcmp(a, "--seed")) { if (parse_int(a, v, 0, 2147483647L, &seed)) return 2; }
         else if (!strcmp(a, "--threads")) { if (parse_int(a, v, 1, 1024, &threads)) return 2; }
         else if (!strcmp(a, "--max-train")) { if (parse_int(a, v, 1, 1000000, &max_train)) return 2; }
+        else if (!strcmp(a, "--warmup")) { if (parse_int(a, v, 0, 1000000, &warmup)) return 2; }
         else if (!strcmp(a, "--max-test")) { if (parse_int(a, v, 1, 1000000, &max_test)) return 2; }
         else if (!strcmp(a, "--replay")) { if (parse_int(a, v, 0, 1000, &replay)) return 2; }
         else {
@@ -228,6 +230,7 @@ int cmd_train(int argc, char **argv)
     cfg.epochs = (int)epochs;
     cfg.seed = (uint64_t)seed;
     cfg.lr = (float)lr;
+    cfg.warmup_steps = (int)warmup;
     if (box_only) cfg.share_box = 1.0f;
     if (!quiet) cfg.progress = progress;
     train_stats_t ts;
