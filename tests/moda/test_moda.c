@@ -198,6 +198,7 @@ static int test_dataset(const char *work)
     snprintf(p, sizeof p, "%s/images/a.png", d), write_png(p, 20, 10, 3, 100, 0);
     snprintf(p, sizeof p, "%s/images/b.png", d), write_png(p, 20, 10, 3, 100, 0);
     snprintf(p, sizeof p, "%s/masks/a.png", d), write_png(p, 20, 10, 1, 0, 255);
+    snprintf(p, sizeof p, "%s/masks/b.png", d), unlink(p); /* left by an earlier run */
     snprintf(p, sizeof p, "%s/split.txt", d);
     err_t e = {0};
     /* missing mask for b */
