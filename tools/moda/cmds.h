@@ -23,7 +23,9 @@ int cmd_health(int argc, char **argv);
 int cmd_label(int argc, char **argv);
 int cmd_registry(int argc, char **argv);
 int cmd_segment(int argc, char **argv);
+int cmd_status(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+int cmd_up(int argc, char **argv);
 
 /* seg_bank.c: segment with a bank's adapter (`moda segment --bank`). p NULL = no prompt.
  * domain NULL: the only domain (or the selector). mask: h·w bytes 0/255 (caller-allocated);

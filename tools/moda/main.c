@@ -12,7 +12,9 @@ static const moda_cmd_t commands[] = {
     {"label", "hard-case queue and labels: import DIR / COCO, export COCO, queue", cmd_label},
     {"registry", "adapter bank versions: list, put, promote, rollback, history", cmd_registry},
     {"segment", "segment an image from point/box prompts", cmd_segment},
+    {"status", "health and counters of the services started by `moda up`", cmd_status},
     {"train-domain", "train one domain's MoDA adapter into an adapter bank", cmd_train},
+    {"up", "run the five services here, supervised (Ctrl-C stops them)", cmd_up},
     {NULL, NULL, NULL},
 };
 
