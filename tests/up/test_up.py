@@ -154,6 +154,7 @@ def main():
             fail("moda up did not exit within 20 s of SIGTERM")
         if rc != 0:
             fail("moda up exit status %d after SIGTERM" % rc)
+        t_stop = time.time() - t
         left = [p for p in all_pids if p > 0 and alive(p)]
         if left:
             fail("children still alive after moda up exited: %s" % left)
@@ -163,7 +164,7 @@ def main():
         if rc != 1 or not s or s["all_up"] or s["services"]["infer"]["up"]:
             fail("status after stop: rc %d %s" % (rc, s))
         log("ok: SIGTERM -> exit 0 in %.2f s, %d child pids gone, status exits 1 (DOWN)" %
-            (time.time() - t, len(all_pids)))
+            (t_stop, len(all_pids)))
     finally:
         for p in procs:
             if p.poll() is None:

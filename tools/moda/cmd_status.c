@@ -143,6 +143,64 @@ static long long active_version(void *ctx, const char *ep, int timeout_ms, char 
     return v;
 }
 
+/* Health of all five at once (a DOWN one costs timeout_ms once, not per service): fills
+ * svc[i].health or svc[i].error. */
+static void ask_health(void *ctx, st_svc_t *svc, int timeout_ms)
+{
+    void *sock[ST_NSVC] = {0};
+    int pending[ST_NSVC] = {0};
+    for (int i = 0; i < ST_NSVC; i++) {
+        err_t e = {0};
+        msg_sockopt_t so;
+        msg_sockopt_default(&so);
+        so.sndtimeo_ms = 0;
+        so.reconnect_ivl_ms = 20;
+        Moda__HealthRequest hr = MODA__HEALTH_REQUEST__INIT;
+        Moda__Envelope env = MODA__ENVELOPE__INIT;
+        env.body_case = MODA__ENVELOPE__BODY_HEALTH_REQUEST;
+        env.health_request = &hr;
+        sock[i] = msg_socket_new(ctx, ZMQ_REQ, &so, &e);
+        if (!sock[i] || msg_connect(sock[i], svc[i].endpoint, &e) || msg_send(sock[i], &env, NULL, 0, &e))
+            snprintf(svc[i].error, sizeof svc[i].error, "%s", e.msg);
+        else
+            pending[i] = 1;
+    }
+    int64_t deadline = msg_now_us() + (int64_t)timeout_ms * 1000;
+    for (;;) {
+        zmq_pollitem_t it[ST_NSVC];
+        int idx[ST_NSVC], n = 0;
+        for (int i = 0; i < ST_NSVC; i++)
+            if (pending[i]) {
+                it[n] = (zmq_pollitem_t){sock[i], 0, ZMQ_POLLIN, 0};
+                idx[n++] = i;
+            }
+        int64_t left = (deadline - msg_now_us()) / 1000;
+        if (!n || left <= 0) break;
+        if (zmq_poll(it, n, (long)left) <= 0) continue;
+        for (int k = 0; k < n; k++) {
+            if (!(it[k].revents & ZMQ_POLLIN)) continue;
+            int i = idx[k];
+            err_t e = {0};
+            msg_t *reply = NULL;
+            pending[i] = 0;
+            if (msg_recv(sock[i], 0, NULL, MSG_DONTWAIT, &reply, &e))
+                snprintf(svc[i].error, sizeof svc[i].error, "%s", e.msg);
+            else if (reply->env->body_case != MODA__ENVELOPE__BODY_HEALTH_REPLY || !reply->env->health_reply)
+                snprintf(svc[i].error, sizeof svc[i].error, "answered %s, not health_reply",
+                         msg_body_name(reply->env->body_case));
+            else {
+                svc[i].health = reply;
+                reply = NULL;
+            }
+            msg_free(&reply);
+        }
+    }
+    for (int i = 0; i < ST_NSVC; i++) {
+        if (pending[i]) snprintf(svc[i].error, sizeof svc[i].error, "no Health reply within %d ms", timeout_ms);
+        msg_socket_close(&sock[i]);
+    }
+}
+
 static void print_json(const char *state_path, int have_state, st_svc_t *svc, long long active, const char *why)
 {
     json_writer_t w;
@@ -347,25 +405,8 @@ int cmd_status(int argc, char **argv)
         int have = 0;
         load_state(run_dir, svc, state_path, sizeof state_path, &have);
         int all = 1;
-        for (int i = 0; i < ST_NSVC; i++) {
-            Moda__HealthRequest hr = MODA__HEALTH_REQUEST__INIT;
-            Moda__Envelope env = MODA__ENVELOPE__INIT;
-            env.body_case = MODA__ENVELOPE__BODY_HEALTH_REQUEST;
-            env.health_request = &hr;
-            err_t e = {0};
-            msg_t *reply = NULL;
-            if (request(ctx, svc[i].endpoint, &env, timeout, &reply, &e)) {
-                snprintf(svc[i].error, sizeof svc[i].error, "%s", e.msg);
-                msg_free(&reply);
-            } else if (reply->env->body_case != MODA__ENVELOPE__BODY_HEALTH_REPLY || !reply->env->health_reply) {
-                snprintf(svc[i].error, sizeof svc[i].error, "answered %s, not health_reply",
-                         msg_body_name(reply->env->body_case));
-                msg_free(&reply);
-            } else {
-                svc[i].health = reply;
-            }
-            all &= svc[i].health != NULL;
-        }
+        ask_health(ctx, svc, timeout);
+        for (int i = 0; i < ST_NSVC; i++) all &= svc[i].health != NULL;
         char why[256] = "";
         long long active = svc[0].health ? active_version(ctx, svc[0].endpoint, timeout, why, sizeof why) : -1;
         if (!svc[0].health) snprintf(why, sizeof why, "registry DOWN");

@@ -307,16 +307,17 @@ static void stop_all(up_svc_t *svc, int timeout_ms)
 {
     for (int i = UP_NSVC - 1; i >= 0; i--)
         if (svc[i].pid > 0) kill(svc[i].pid, SIGTERM);
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t t0 = now_ms(), deadline = t0 + timeout_ms;
     for (;;) {
         int alive = 0;
         for (int i = 0; i < UP_NSVC; i++) {
             if (svc[i].pid <= 0) continue;
             int status;
             pid_t r = waitpid(svc[i].pid, &status, WNOHANG);
-            if (r == svc[i].pid || (r < 0 && errno == ECHILD))
+            if (r == svc[i].pid || (r < 0 && errno == ECHILD)) {
+                printf("moda up: %-8s stopped in %.2f s\n", svc[i].name, (double)(now_ms() - t0) / 1000.0);
                 svc[i].pid = 0;
-            else
+            } else
                 alive++;
         }
         if (!alive) return;
