@@ -29,6 +29,14 @@ void tinyvit_destroy(tinyvit_t **e);
 /* x[3,1024,1024] (preprocessed) -> emb[256,64,64]. early (may be NULL) receives the
  * stage-1 output after its merge, [160,64,64] (adapter input, MODA.md). */
 int tinyvit_forward(tinyvit_t *e, const float *x, float *emb, float *early, err_t *err);
+/* The same, plus the selector taps (MoDA selector, common/selector.h): taps (may be NULL;
+ * caller-allocated, TINYVIT_TAPS_FLOATS floats) receives, for each stage-2 block (6, C=160)
+ * then each stage-3 block (2, C=320), in order, the keys and values of the block's qkv on
+ * the LayerNormed patch tokens: [4096, 2C] per block, row = [k (C) | v (C)], heads
+ * contiguous (head h at columns h*32). emb and early are bit-identical to tinyvit_forward. */
+#define TINYVIT_TAPS_FLOATS ((size_t)4096 * (6 * 2 * 160 + 2 * 2 * 320))
+int tinyvit_forward_taps(tinyvit_t *e, const float *x, float *emb, float *early, float *taps,
+                         err_t *err);
 /* With MODA_PROFILE=1 in the environment at tinyvit_new, forward passes add up time per op
  * kind; writes "runs=N total_ms=.. gemm_ms=..(share%) ..." (per-run means) into buf[n].
  * Returns 0, or ERR_STATE (text still written, all zero) when profiling is off. */

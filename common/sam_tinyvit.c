@@ -509,10 +509,25 @@ static void conv3(tinyvit_t *e, float *y, const float *x, const lin_t *l, int H,
  * op, per window); A = local_conv(X);
  * X = A + fc2(GELU(fc1(LN(A)))). The first LayerNorm runs inside the qkv GEMM; the MLP is
  * one fused op per row block (its hidden rows never leave the thread's cache). */
-static int attn_block(tinyvit_t *e, const attn_block_t *b, int stage, err_t *err)
+static int attn_block(tinyvit_t *e, const attn_block_t *b, int stage, float *tap, err_t *err)
 {
     int C = k_dim[stage], side = k_side[stage], M = side * side;
     gemm_ln(e, e->B, e->X, &b->qkv, b->ln1_w, b->ln1_b, M, KN_ACT_NONE);
+    if (tap) { /* read-only copy of k and v, per-head [q|k|v] -> [k (C) | v (C)] per row */
+        double t0 = tick(e);
+        int heads = k_heads[stage];
+        for (int n = 0; n < M; n++) {
+            const float *src = e->B + (size_t)n * 3 * C;
+            float *dst = tap + (size_t)n * 2 * C;
+            for (int h = 0; h < heads; h++) {
+                memcpy(dst + h * HEAD_DIM, src + h * 3 * HEAD_DIM + HEAD_DIM,
+                       sizeof(float) * HEAD_DIM);
+                memcpy(dst + C + h * HEAD_DIM, src + h * 3 * HEAD_DIM + 2 * HEAD_DIM,
+                       sizeof(float) * HEAD_DIM);
+            }
+        }
+        tock(e, P_OTHER, t0);
+    }
     double t = tick(e);
     int rc = (size_t)SCR_FLOATS < kn_winattn_scratch(k_heads[stage], HEAD_DIM, k_ws[stage])
                  ? -1
@@ -534,7 +549,14 @@ static int attn_block(tinyvit_t *e, const attn_block_t *b, int stage, err_t *err
 
 int tinyvit_forward(tinyvit_t *e, const float *x, float *emb, float *early, err_t *err)
 {
+    return tinyvit_forward_taps(e, x, emb, early, NULL, err);
+}
+
+int tinyvit_forward_taps(tinyvit_t *e, const float *x, float *emb, float *early, float *taps,
+                         err_t *err)
+{
     if (!e || !x || !emb) return err_set(err, ERR_INVALID, "tinyvit_forward: NULL argument");
+    float *tap = taps;
     /* Patch embedding: conv 3→32 s2 + GELU, conv 32→64 s2 → X[256², 64]. */
     double t = tick(e);
     conv3(e, e->A, x, &e->pe0, SAM_IMG, SAM_IMG, 3, 2, 1, PE0_BAND, KN_ACT_GELU);
@@ -545,8 +567,10 @@ int tinyvit_forward(tinyvit_t *e, const float *x, float *emb, float *early, err_
     conv_block(e, &e->merge[0], 256, 2, 0);
     int bi = 0;
     for (int s = 1; s < NSTAGE; s++) {
-        for (int i = 0; i < k_depth[s]; i++)
-            if (attn_block(e, &e->blk[bi++], s, err)) return err->code;
+        for (int i = 0; i < k_depth[s]; i++) {
+            if (attn_block(e, &e->blk[bi++], s, s >= 2 ? tap : NULL, err)) return err->code;
+            if (tap && s >= 2) tap += (size_t)k_side[s] * k_side[s] * 2 * k_dim[s];
+        }
         if (s < NSTAGE - 1) {
             /* PatchMerging: stride 2, except into the 320-wide last stage (stride 1). */
             conv_block(e, &e->merge[s], k_side[s], k_dim[s + 1] == 320 ? 1 : 2, 0);
