@@ -90,9 +90,12 @@ def main():
 
         # 2. the whole pipeline with a synthetic camera
         up_log = open(os.path.join(WORK, "up.out"), "w")
-        up = subprocess.Popen([MODA, "up", "--data", WORK + "/data", "--run-dir", run_dir,
-                               "--camera", "synthetic:64x48", "--fps", "5", "--backoff-ms", "200",
-                               "--stop-timeout-ms", "5000"], stdout=up_log, stderr=subprocess.STDOUT)
+        conf = os.path.join(WORK, "up.conf")
+        with open(conf, "w") as f:  # --config FILE: the same keys as the command line
+            f.write("# moda up test\ncamera = synthetic:64x48\nfps = 5\nbackoff_ms = 200\n"
+                    "stop_timeout_ms = 5000\n")
+        up = subprocess.Popen([MODA, "up", "--config", conf, "--data", WORK + "/data",
+                               "--run-dir", run_dir], stdout=up_log, stderr=subprocess.STDOUT)
         procs.append(up)
 
         def pipeline_up():
@@ -114,7 +117,8 @@ def main():
                 fail("%s pid in status is not alive" % name)
         txt = subprocess.run([MODA, "status", "--run-dir", run_dir], capture_output=True, text=True,
                              timeout=20)
-        if txt.returncode != 0 or "cam0" not in txt.stdout or "active bank" not in txt.stdout:
+        if (txt.returncode != 0 or "cam0" not in txt.stdout or "active bank" not in txt.stdout
+                or "synthetic:64x48" not in open(os.path.join(WORK, "up.out")).read()):
             fail("text status:\n" + txt.stdout + txt.stderr)
 
         # 3. SIGKILL children: the supervisor restarts them

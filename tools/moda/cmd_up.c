@@ -280,7 +280,7 @@ static const char *describe_exit(int status, char *buf, size_t n)
 }
 
 /* Reap any dead children; schedule restarts. Returns how many died. */
-static int reap(up_svc_t *svc, int quiet)
+static int reap(up_svc_t *svc, int quiet, int64_t bo0, int64_t bomax)
 {
     int died = 0, status;
     pid_t pid;
@@ -290,7 +290,9 @@ static int reap(up_svc_t *svc, int quiet)
             if (s->pid != pid) continue;
             char why[96];
             int64_t t = now_ms();
-            if (t - s->started_ms > 30000) s->backoff_ms = 0;
+            if (t - s->started_ms > 30000) s->backoff_ms = 0; /* it had recovered */
+            s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : bo0;
+            if (s->backoff_ms > bomax) s->backoff_ms = bomax;
             s->pid = 0;
             s->restart_at_ms = t + s->backoff_ms;
             if (!quiet)
@@ -334,7 +336,8 @@ static void stop_all(up_svc_t *svc, int timeout_ms)
     }
 }
 
-/* Start s and wait until it answers Health. 0, or -1 after printing why. */
+/* Start s and wait until it answers Health. 0; -1 after printing why; -2 when SIGINT/SIGTERM
+ * arrived meanwhile. */
 static int start_and_wait(void *ctx, up_svc_t *s, int timeout_ms)
 {
     if (spawn(s)) {
@@ -360,7 +363,7 @@ static int start_and_wait(void *ctx, up_svc_t *s, int timeout_ms)
             return -1;
         }
     }
-    return -1;
+    return -2; /* stopped by a signal while waiting: not a failure */
 }
 
 static void free_svcs(up_svc_t *svc)
@@ -512,7 +515,9 @@ int cmd_up(int argc, char **argv)
     int64_t t0 = now_ms();
     for (int i = 0; i < UP_NSVC && !g_stop; i++) {
         int64_t ts = now_ms();
-        if (start_and_wait(ctx, &svc[i], timeout)) {
+        int r = start_and_wait(ctx, &svc[i], timeout);
+        if (r == -2) break;
+        if (r) {
             status = 1;
             break;
         }
@@ -536,13 +541,11 @@ int cmd_up(int argc, char **argv)
     int64_t bo0 = cfg_int(cfg, "backoff_ms"), bomax = cfg_int(cfg, "backoff_max_ms");
     while (!status && !g_stop) {
         sleep_ms(100);
-        if (reap(svc, 0)) write_state(state, run_dir, data, svc);
+        if (reap(svc, 0, bo0, bomax)) write_state(state, run_dir, data, svc);
         int64_t t = now_ms();
         for (int i = 0; i < UP_NSVC && !g_stop; i++) {
             up_svc_t *s = &svc[i];
             if (s->pid || !s->restart_at_ms || t < s->restart_at_ms) continue;
-            s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : bo0;
-            if (s->backoff_ms > bomax) s->backoff_ms = bomax;
             if (spawn(s)) {
                 fprintf(stderr, "moda up: cannot restart %s: %s\n", s->name, strerror(errno));
                 s->restart_at_ms = t + s->backoff_ms;
@@ -556,7 +559,7 @@ int cmd_up(int argc, char **argv)
     if (g_stop) printf("moda up: stopping\n");
     fflush(stdout);
     stop_all(svc, (int)cfg_int(cfg, "stop_timeout_ms"));
-    reap(svc, 1);
+    reap(svc, 1, 0, 0);
     unlink(state);
     if (!status) printf("moda up: all services stopped\n");
     zmq_ctx_term(ctx);
