@@ -6,8 +6,9 @@ Checks (each bounded by a deadline, never hangs; exit 1 on the first failure):
  1. a service that cannot start (bad extra argument for moda-label) -> `moda up` exits 1,
     names "label" and prints its log tail; the registry it had started is gone;
  2. synthetic camera: `moda status --json` shows all five up and infer frames_processed > 0;
- 3. SIGKILL one child (label, then ingest): the supervisor restarts it (new pid, restarts 1,
-    Health answers again) and frames keep flowing;
+ 3. SIGKILL children (label, ingest, infer, label again): the supervisor restarts each (new
+    pid, restarts counted, Health answers again), the second crash waits twice the backoff,
+    and frames keep flowing;
  4. SIGTERM `moda up` -> exit 0, every child pid gone, up.json removed, `moda status` exits 1
     and reports DOWN.
 """
@@ -123,16 +124,17 @@ def main():
 
         # 3. SIGKILL children: the supervisor restarts them
         all_pids = set()
-        for victim in ("label", "ingest"):
+        for victim in ("label", "ingest", "infer", "label"):
             st = state(run_dir)
             old = st[victim]["pid"]
             all_pids.update(v["pid"] for v in st.values())
+            want = st[victim]["restarts"] + 1
             os.kill(old, signal.SIGKILL)
             t = time.time()
 
             def restarted():
                 n = state(run_dir).get(victim)
-                if not n or n["pid"] in (0, old) or n["restarts"] < 1:
+                if not n or n["pid"] in (0, old) or n["restarts"] < want:
                     return None
                 rc, s = status(run_dir)
                 return s if s and s["services"][victim]["up"] else None
@@ -142,6 +144,10 @@ def main():
                 fail("old %s pid %d still alive" % (victim, old))
             log("ok: %s SIGKILLed (pid %d) -> restarted as pid %d, serving after %.2f s" %
                 (victim, old, s["services"][victim]["pid"], time.time() - t))
+        out = open(os.path.join(WORK, "up.out")).read()
+        if "label (pid" not in out or "restarting in 0.2 s" not in out or "restarting in 0.4 s" not in out:
+            fail("expected restart messages with doubling backoff (0.2 s, then 0.4 s):\n" + out)
+        log("ok: second crash of label waited 0.4 s (backoff doubles)")
         before = s["services"]["infer"]["counters"].get("frames_processed", 0)
         wait_for("frames flowing after restarts", lambda: (status(run_dir)[1] or {"services": {"infer": {
             "counters": {}}}})["services"]["infer"].get("counters", {}).get("frames_processed", 0) > before, 20)
