@@ -87,6 +87,9 @@ def main():
             fail("registry should have started first:\n" + out)
         if os.path.exists(os.path.join(run_dir, "up.json")):
             fail("up.json left behind after a failed start")
+        reg_pid = int(out.split("registry pid")[1].split()[0])
+        if alive(reg_pid):
+            fail("registry pid %d still running after the failed start" % reg_pid)
         log("ok: failed start names the service:", err.splitlines()[0])
 
         # 2. the whole pipeline with a synthetic camera

@@ -308,9 +308,10 @@ static void print_text(const char *state_path, int have_state, st_svc_t *svc, lo
             for (int q = 0; q < 4; q++) printf("  %10lld", v[q] < 0 ? 0 : v[q]); /* absent = none yet */
             printf("\n");
         }
-        printf("  %-16s %10lld  %10lld  %10lld  %10lld  %10lld\n", "(total)", counter(inf, "frames_in"),
-               counter(inf, "frames_processed"), counter(inf, "frames_dropped"), counter(inf, "frames_bad"),
-               counter(inf, "frames_failed"));
+        const char *tot[5] = {"frames_in", "frames_processed", "frames_dropped", "frames_bad", "frames_failed"};
+        printf("  %-16s", "(total)");
+        for (int q = 0; q < 5; q++) printf(q ? "  %10lld" : " %10lld", counter(inf, tot[q]) < 0 ? 0 : counter(inf, tot[q]));
+        printf("\n");
         long long p50 = counter(inf, "latency_p50_us"), p99 = counter(inf, "latency_p99_us");
         printf("infer: queue %lld, hard-case queue %lld, latency p50 %.1f ms p99 %.1f ms, bank v%lld\n",
                counter(inf, "queue_depth"), counter(inf, "hc_queue_depth"), p50 >= 0 ? p50 / 1000.0 : -1.0,
