@@ -19,6 +19,7 @@
 #include "hardcase.h"
 #include "log.h"
 #include "msg.h"
+#include "paths.h"
 #include "sha256.h"
 
 #define DONE_EP "inproc://moda-infer-done"
@@ -721,7 +722,13 @@ infer_t *infer_new(svc_t *svc, const cfg_t *cfg, err_t *err)
         goto fail;
     /* the done socket is bound before the workers connect (inproc) */
     if (!(a->done = add_sock(a, ZMQ_PULL, DONE_EP, 1, "done", on_done, err))) goto fail;
-    a->pool = pool_new(svc_ctx(svc), cfg_str(cfg, "model"), (int)cfg_int(cfg, "workers"),
+    char model[4096];
+    snprintf(model, sizeof model, "%s", cfg_str(cfg, "model"));
+    if (!model[0] && paths_default_model(model, sizeof model)) {
+        err_set(err, ERR_RANGE, "default model path too long");
+        goto fail;
+    }
+    a->pool = pool_new(svc_ctx(svc), model, (int)cfg_int(cfg, "workers"),
                        (int)cfg_int(cfg, "queue"), DONE_EP, a->banks,
                        (int)cfg_int(cfg, "embed_cache"), err);
     if (!a->pool) goto fail;
@@ -746,7 +753,7 @@ infer_t *infer_new(svc_t *svc, const cfg_t *cfg, err_t *err)
     if (!(a->pull = add_sock(a, ZMQ_PULL, cfg_str(cfg, "frames"), 1, "frames", on_frame, err)))
         goto fail;
     log_info("event=ready frames=%s results=%s workers=%d model=%s", cfg_str(cfg, "frames"),
-             cfg_str(cfg, "results"), (int)cfg_int(cfg, "workers"), cfg_str(cfg, "model"));
+             cfg_str(cfg, "results"), (int)cfg_int(cfg, "workers"), model);
     return a;
 fail:
     infer_destroy(&a);

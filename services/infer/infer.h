@@ -23,7 +23,7 @@
      "frame endpoint (PULL, bound; ingest connects PUSH)"},                                     \
     {"results", CFG_ENDPOINT, "ipc:///tmp/moda-infer-results.sock", 0, 0,                       \
      "Result endpoint (PUB, bound; topic result.<camera_id>)"},                                 \
-    {"model", CFG_STRING, ".deps/models/mobile_sam.safetensors", 0, 4000, "SAM weights file"},  \
+    {"model", CFG_STRING, "", 0, 4000, "SAM weights file (empty: the default model, see paths.h)"},  \
     {"workers", CFG_INT, "1", 1, 64, "worker threads (each loads its own model object)"},      \
     {"queue", CFG_INT, "4", 1, 10000, "frames waiting for a worker; when full the oldest is dropped"}, \
     {"max_side", CFG_INT, "8192", 16, 32768, "largest accepted frame side, pixels"},           \

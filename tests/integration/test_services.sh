@@ -18,6 +18,9 @@ trap cleanup EXIT
 # Service-specific arguments so nothing touches shared default paths.
 declare -A EXTRA
 EXTRA[registry]="--data $OUT/registry-data --pub ipc:///tmp/moda-it-$$-regpub.sock --no-sync"
+EXTRA[ingest]="--camera-id it1 --source synthetic:32x24 --fps 1 --connect ipc:///tmp/moda-it-$$-frames.sock"
+EXTRA[infer]="--frames ipc:///tmp/moda-it-$$-frames.sock --results ipc:///tmp/moda-it-$$-results.sock --segment ipc:///tmp/moda-it-$$-seg.sock"
+EXTRA[label]="--data $OUT/label-data --hard-case-bind ipc:///tmp/moda-it-$$-hc.sock"
 for s in $SVCS; do
   ep="ipc:///tmp/moda-it-$$-$s.sock"
   # Started directly (not under timeout(1), which would signal it twice); the trap and the

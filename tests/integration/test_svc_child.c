@@ -124,8 +124,12 @@ int main(int argc, char **argv)
     char ep[96], logpath[512];
     snprintf(ep, sizeof ep, "ipc:///tmp/test-svc-child-%d.sock", (int)getpid());
     snprintf(logpath, sizeof logpath, "%s/svc_child.log", out);
+    /* moda-ingest needs a camera to start; a synthetic one sending nowhere is enough. */
+    char frames[96];
+    snprintf(frames, sizeof frames, "ipc:///tmp/test-svc-child-%d-frames.sock", (int)getpid());
+#define CAMERA "--camera-id", "c1", "--source", "synthetic:16x16", "--fps", "1", "--connect", frames
 
-    pid_t pid = spawn(bin, logpath, (const char *[]){"--bind", ep, "--max-envelope-bytes", "4096", NULL});
+    pid_t pid = spawn(bin, logpath, (const char *[]){"--bind", ep, "--max-envelope-bytes", "4096", CAMERA, NULL});
     T(pid > 0);
     void *ctx = zmq_ctx_new();
     msg_sockopt_t so;
@@ -207,9 +211,9 @@ int main(int argc, char **argv)
     pid = spawn(bin, logpath, (const char *[]){"--config", "/nonexistent/moda.conf", NULL});
     T(wait_exit(pid, 5000) == 2);
     read_file(logpath, text, sizeof text);
-    T_HAS(text, "cannot open config file '/nonexistent/moda.conf'");
+    T_HAS(text, "config file '/nonexistent/moda.conf'");
     /* Unbindable endpoint: exits 1, message names the endpoint. */
-    pid = spawn(bin, logpath, (const char *[]){"--bind", "tcp://256.0.0.1:5", NULL});
+    pid = spawn(bin, logpath, (const char *[]){"--bind", "tcp://256.0.0.1:5", CAMERA, NULL});
     T(wait_exit(pid, 5000) == 1);
     read_file(logpath, text, sizeof text);
     T_HAS(text, "bind tcp://256.0.0.1:5");
