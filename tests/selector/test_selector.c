@@ -271,6 +271,16 @@ static int test_real(const char *model, const char *cl, int ndom, char **doms)
             double t0 = now_s();
             EXPECT(tinyvit_forward_taps(enc, x, emb, early, taps[n], &e) == 0, "enc: %s", e.msg);
             t_enc_taps += now_s() - t0;
+            if (n == 1) { /* the helper gives the same taps */
+                float *t2 = malloc(sizeof(float) * TINYVIT_TAPS_FLOATS);
+                image_t *im2 = image_load(paths[i], &e);
+                EXPECT(im2 && selector_encode(enc, im2, t2, NULL, NULL, &e) == 0, "encode: %s",
+                       e.msg);
+                EXPECT(!memcmp(t2, taps[n], sizeof(float) * TINYVIT_TAPS_FLOATS),
+                       "selector_encode taps differ");
+                image_destroy(&im2);
+                free(t2);
+            }
             if (n == 0) {
                 t0 = now_s();
                 EXPECT(tinyvit_forward(enc, x, emb2, early2, &e) == 0, "enc: %s", e.msg);
@@ -321,8 +331,55 @@ static int test_real(const char *model, const char *cl, int ndom, char **doms)
     return g_fail ? 1 : 0;
 }
 
+/* Timing on a TinyViT-sized configuration with random weights and taps. */
+static int bench(void)
+{
+    selector_cfg_t c = {.n_patch = 4096, .n_tok = 10, .head_dim = 32, .dim = {160, 320},
+                        .depth = {6, 2}};
+    selector_block_w_t bw[8];
+    uint64_t r = 1;
+    size_t ntaps = 0;
+    float *big = malloc(sizeof(float) * 12000000), *cur = big;
+    for (int b = 0; b < 8; b++) {
+        int C = c.dim[b < 6 ? 0 : 1];
+        float a = 1.0f / sqrtf((float)C);
+        bw[b].ln1_w = fill(&cur, C, 1, 0.1f, &r);
+        bw[b].ln1_b = fill(&cur, C, 0, 0.1f, &r);
+        bw[b].qkv_w = fill(&cur, (size_t)3 * C * C, 0, a, &r);
+        bw[b].qkv_b = fill(&cur, (size_t)3 * C, 0, 0.1f, &r);
+        bw[b].proj_w = fill(&cur, (size_t)C * C, 0, a, &r);
+        bw[b].proj_b = fill(&cur, C, 0, 0.1f, &r);
+        bw[b].ln2_w = fill(&cur, C, 1, 0.1f, &r);
+        bw[b].ln2_b = fill(&cur, C, 0, 0.1f, &r);
+        bw[b].fc1_w = fill(&cur, (size_t)4 * C * C, 0, a, &r);
+        bw[b].fc1_b = fill(&cur, (size_t)4 * C, 0, 0.1f, &r);
+        bw[b].fc2_w = fill(&cur, (size_t)4 * C * C, 0, a, &r);
+        bw[b].fc2_b = fill(&cur, C, 0, 0.1f, &r);
+        ntaps += (size_t)4096 * 2 * C;
+    }
+    float *taps = malloc(sizeof(float) * ntaps);
+    for (size_t i = 0; i < ntaps; i++) taps[i] = gauss(&r);
+    err_t e = {0};
+    selector_t *s = selector_new_custom(&c, bw, &e);
+    selector_init(s, 1, 3, &e);
+    float pr[3];
+    double t0 = now_s();
+    for (int i = 0; i < 5; i++) selector_forward(s, taps, pr, &e);
+    double tf = (now_s() - t0) / 5;
+    t0 = now_s();
+    for (int i = 0; i < 5; i++) selector_grad(s, taps, 1, 1, NULL, &e);
+    double tg = (now_s() - t0) / 5;
+    printf("bench: threads %d forward %.1f ms forward+backward %.1f ms\n", kn_get_threads(),
+           1e3 * tf, 1e3 * tg);
+    selector_destroy(&s);
+    free(taps);
+    free(big);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && !strcmp(argv[1], "bench")) return bench();
     if (argc >= 2 && !strcmp(argv[1], "--help")) {
         printf("usage: test_selector fd | bank | real MODEL CL_DIR DOMAIN...\n");
         return 0;
