@@ -37,7 +37,7 @@ struct selector {
     float *p, *g, *m, *v;
     size_t np;
     size_t o_tok, o_mw, o_mb, o_kw, o_kb;
-    int step;
+    int step, keys_only;
     /* scratch */
     float *kv, *dkv, *scr, *t, *dt, *dt0, *tmp, *tmp2, *dqkv, *min, *logits;
     size_t scr_n;
@@ -208,6 +208,11 @@ const selector_cfg_t *selector_config(const selector_t *s)
 size_t selector_taps_floats(const selector_t *s)
 {
     return s ? s->taps_n : 0;
+}
+
+void selector_set_keys_only(selector_t *s, int keys_only)
+{
+    if (s) s->keys_only = keys_only != 0;
 }
 
 int selector_n_domains(const selector_t *s)
@@ -501,6 +506,7 @@ int selector_train(selector_t *s, const float *const *taps, const int *labels, i
                 }
                 sum += (double)l * bn;
             }
+            if (s->keys_only) memset(s->g, 0, sizeof(float) * s->o_kw);
             kn_adam_step(s->p, s->g, s->m, s->v, s->np, lr, 0.9f, 0.999f, 1e-8f, 0.0f,
                          ++s->step);
         }

@@ -99,6 +99,10 @@ typedef struct selector_stats {
 int selector_train(selector_t *s, const float *const *taps, const int *labels, int n, int epochs,
                    int batch, float lr, uint64_t seed, selector_stats_t *stats, err_t *err);
 
+/* keys_only != 0: selector_train updates only keys.* (tokens and merge stay at their
+ * values), the public CoSAM behaviour (MODA.md point 1), for comparison. Default 0. */
+void selector_set_keys_only(selector_t *s, int keys_only);
+
 /* Low-level (tests, custom loops): all parameters in one flat buffer (order: tokens,
  * merge.weight, merge.bias, keys.weight, keys.bias) and its gradient buffer (same layout;
  * both borrowed, valid until the next init/load). selector_grad ACCUMULATES weight ·

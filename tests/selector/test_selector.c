@@ -207,8 +207,8 @@ static int test_bank(void)
     return g_fail ? 1 : 0;
 }
 
-/* First k "train" images of domain dir (paths written to out[k][512]); returns count. */
-static int train_images(const char *dir, int k, char out[][512])
+/* First k images of split `which` of domain dir (paths to out[k][512]); returns count. */
+static int split_images(const char *dir, const char *which, int k, char out[][512])
 {
     char path[1024], line[512];
     snprintf(path, sizeof path, "%s/split.txt", dir);
@@ -217,7 +217,7 @@ static int train_images(const char *dir, int k, char out[][512])
     int n = 0;
     while (n < k && fgets(line, sizeof line, f)) {
         char name[256], sp[32];
-        if (sscanf(line, "%255s %31s", name, sp) != 2 || strcmp(sp, "train")) continue;
+        if (sscanf(line, "%255s %31s", name, sp) != 2 || strcmp(sp, which)) continue;
         snprintf(path, sizeof path, "%s/images", dir);
         DIR *d = opendir(path);
         if (!d) break;
@@ -258,7 +258,7 @@ static int test_real(const char *model, const char *cl, int ndom, char **doms)
     for (int d = 0; d < ndom && d < 8; d++) {
         char dir[1024], paths[PER][512];
         snprintf(dir, sizeof dir, "%s/%s", cl, doms[d]);
-        int k = train_images(dir, PER, paths);
+        int k = split_images(dir, "train", PER, paths);
         EXPECT(k == PER, "domain %s: %d train images found", doms[d], k);
         for (int i = 0; i < k; i++) {
             image_t *im = image_load(paths[i], &e);
@@ -377,8 +377,75 @@ static int bench(void)
     return 0;
 }
 
+/* Selection accuracy on held-out images: train on NTRAIN train images per domain, test on
+ * NTEST test images; learned tokens vs keys only (MODA.md point 1). Not a ctest. */
+static int heldout(const char *model, const char *cl, int ntr, int nte, int ndom, char **doms)
+{
+    err_t e = {0};
+    wts_t *w = wts_open(model, &e);
+    tinyvit_t *enc = w ? tinyvit_new(w, &e) : NULL;
+    selector_t *s = w ? selector_new(w, &e) : NULL;
+    if (!enc || !s) {
+        fprintf(stderr, "setup: %s\n", e.msg);
+        return 1;
+    }
+    int cap = ndom * (ntr + nte), n[2] = {0, 0};
+    float **taps[2] = {calloc((size_t)cap, sizeof(float *)), calloc((size_t)cap, sizeof(float *))};
+    int *lab[2] = {calloc((size_t)cap, sizeof(int)), calloc((size_t)cap, sizeof(int))};
+    char (*paths)[512] = malloc(512 * (size_t)(ntr > nte ? ntr : nte));
+    double t0 = now_s();
+    for (int d = 0; d < ndom; d++)
+        for (int sp = 0; sp < 2; sp++) {
+            char dir[1024];
+            snprintf(dir, sizeof dir, "%s/%s", cl, doms[d]);
+            int k = split_images(dir, sp ? "test" : "train", sp ? nte : ntr, paths);
+            for (int i = 0; i < k; i++) {
+                image_t *im = image_load(paths[i], &e);
+                if (!im) continue;
+                float *t = malloc(sizeof(float) * TINYVIT_TAPS_FLOATS);
+                if (selector_encode(enc, im, t, NULL, NULL, &e)) {
+                    fprintf(stderr, "encode: %s\n", e.msg);
+                    return 1;
+                }
+                image_destroy(&im);
+                taps[sp][n[sp]] = t;
+                lab[sp][n[sp]++] = d;
+            }
+        }
+    printf("heldout: %d train, %d test images, %d domains, encode %.1f s\n", n[0], n[1], ndom,
+           now_s() - t0);
+    for (int ko = 0; ko < 2; ko++) {
+        selector_init(s, 1, ndom, &e);
+        selector_set_keys_only(s, ko);
+        selector_stats_t st = {0};
+        selector_train(s, (const float *const *)taps[0], lab[0], n[0], 10, 4, 1e-3f, 3, &st, &e);
+        int ok = 0;
+        for (int i = 0; i < n[1]; i++) {
+            int dd;
+            selector_predict(s, taps[1][i], &dd, NULL, &e);
+            ok += dd == lab[1][i];
+        }
+        printf("heldout: %s: CE %.4f -> %.4f, train acc %.1f%%, test acc %.1f%% (%d/%d), "
+               "train %.1f s\n",
+               ko ? "keys only (tokens frozen)" : "learned tokens", st.ce_first, st.ce_last,
+               100 * st.train_acc, n[1] ? 100.0 * ok / n[1] : 0.0, ok, n[1], st.seconds);
+    }
+    for (int sp = 0; sp < 2; sp++) {
+        for (int i = 0; i < n[sp]; i++) free(taps[sp][i]);
+        free(taps[sp]);
+        free(lab[sp]);
+    }
+    free(paths);
+    selector_destroy(&s);
+    tinyvit_destroy(&enc);
+    wts_destroy(&w);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 7 && !strcmp(argv[1], "heldout"))
+        return heldout(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]), argc - 6, argv + 6);
     if (argc >= 2 && !strcmp(argv[1], "bench")) return bench();
     if (argc >= 2 && !strcmp(argv[1], "--help")) {
         printf("usage: test_selector fd | bank | real MODEL CL_DIR DOMAIN...\n");
