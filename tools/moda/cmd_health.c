@@ -7,9 +7,9 @@
  */
 #include <stdio.h>
 #include <string.h>
-#include <zmq.h>
 
 #include "cfg.h"
+#include "client.h"
 #include "cmds.h"
 #include "msg.h"
 
@@ -113,61 +113,29 @@ int cmd_health(int argc, char **argv)
     int timeout = (int)cfg_int(cfg, "timeout_ms"), json = cfg_bool(cfg, "json");
 
     msg_set_sender("moda-cli");
-    msg_sockopt_t so;
-    msg_sockopt_default(&so);
-    so.sndtimeo_ms = timeout;
-    so.rcvtimeo_ms = timeout;
-    so.reconnect_ivl_ms = 50;
     int status = 1;
-    void *ctx = zmq_ctx_new();
-    void *sock = ctx ? msg_socket_new(ctx, ZMQ_REQ, &so, &err) : NULL;
+    client_t c;
     msg_t *reply = NULL;
-    if (!sock)
-        rc = ctx ? err.code : err_set(&err, ERR_MSG, "zmq_ctx_new failed");
+    /* REQ queues the request until connected, so a late-starting service still counts. */
+    rc = client_open(&c, NULL, ep, "health", timeout, &err);
+    if (rc)
+        err_wrap(&err, "%s", ep);
     else
-        rc = msg_connect(sock, ep, &err);
+        rc = client_health(&c, &reply, &err);
     if (!rc) {
-        /* REQ queues the request until connected, so a late-starting service still counts. */
-        Moda__HealthRequest hr = MODA__HEALTH_REQUEST__INIT;
-        Moda__Envelope env = MODA__ENVELOPE__INIT;
-        env.body_case = MODA__ENVELOPE__BODY_HEALTH_REQUEST;
-        env.health_request = &hr;
-        if (msg_send(sock, &env, NULL, 0, &err) == 0) {
-            rc = 0;
-            zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
-            int n = zmq_poll(&it, 1, timeout);
-            if (n <= 0)
-                rc = err_set(&err, ERR_TIMEOUT, "no reply within %d ms", timeout);
-            else
-                rc = msg_recv(sock, 0, NULL, MSG_DONTWAIT, &reply, &err);
-        } else {
-            rc = err.code;
-        }
-    }
-    if (!rc) {
-        const Moda__Envelope *e = reply->env;
-        if (e->body_case == MODA__ENVELOPE__BODY_HEALTH_REPLY && e->health_reply) {
-            const Moda__HealthReply *r = e->health_reply;
-            if (json)
-                print_json(ep, r);
-            else
-                print_text(ep, r);
-            int ok = (!r->status || r->status->code == MODA__STATUS_CODE__STATUS_OK) &&
-                     r->state == MODA__SERVICE_STATE__SERVICE_STATE_SERVING;
-            status = ok ? 0 : 1;
-        } else if (e->body_case == MODA__ENVELOPE__BODY_ERROR && e->error && e->error->status) {
-            fprintf(stderr, "moda health: %s answered with error %d: %s\n", ep,
-                    (int)e->error->status->code, e->error->status->message);
-        } else {
-            fprintf(stderr, "moda health: %s answered with %s, not health_reply\n", ep,
-                    msg_body_name(e->body_case));
-        }
+        const Moda__HealthReply *r = reply->env->health_reply;
+        if (json)
+            print_json(ep, r);
+        else
+            print_text(ep, r);
+        int ok = (!r->status || r->status->code == MODA__STATUS_CODE__STATUS_OK) &&
+                 r->state == MODA__SERVICE_STATE__SERVICE_STATE_SERVING;
+        status = ok ? 0 : 1;
     } else {
-        fprintf(stderr, "moda health: %s: %s\n", ep, err.msg);
+        fprintf(stderr, "moda health: %s\n", err.msg);
     }
     msg_free(&reply);
-    msg_socket_close(&sock);
-    if (ctx) zmq_ctx_term(ctx);
+    client_close(&c);
     cfg_destroy(&cfg);
     return status;
 }

@@ -21,9 +21,9 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <zmq.h>
 
 #include "cfg.h"
+#include "client.h"
 #include "cmds.h"
 #include "image.h"
 #include "json.h"
@@ -52,103 +52,12 @@ static const cfg_key_t keys[] = {
 
 typedef struct cli {
     cfg_t *cfg;
-    void *ctx, *sock;
-    const char *endpoint;
-    int timeout;
+    client_t cl;
     int json;
     char actor[128];
 } cli_t;
 
 /* ---- plumbing ---------------------------------------------------------------------------- */
-
-static int cli_connect(cli_t *c, err_t *err)
-{
-    msg_set_sender("moda-cli");
-    msg_sockopt_t so;
-    msg_sockopt_default(&so);
-    so.max_frame_bytes = -1;
-    so.reconnect_ivl_ms = 20;
-    c->endpoint = cfg_str(c->cfg, "endpoint");
-    c->ctx = zmq_ctx_new();
-    if (!c->ctx) return err_set(err, ERR_MSG, "zmq_ctx_new failed");
-    c->sock = msg_socket_new(c->ctx, ZMQ_REQ, &so, err);
-    if (!c->sock) return err->code;
-    return msg_connect(c->sock, c->endpoint, err);
-}
-
-static void cli_close(cli_t *c)
-{
-    msg_socket_close(&c->sock);
-    if (c->ctx) zmq_ctx_term(c->ctx);
-    c->ctx = NULL;
-}
-
-static const Moda__Status *reply_status(const Moda__Envelope *e)
-{
-    switch (e->body_case) {
-    case MODA__ENVELOPE__BODY_ERROR: return e->error ? e->error->status : NULL;
-    case MODA__ENVELOPE__BODY_LIST_QUEUE_REPLY: return e->list_queue_reply->status;
-    case MODA__ENVELOPE__BODY_LABELS_SINCE_REPLY: return e->labels_since_reply->status;
-    case MODA__ENVELOPE__BODY_IMPORT_SAMPLE_REPLY: return e->import_sample_reply->status;
-    case MODA__ENVELOPE__BODY_LIST_DOMAINS_REPLY: return e->list_domains_reply->status;
-    case MODA__ENVELOPE__BODY_GET_SAMPLE_REPLY: return e->get_sample_reply->status;
-    case MODA__ENVELOPE__BODY_SUBMIT_LABEL_REPLY: return e->submit_label_reply->status;
-    case MODA__ENVELOPE__BODY_REJECT_SAMPLE_REPLY: return e->reject_sample_reply->status;
-    default: return NULL;
-    }
-}
-
-/* One request; on success *reply has body `want` and an OK status. */
-static int call(cli_t *c, Moda__Envelope *env, const msg_part_t *parts, int nparts, Moda__Envelope__BodyCase want,
-                msg_t **reply, err_t *err)
-{
-    msg_limits_t lim;
-    msg_limits_default(&lim);
-    lim.max_total_bytes = (size_t)1 << 30;
-    int rc = msg_request(c->sock, env, parts, nparts, c->timeout, &lim, reply, err);
-    if (rc) return err_wrap(err, "%s", c->endpoint);
-    const Moda__Envelope *e = (*reply)->env;
-    const Moda__Status *st = reply_status(e);
-    if (st && st->code != MODA__STATUS_CODE__STATUS_OK)
-        return err_set(err, msg_err_code(st->code), "moda-label: %s", st->message);
-    if (e->body_case != want)
-        return err_set(err, ERR_FORMAT, "moda-label answered with %s, expected %s", msg_body_name(e->body_case),
-                       msg_body_name(want));
-    return 0;
-}
-
-static int read_file(const char *path, unsigned char **out, size_t *len, err_t *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return err_errno(err, ERR_IO, errno, "opening %s", path);
-    struct stat st;
-    if (fstat(fileno(f), &st) || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return err_set(err, ERR_IO, "%s is not a regular file", path);
-    }
-    *len = (size_t)st.st_size;
-    *out = malloc(*len ? *len : 1);
-    if (!*out) {
-        fclose(f);
-        return err_set(err, ERR_NOMEM, "out of memory for %s", path);
-    }
-    size_t got = fread(*out, 1, *len, f);
-    fclose(f);
-    if (got != *len) {
-        free(*out);
-        return err_set(err, ERR_IO, "short read on %s", path);
-    }
-    return 0;
-}
-
-static int write_file(const char *path, const void *data, size_t len, err_t *err)
-{
-    FILE *f = fopen(path, "wb");
-    if (!f) return err_errno(err, ERR_IO, errno, "creating %s", path);
-    size_t put = fwrite(data, 1, len, f);
-    if (fclose(f) || put != len) return err_errno(err, ERR_IO, errno, "writing %s", path);
-    return 0;
-}
 
 /* mkdir -p of the folder part of `path`. */
 static int mkdirs_for(const char *path, err_t *err)
@@ -223,7 +132,7 @@ static int send_import(cli_t *c, Moda__SampleInfo *si, const unsigned char *img,
     env.import_sample_request = &q;
     msg_part_t part = {img, len};
     msg_t *rep = NULL;
-    int rc = call(c, &env, &part, 1, MODA__ENVELOPE__BODY_IMPORT_SAMPLE_REPLY, &rep, err);
+    int rc = client_call(&c->cl, &env, &part, 1, MODA__ENVELOPE__BODY_IMPORT_SAMPLE_REPLY, &rep, err);
     if (!rc) {
         if (rep->env->import_sample_reply->duplicate) st->dup++;
         else st->stored++;
@@ -266,7 +175,7 @@ static int import_dir(cli_t *c, const char *dir, import_stats_t *st, err_t *err)
     unsigned char *split = NULL;
     size_t split_len = 0;
     snprintf(path, sizeof path, "%s/split.txt", root);
-    if (read_file(path, &split, &split_len, NULL)) split = NULL;
+    if (client_read_file(path, &split, &split_len, NULL)) split = NULL;
     else {
         unsigned char *t = realloc(split, split_len + 1);
         if (t) (split = t)[split_len] = 0;
@@ -279,7 +188,7 @@ static int import_dir(cli_t *c, const char *dir, import_stats_t *st, err_t *err)
         unsigned char *img = NULL;
         size_t len = 0;
         snprintf(path, sizeof path, "%s/images/%s", root, names[i]);
-        if ((rc = read_file(path, &img, &len, err))) break;
+        if ((rc = client_read_file(path, &img, &len, err))) break;
         snprintf(path, sizeof path, "%s/masks/%s.png", root, id);
         image_t *m = image_load(path, err);
         if (!m) {
@@ -393,7 +302,7 @@ static int import_coco(cli_t *c, const char *file, import_stats_t *st, int *skip
 {
     unsigned char *text = NULL;
     size_t len = 0;
-    int rc = read_file(file, &text, &len, err);
+    int rc = client_read_file(file, &text, &len, err);
     if (rc) return rc;
     json_t *doc = json_parse((const char *)text, len, err);
     free(text);
@@ -443,7 +352,7 @@ static int import_coco(cli_t *c, const char *file, import_stats_t *st, int *skip
         if (!rc) rc = rle_encode_string(acc, (uint32_t)h, (uint32_t)w, &counts, err);
         free(acc);
         snprintf(path, sizeof path, "%s/%s", root, fn);
-        if (!rc) rc = read_file(path, &img, &ilen, err);
+        if (!rc) rc = client_read_file(path, &img, &ilen, err);
         if (!rc) {
             Moda__RleMask rm = MODA__RLE_MASK__INIT;
             Moda__SampleInfo si = MODA__SAMPLE_INFO__INIT;
@@ -499,7 +408,7 @@ static int export_image(const Moda__SampleInfo *s, const msg_part_t *part, const
     snprintf(path, sizeof path, "%s/%s", root, rel);
     int rc = mkdirs_for(path, err);
     if (rc) return rc;
-    if (!raw) return write_file(path, part->data, part->size, err);
+    if (!raw) return client_write_file(path, part->data, part->size, err);
     int ch = s->format == MODA__PIXEL_FORMAT__PIXEL_FORMAT_RGB8 ? 3 : 1;
     image_t *im = image_new((int)s->width, (int)s->height, ch, err);
     if (!im) return err->code;
@@ -522,7 +431,7 @@ static int export_coco(cli_t *c, const char *file, int *count, err_t *err)
     env.body_case = MODA__ENVELOPE__BODY_LIST_DOMAINS_REQUEST;
     env.list_domains_request = &ld;
     msg_t *drep = NULL;
-    int rc = call(c, &env, NULL, 0, MODA__ENVELOPE__BODY_LIST_DOMAINS_REPLY, &drep, err);
+    int rc = client_call(&c->cl, &env, NULL, 0, MODA__ENVELOPE__BODY_LIST_DOMAINS_REPLY, &drep, err);
     json_writer_t wi, wa; /* images and annotations, joined at the end */
     json_w_init(&wi);
     json_w_init(&wa);
@@ -543,7 +452,7 @@ static int export_coco(cli_t *c, const char *file, int *count, err_t *err)
             e2.body_case = MODA__ENVELOPE__BODY_LABELS_SINCE_REQUEST;
             e2.labels_since_request = &q;
             msg_t *rep = NULL;
-            rc = call(c, &e2, NULL, 0, MODA__ENVELOPE__BODY_LABELS_SINCE_REPLY, &rep, err);
+            rc = client_call(&c->cl, &e2, NULL, 0, MODA__ENVELOPE__BODY_LABELS_SINCE_REPLY, &rep, err);
             const Moda__LabelsSinceReply *r = rc ? NULL : rep->env->labels_since_reply;
             if (r && (int)r->n_samples != rep->nparts)
                 rc = err_set(err, ERR_FORMAT, "labels reply with %zu samples and %d images", r->n_samples, rep->nparts);
@@ -624,7 +533,7 @@ static int export_coco(cli_t *c, const char *file, int *count, err_t *err)
         else {
             int k = snprintf(doc, n, "%s%s,\"annotations\":%s}\n", head, si, sa);
             rc = mkdirs_for(file, err);
-            if (!rc) rc = write_file(file, doc, (size_t)k, err);
+            if (!rc) rc = client_write_file(file, doc, (size_t)k, err);
             free(doc);
         }
     }
@@ -653,7 +562,7 @@ static int do_queue(cli_t *c, err_t *err)
     env.body_case = MODA__ENVELOPE__BODY_LIST_QUEUE_REQUEST;
     env.list_queue_request = &q;
     msg_t *rep = NULL;
-    int rc = call(c, &env, NULL, 0, MODA__ENVELOPE__BODY_LIST_QUEUE_REPLY, &rep, err);
+    int rc = client_call(&c->cl, &env, NULL, 0, MODA__ENVELOPE__BODY_LIST_QUEUE_REPLY, &rep, err);
     if (rc) {
         msg_free(&rep);
         return rc;
@@ -723,7 +632,7 @@ static int do_get(cli_t *c, const char *arg, err_t *err)
     env.body_case = MODA__ENVELOPE__BODY_GET_SAMPLE_REQUEST;
     env.get_sample_request = &q;
     msg_t *rep = NULL;
-    rc = call(c, &env, NULL, 0, MODA__ENVELOPE__BODY_GET_SAMPLE_REPLY, &rep, err);
+    rc = client_call(&c->cl, &env, NULL, 0, MODA__ENVELOPE__BODY_GET_SAMPLE_REPLY, &rep, err);
     if (!rc) {
         const Moda__SampleInfo *s = rep->env->get_sample_reply->sample;
         static const char *states[] = {"-", "queued", "labeled", "rejected"};
@@ -738,7 +647,7 @@ static int do_get(cli_t *c, const char *arg, err_t *err)
                    (unsigned long long)s->sample_id, state, s->camera_id, (unsigned long long)s->seq, s->width,
                    s->height, s->score, reason_name(s->reason), *s->domain ? ", domain " : "", s->domain,
                    *split_name(s->split) ? ", " : "", split_name(s->split));
-        if (*out && rep->nparts == 1) rc = write_file(out, rep->parts[0].data, rep->parts[0].size, err);
+        if (*out && rep->nparts == 1) rc = client_write_file(out, rep->parts[0].data, rep->parts[0].size, err);
     }
     msg_free(&rep);
     return rc;
@@ -759,7 +668,7 @@ static int do_submit(cli_t *c, const char *arg, int reject, err_t *err)
         q.reason = (char *)cfg_str(c->cfg, "reason");
         env.body_case = MODA__ENVELOPE__BODY_REJECT_SAMPLE_REQUEST;
         env.reject_sample_request = &q;
-        rc = call(c, &env, NULL, 0, MODA__ENVELOPE__BODY_REJECT_SAMPLE_REPLY, &rep, err);
+        rc = client_call(&c->cl, &env, NULL, 0, MODA__ENVELOPE__BODY_REJECT_SAMPLE_REPLY, &rep, err);
         if (!rc) printf("sample %llu rejected\n", (unsigned long long)id);
         msg_free(&rep);
         return rc;
@@ -768,7 +677,7 @@ static int do_submit(cli_t *c, const char *arg, int reject, err_t *err)
     if (!*mask || !*domain) return err_set(err, ERR_CONFIG, "submit needs --mask PNG and --domain D");
     unsigned char *png = NULL;
     size_t len = 0;
-    if ((rc = read_file(mask, &png, &len, err))) return rc;
+    if ((rc = client_read_file(mask, &png, &len, err))) return rc;
     Moda__SubmitLabelRequest q = MODA__SUBMIT_LABEL_REQUEST__INIT;
     q.sample_id = id;
     q.domain = (char *)domain;
@@ -777,7 +686,7 @@ static int do_submit(cli_t *c, const char *arg, int reject, err_t *err)
     env.body_case = MODA__ENVELOPE__BODY_SUBMIT_LABEL_REQUEST;
     env.submit_label_request = &q;
     msg_part_t part = {png, len};
-    rc = call(c, &env, &part, 1, MODA__ENVELOPE__BODY_SUBMIT_LABEL_REPLY, &rep, err);
+    rc = client_call(&c->cl, &env, &part, 1, MODA__ENVELOPE__BODY_SUBMIT_LABEL_REPLY, &rep, err);
     if (!rc)
         printf("sample %llu labeled in domain %s (%s)\n", (unsigned long long)id, domain,
                split_name(rep->env->submit_label_reply->split));
@@ -793,7 +702,7 @@ static int do_domains(cli_t *c, err_t *err)
     env.body_case = MODA__ENVELOPE__BODY_LIST_DOMAINS_REQUEST;
     env.list_domains_request = &q;
     msg_t *rep = NULL;
-    int rc = call(c, &env, NULL, 0, MODA__ENVELOPE__BODY_LIST_DOMAINS_REPLY, &rep, err);
+    int rc = client_call(&c->cl, &env, NULL, 0, MODA__ENVELOPE__BODY_LIST_DOMAINS_REPLY, &rep, err);
     if (!rc) {
         const Moda__ListDomainsReply *r = rep->env->list_domains_reply;
         if (c->json) printf("[");
@@ -866,9 +775,10 @@ int cmd_label(int argc, char **argv)
     const char *actor = cfg_str(c.cfg, "actor");
     if (!*actor) actor = getenv("USER") ? getenv("USER") : "unknown";
     snprintf(c.actor, sizeof c.actor, "%s", actor);
-    c.timeout = (int)cfg_int(c.cfg, "timeout_ms");
     c.json = cfg_bool(c.cfg, "json");
-    rc = cli_connect(&c, &err);
+    msg_set_sender("moda-cli");
+    rc = client_open(&c.cl, NULL, cfg_str(c.cfg, "endpoint"), "moda-label", (int)cfg_int(c.cfg, "timeout_ms"), &err);
+    c.cl.lim.max_total_bytes = (size_t)1 << 30;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (!rc && !strcmp(sub, "import")) {
@@ -897,7 +807,7 @@ int cmd_label(int argc, char **argv)
     else if (!rc && (!strcmp(sub, "submit") || !strcmp(sub, "reject"))) rc = do_submit(&c, arg, sub[0] == 'r', &err);
     else if (!rc) rc = do_domains(&c, &err);
     if (rc) fprintf(stderr, "moda label %s: %s\n", sub, err.msg);
-    cli_close(&c);
+    client_close(&c.cl);
     cfg_destroy(&c.cfg);
     return rc ? 1 : 0;
 }

@@ -26,10 +26,10 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include <zmq.h>
 
 #include "bank.h"
 #include "cfg.h"
+#include "client.h"
 #include "cmds.h"
 #include "json.h"
 #include "msg.h"
@@ -58,8 +58,7 @@ static const cfg_key_t keys[] = {
 
 typedef struct cli {
     cfg_t *cfg;
-    void *ctx, *sock;
-    const char *endpoint;
+    client_t cl;
     int timeout;
     char actor[128];
 } cli_t;
@@ -69,116 +68,10 @@ typedef struct cli {
 static int cli_connect(cli_t *c, const char *endpoint, err_t *err)
 {
     msg_set_sender("moda-cli");
-    msg_sockopt_t so;
-    msg_sockopt_default(&so);
-    so.max_frame_bytes = -1;
-    so.reconnect_ivl_ms = 20;
-    c->endpoint = endpoint;
-    c->ctx = zmq_ctx_new();
-    if (!c->ctx) return err_set(err, ERR_MSG, "zmq_ctx_new failed");
-    c->sock = msg_socket_new(c->ctx, ZMQ_REQ, &so, err);
-    if (!c->sock) return err->code;
-    return msg_connect(c->sock, endpoint, err);
-}
-
-static void cli_close(cli_t *c)
-{
-    msg_socket_close(&c->sock);
-    if (c->ctx) zmq_ctx_term(c->ctx);
-    c->ctx = NULL;
-}
-
-/* The Status of any registry reply, NULL for bodies without one. */
-static const Moda__Status *reply_status(const Moda__Envelope *e)
-{
-    switch (e->body_case) {
-    case MODA__ENVELOPE__BODY_ERROR: return e->error ? e->error->status : NULL;
-    case MODA__ENVELOPE__BODY_PUT_VERSION_REPLY: return e->put_version_reply->status;
-    case MODA__ENVELOPE__BODY_GET_VERSION_REPLY: return e->get_version_reply->status;
-    case MODA__ENVELOPE__BODY_LIST_VERSIONS_REPLY: return e->list_versions_reply->status;
-    case MODA__ENVELOPE__BODY_SET_ALIAS_REPLY: return e->set_alias_reply->status;
-    case MODA__ENVELOPE__BODY_ROLLBACK_REPLY: return e->rollback_reply->status;
-    case MODA__ENVELOPE__BODY_REVERT_DOMAIN_REPLY: return e->revert_domain_reply->status;
-    case MODA__ENVELOPE__BODY_HISTORY_REPLY: return e->history_reply->status;
-    case MODA__ENVELOPE__BODY_GET_ALIAS_REPLY: return e->get_alias_reply->status;
-    case MODA__ENVELOPE__BODY_BACKUP_REPLY: return e->backup_reply->status;
-    default: return NULL;
-    }
-}
-
-/* One request; on success *reply has body `want` and status OK. */
-static int call(cli_t *c, Moda__Envelope *env, const msg_part_t *parts, int nparts, Moda__Envelope__BodyCase want,
-                msg_t **reply, err_t *err)
-{
-    msg_limits_t lim;
-    msg_limits_default(&lim);
-    lim.max_total_bytes = (size_t)1 << 36;
-    lim.max_envelope_bytes = (size_t)1 << 28; /* a list of many versions is one big protobuf */
-    int rc = msg_request(c->sock, env, parts, nparts, c->timeout, &lim, reply, err);
-    if (rc) {
-        err_wrap(err, "%s", c->endpoint);
-        return rc;
-    }
-    const Moda__Envelope *e = (*reply)->env;
-    const Moda__Status *st = reply_status(e);
-    if (st && st->code != MODA__STATUS_CODE__STATUS_OK)
-        return err_set(err, msg_err_code(st->code), "registry: %s", st->message);
-    if (e->body_case != want)
-        return err_set(err, ERR_FORMAT, "registry answered with %s, expected %s", msg_body_name(e->body_case),
-                       msg_body_name(want));
-    return 0;
-}
-
-static int read_file(const char *path, unsigned char **out, size_t *len, err_t *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return err_errno(err, ERR_IO, errno, "opening %s", path);
-    struct stat st;
-    if (fstat(fileno(f), &st) || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return err_set(err, ERR_IO, "%s is not a regular file", path);
-    }
-    *len = (size_t)st.st_size;
-    *out = malloc(*len ? *len : 1);
-    if (!*out) {
-        fclose(f);
-        return err_set(err, ERR_NOMEM, "out of memory for %s", path);
-    }
-    size_t got = fread(*out, 1, *len, f);
-    fclose(f);
-    if (got != *len) {
-        free(*out);
-        return err_set(err, ERR_IO, "short read on %s", path);
-    }
-    return 0;
-}
-
-static int write_file_atomic(const char *path, const void *data, size_t len, err_t *err)
-{
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) return err_errno(err, ERR_IO, errno, "creating %s", tmp);
-    const char *p = data;
-    size_t left = len;
-    while (left) {
-        ssize_t n = write(fd, p, left);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            int e = errno;
-            close(fd);
-            unlink(tmp);
-            return err_errno(err, ERR_IO, e, "writing %s", tmp);
-        }
-        p += n;
-        left -= (size_t)n;
-    }
-    if (fsync(fd) || close(fd) || rename(tmp, path)) {
-        int e = errno;
-        unlink(tmp);
-        return err_errno(err, ERR_IO, e, "saving %s", path);
-    }
-    return 0;
+    int rc = client_open(&c->cl, NULL, endpoint, "registry", c->timeout, err);
+    c->cl.lim.max_total_bytes = (size_t)1 << 36;
+    c->cl.lim.max_envelope_bytes = (size_t)1 << 28; /* a list of many versions is one big protobuf */
+    return rc;
 }
 
 static void fmt_time(int64_t us, char *buf, size_t n)
@@ -305,7 +198,7 @@ static int do_list(cli_t *c, err_t *err)
     env.body_case = MODA__ENVELOPE__BODY_LIST_VERSIONS_REQUEST;
     env.list_versions_request = &q;
     msg_t *rep = NULL;
-    int rc = call(c, &env, NULL, 0, MODA__ENVELOPE__BODY_LIST_VERSIONS_REPLY, &rep, err);
+    int rc = client_call(&c->cl, &env, NULL, 0, MODA__ENVELOPE__BODY_LIST_VERSIONS_REPLY, &rep, err);
     if (!rc) {
         const Moda__ListVersionsReply *l = rep->env->list_versions_reply;
         if (cfg_bool(c->cfg, "json")) {
@@ -345,7 +238,7 @@ static int get_version(cli_t *c, const char *spec, int whole, msg_t **rep, err_t
     Moda__Envelope env = MODA__ENVELOPE__INIT;
     env.body_case = MODA__ENVELOPE__BODY_GET_VERSION_REQUEST;
     env.get_version_request = &q;
-    return call(c, &env, NULL, 0, MODA__ENVELOPE__BODY_GET_VERSION_REPLY, rep, err);
+    return client_call(&c->cl, &env, NULL, 0, MODA__ENVELOPE__BODY_GET_VERSION_REPLY, rep, err);
 }
 
 static int do_show(cli_t *c, const char *spec, err_t *err)
@@ -397,7 +290,7 @@ static int put_bank(cli_t *c, const unsigned char *data, size_t len, const char 
     env.body_case = MODA__ENVELOPE__BODY_PUT_VERSION_REQUEST;
     env.put_version_request = &q;
     msg_t *rep = NULL;
-    int rc = call(c, &env, parts, np, MODA__ENVELOPE__BODY_PUT_VERSION_REPLY, &rep, err);
+    int rc = client_call(&c->cl, &env, parts, np, MODA__ENVELOPE__BODY_PUT_VERSION_REPLY, &rep, err);
     if (!rc) {
         const Moda__VersionInfo *v = rep->env->put_version_reply->info;
         if (!v) rc = err_set(err, ERR_FORMAT, "reply without version info");
@@ -420,7 +313,7 @@ static int do_put(cli_t *c, const char *path, err_t *err)
 {
     unsigned char *data = NULL;
     size_t len = 0;
-    int rc = read_file(path, &data, &len, err);
+    int rc = client_read_file(path, &data, &len, err);
     if (rc) return rc;
     uint64_t v;
     rc = put_bank(c, data, len, cfg_str(c->cfg, "reason"), cfg_str(c->cfg, "alias"), !cfg_bool(c->cfg, "no_verify"), &v,
@@ -452,7 +345,7 @@ static int do_promote(cli_t *c, const char *spec, err_t *err)
     env.body_case = MODA__ENVELOPE__BODY_SET_ALIAS_REQUEST;
     env.set_alias_request = &q;
     msg_t *rep = NULL;
-    int rc = call(c, &env, NULL, 0, MODA__ENVELOPE__BODY_SET_ALIAS_REPLY, &rep, err);
+    int rc = client_call(&c->cl, &env, NULL, 0, MODA__ENVELOPE__BODY_SET_ALIAS_REPLY, &rep, err);
     if (!rc && rep->env->set_alias_reply->entry) print_entry(rep->env->set_alias_reply->entry);
     msg_free(&rep);
     return rc;
@@ -469,7 +362,7 @@ static int rollback(cli_t *c, const char *alias, uint64_t to, const char *reason
     env.body_case = MODA__ENVELOPE__BODY_ROLLBACK_REQUEST;
     env.rollback_request = &q;
     msg_t *rep = NULL;
-    int rc = call(c, &env, NULL, 0, MODA__ENVELOPE__BODY_ROLLBACK_REPLY, &rep, err);
+    int rc = client_call(&c->cl, &env, NULL, 0, MODA__ENVELOPE__BODY_ROLLBACK_REPLY, &rep, err);
     if (!rc && print && rep->env->rollback_reply->entry) print_entry(rep->env->rollback_reply->entry);
     msg_free(&rep);
     return rc;
@@ -490,7 +383,7 @@ static int do_revert_domain(cli_t *c, const char *name, err_t *err)
     env.body_case = MODA__ENVELOPE__BODY_REVERT_DOMAIN_REQUEST;
     env.revert_domain_request = &q;
     msg_t *rep = NULL;
-    int rc = call(c, &env, NULL, 0, MODA__ENVELOPE__BODY_REVERT_DOMAIN_REPLY, &rep, err);
+    int rc = client_call(&c->cl, &env, NULL, 0, MODA__ENVELOPE__BODY_REVERT_DOMAIN_REPLY, &rep, err);
     if (!rc && rep->env->revert_domain_reply->info) {
         const Moda__VersionInfo *v = rep->env->revert_domain_reply->info;
         printf("version %llu (parent %llu): domain %s taken from version %llu%s%s\n", (unsigned long long)v->version,
@@ -510,7 +403,7 @@ static int do_history(cli_t *c, err_t *err)
     env.body_case = MODA__ENVELOPE__BODY_HISTORY_REQUEST;
     env.history_request = &q;
     msg_t *rep = NULL;
-    int rc = call(c, &env, NULL, 0, MODA__ENVELOPE__BODY_HISTORY_REPLY, &rep, err);
+    int rc = client_call(&c->cl, &env, NULL, 0, MODA__ENVELOPE__BODY_HISTORY_REPLY, &rep, err);
     if (!rc) {
         const Moda__HistoryReply *h = rep->env->history_reply;
         if (cfg_bool(c->cfg, "json")) {
@@ -607,7 +500,7 @@ static int do_export(cli_t *c, const char *spec, const char *path, err_t *err)
     uint64_t v;
     int rc = fetch_bank(c, spec, !cfg_bool(c->cfg, "no_verify"), &b, &n, &v, err);
     if (rc) return rc;
-    rc = write_file_atomic(path, b, n, err);
+    rc = client_write_file_atomic(path, b, n, err);
     if (!rc) printf("version %llu -> %s (%zu bytes)\n", (unsigned long long)v, path, n);
     free(b);
     return rc;
@@ -628,7 +521,7 @@ static int do_backup(cli_t *c, const char *dir, err_t *err)
     env.body_case = MODA__ENVELOPE__BODY_BACKUP_REQUEST;
     env.backup_request = &q;
     msg_t *rep = NULL;
-    int rc = call(c, &env, NULL, 0, MODA__ENVELOPE__BODY_BACKUP_REPLY, &rep, err);
+    int rc = client_call(&c->cl, &env, NULL, 0, MODA__ENVELOPE__BODY_BACKUP_REPLY, &rep, err);
     if (!rc)
         printf("backup %s: %llu bytes in %.3f s\n", abs, (unsigned long long)rep->env->backup_reply->bytes,
                rep->env->backup_reply->seconds);
@@ -700,19 +593,17 @@ static int wait_ready(cli_t *c, err_t *err)
         env.body_case = MODA__ENVELOPE__BODY_LIST_VERSIONS_REQUEST;
         env.list_versions_request = &q;
         msg_t *rep = NULL;
-        int saved = c->timeout;
-        c->timeout = 200;
-        int rc = call(c, &env, NULL, 0, MODA__ENVELOPE__BODY_LIST_VERSIONS_REPLY, &rep, err);
-        c->timeout = saved;
+        c->cl.timeout_ms = 200;
+        int rc = client_call(&c->cl, &env, NULL, 0, MODA__ENVELOPE__BODY_LIST_VERSIONS_REPLY, &rep, err);
+        c->cl.timeout_ms = c->timeout;
         msg_free(&rep);
         if (!rc) return 0;
         /* a REQ socket that timed out cannot send again: start over */
-        msg_socket_close(&c->sock);
-        zmq_ctx_term(c->ctx);
-        c->ctx = NULL;
-        if ((rc = cli_connect(c, c->endpoint, err))) return rc;
+        const char *ep = c->cl.endpoint;
+        client_close(&c->cl);
+        if ((rc = cli_connect(c, ep, err))) return rc;
     }
-    return err_set(err, ERR_TIMEOUT, "registry at %s did not answer", c->endpoint);
+    return err_set(err, ERR_TIMEOUT, "registry at %s did not answer", c->cl.endpoint);
 }
 
 static const char *BENCH_BASE = "be4c4be4c4be4c4be4c4be4c4be4c4be4c4be4c4be4c4be4c4be4c4be4c4be4c";
@@ -787,7 +678,7 @@ static int do_bench(cli_t *c, const char *self, err_t *err)
         printf("  rollback round trip:   p50 %.2f ms, p99 %.2f ms, min %.2f ms over %d (target p99 <= 5 ms)%s\n", p50, p99,
                mn, rounds, p99 <= 5 ? "" : "  ** over target **");
     }
-    cli_close(c);
+    client_close(&c->cl);
     stop_registry(&ch);
 
     /* 3) list 1,000 versions */
@@ -812,7 +703,7 @@ static int do_bench(cli_t *c, const char *self, err_t *err)
         env.list_versions_request = &q;
         msg_t *rep = NULL;
         double t0 = now_ms();
-        rc = call(c, &env, NULL, 0, MODA__ENVELOPE__BODY_LIST_VERSIONS_REPLY, &rep, err);
+        rc = client_call(&c->cl, &env, NULL, 0, MODA__ENVELOPE__BODY_LIST_VERSIONS_REPLY, &rep, err);
         t[i] = now_ms() - t0;
         if (!rc && rep->env->list_versions_reply->n_versions != (size_t)nversions)
             rc = err_set(err, ERR_STATE, "listed %zu versions, expected %d", rep->env->list_versions_reply->n_versions,
@@ -825,7 +716,7 @@ static int do_bench(cli_t *c, const char *self, err_t *err)
                mn, mx, p50 <= 50 ? "" : "  ** over target **");
         printf("  small puts:            %.2f ms each (%d puts of a 2-domain bank)\n", tput / nversions, nversions);
     }
-    cli_close(c);
+    client_close(&c->cl);
     stop_registry(&ch);
     free(t);
     char cmd[PATH_MAX + 16];
@@ -914,7 +805,7 @@ int cmd_registry(int argc, char **argv)
             else if (!strcmp(sub, "backup")) rc = do_backup(&c, a1, &err);
         }
     }
-    cli_close(&c);
+    client_close(&c.cl);
     cfg_destroy(&c.cfg);
     if (rc) {
         fprintf(stderr, "moda registry %s: %s\n", sub, err.msg);

@@ -18,6 +18,7 @@
 #include <zmq.h>
 
 #include "cfg.h"
+#include "client.h"
 #include "cmds.h"
 #include "json.h"
 #include "msg.h"
@@ -51,22 +52,6 @@ static const char *state_name(Moda__ServiceState s)
     case MODA__SERVICE_STATE__SERVICE_STATE_STOPPING: return "stopping";
     default: return "unspecified";
     }
-}
-
-/* One request/reply on a fresh REQ socket. 0 and *reply, or an error code with err set. */
-static int request(void *ctx, const char *ep, Moda__Envelope *env, int timeout_ms, msg_t **reply, err_t *err)
-{
-    msg_sockopt_t so;
-    msg_sockopt_default(&so);
-    so.sndtimeo_ms = timeout_ms;
-    so.rcvtimeo_ms = timeout_ms;
-    so.reconnect_ivl_ms = 20;
-    void *sock = msg_socket_new(ctx, ZMQ_REQ, &so, err);
-    if (!sock) return err->code;
-    int rc = msg_connect(sock, ep, err);
-    if (!rc) rc = msg_request(sock, env, NULL, 0, timeout_ms, NULL, reply, err);
-    msg_socket_close(&sock);
-    return rc;
 }
 
 static const Moda__HealthReply *hr_of(const st_svc_t *s)
@@ -126,7 +111,11 @@ static long long active_version(void *ctx, const char *ep, int timeout_ms, char 
     msg_t *reply = NULL;
     err_t err = {0};
     long long v = -1;
-    if (request(ctx, ep, &env, timeout_ms, &reply, &err)) {
+    client_t c;
+    int rc = client_open(&c, ctx, ep, "registry", timeout_ms, &err);
+    if (!rc) rc = client_request(&c, &env, NULL, 0, &reply, &err);
+    client_close(&c);
+    if (rc) {
         snprintf(why, n, "%s", err.msg);
     } else if (reply->env->body_case == MODA__ENVELOPE__BODY_GET_ALIAS_REPLY && reply->env->get_alias_reply) {
         const Moda__GetAliasReply *r = reply->env->get_alias_reply;

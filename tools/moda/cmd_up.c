@@ -28,6 +28,7 @@
 #include <zmq.h>
 
 #include "cfg.h"
+#include "client.h"
 #include "cmds.h"
 #include "json.h"
 #include "msg.h"
@@ -127,25 +128,12 @@ static void add_extra(up_svc_t *s, const char *extra)
 static int probe_health(void *ctx, const char *ep, int timeout_ms)
 {
     err_t err = {0};
-    msg_sockopt_t so;
-    msg_sockopt_default(&so);
-    so.sndtimeo_ms = timeout_ms;
-    so.rcvtimeo_ms = timeout_ms;
-    so.reconnect_ivl_ms = 20;
-    void *sock = msg_socket_new(ctx, ZMQ_REQ, &so, &err);
-    if (!sock) return -1;
-    int rc = msg_connect(sock, ep, &err);
+    client_t c;
     msg_t *reply = NULL;
-    if (!rc) {
-        Moda__HealthRequest hr = MODA__HEALTH_REQUEST__INIT;
-        Moda__Envelope env = MODA__ENVELOPE__INIT;
-        env.body_case = MODA__ENVELOPE__BODY_HEALTH_REQUEST;
-        env.health_request = &hr;
-        rc = msg_request(sock, &env, NULL, 0, timeout_ms, NULL, &reply, &err);
-    }
-    if (!rc && (!reply || reply->env->body_case != MODA__ENVELOPE__BODY_HEALTH_REPLY)) rc = -1;
+    int rc = client_open(&c, ctx, ep, "health", timeout_ms, &err);
+    if (!rc) rc = client_health(&c, &reply, &err);
     msg_free(&reply);
-    msg_socket_close(&sock);
+    client_close(&c);
     return rc ? -1 : 0;
 }
 
