@@ -2,43 +2,31 @@
  *
  * Write functions follow one pattern: an argument struct, a txn function that only reads
  * its inputs and writes its outputs (it may run again after the map grew), and write_txn()
- * that begins, runs, commits and grows the map on MDB_MAP_FULL. Values read from LMDB are
- * unpacked or copied before their transaction ends.
+ * that hands it to lenv_write (common/lmdb_env.h: begin, run, commit, grow the map on
+ * MDB_MAP_FULL). Values read from LMDB are unpacked or copied before their transaction ends.
  */
 #include "store.h"
 
-#include <errno.h>
 #include <lmdb.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
+#include "lmdb_env.h"
 #include "rle.h"
 #include "sha256.h"
 
 #define FORMAT "1"
-#define DEFAULT_MAP ((size_t)64 << 20)
-#define MAX_ATTEMPTS 40
 #define DOMAIN_REC 32
 
 struct lstore {
-    MDB_env *env;
+    lenv_t *env;
     MDB_dbi samples, images, keys, queue, labels, domains, meta;
-    size_t map_size;
-    int map_full;
-    size_t pending;  /* bytes the current write adds (sizes the next growth) */
-    uint64_t grows;
     double holdout_share;
 };
 
 /* ---- helpers ------------------------------------------------------------------------- */
-
-static int db_err(err_t *err, int rc, const char *what)
-{
-    return err_set(err, ERR_DB, "lmdb: %s: %s", what, mdb_strerror(rc));
-}
 
 static int64_t now_us(void)
 {
@@ -119,67 +107,34 @@ static int mask_check(const char *counts, uint32_t h, uint32_t w, const char *wh
 
 static int db_put(lstore_t *s, MDB_txn *t, MDB_dbi dbi, MDB_val *k, MDB_val *v, const char *what, err_t *err)
 {
-    int rc = mdb_put(t, dbi, k, v, 0);
-    if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL) s->map_full = 1;
-    return rc ? db_err(err, rc, what) : 0;
+    return lenv_put(s->env, t, dbi, k, v, 0, what, err);
 }
 
 static int db_del(MDB_txn *t, MDB_dbi dbi, MDB_val *k, const char *what, err_t *err)
 {
     int rc = mdb_del(t, dbi, k, NULL);
-    return rc && rc != MDB_NOTFOUND ? db_err(err, rc, what) : 0;
-}
-
-static int grow_map(lstore_t *s, err_t *err)
-{
-    size_t want = s->map_size * 2;
-    if (want < s->map_size + 2 * s->pending + ((size_t)1 << 20)) want = s->map_size + 2 * s->pending + ((size_t)1 << 20);
-    int rc = mdb_env_set_mapsize(s->env, want);
-    if (rc) return db_err(err, rc, "growing the map");
-    MDB_envinfo info;
-    mdb_env_info(s->env, &info);
-    s->map_size = info.me_mapsize;
-    s->grows++;
-    return 0;
+    return rc && rc != MDB_NOTFOUND ? lenv_err(err, rc, what) : 0;
 }
 
 typedef int (*txn_fn)(lstore_t *s, MDB_txn *t, void *arg, err_t *err);
 
-static int write_txn(lstore_t *s, txn_fn fn, void *arg, err_t *err)
+typedef struct txn_call {
+    lstore_t *s;
+    txn_fn fn;
+    void *arg;
+} txn_call_t;
+
+static int txn_call(MDB_txn *t, void *p, err_t *err)
 {
-    for (int attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-        MDB_txn *t;
-        int rc = mdb_txn_begin(s->env, NULL, 0, &t);
-        if (rc == MDB_MAP_RESIZED) {
-            mdb_env_set_mapsize(s->env, 0);
-            continue;
-        }
-        if (rc) return db_err(err, rc, "begin write transaction");
-        s->map_full = 0;
-        int r = fn(s, t, arg, err);
-        if (r == 0) {
-            rc = mdb_txn_commit(t);
-            if (rc == 0) return 0;
-            if (rc != MDB_MAP_FULL) return db_err(err, rc, "commit");
-            s->map_full = 1;
-        } else {
-            mdb_txn_abort(t);
-        }
-        if (!s->map_full) return r;
-        int g = grow_map(s, err);
-        if (g) return g;
-    }
-    return err_set(err, ERR_DB, "lmdb: map still full after growing %d times", MAX_ATTEMPTS);
+    txn_call_t *c = p;
+    return c->fn(c->s, t, c->arg, err);
 }
 
-static int read_txn(lstore_t *s, MDB_txn **t, err_t *err)
+/* Runs fn in a write transaction, rerun after the map grew (lenv_write). */
+static int write_txn(lstore_t *s, txn_fn fn, void *arg, err_t *err)
 {
-    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, t);
-    if (rc == MDB_MAP_RESIZED) {
-        mdb_env_set_mapsize(s->env, 0);
-        rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, t);
-    }
-    return rc ? db_err(err, rc, "begin read transaction") : 0;
+    txn_call_t c = {s, fn, arg};
+    return lenv_write(s->env, txn_call, &c, err);
 }
 
 static int meta_u64(lstore_t *s, MDB_txn *t, const char *key, uint64_t *v, err_t *err)
@@ -190,7 +145,7 @@ static int meta_u64(lstore_t *s, MDB_txn *t, const char *key, uint64_t *v, err_t
         *v = 0;
         return 0;
     }
-    if (rc) return db_err(err, rc, key);
+    if (rc) return lenv_err(err, rc, key);
     if (d.mv_size != 8) return err_set(err, ERR_DB, "lmdb: meta %s has %zu bytes", key, d.mv_size);
     *v = rd64(d.mv_data);
     return 0;
@@ -204,26 +159,17 @@ static int meta_put_u64(lstore_t *s, MDB_txn *t, const char *key, uint64_t v, er
     return db_put(s, t, s->meta, &k, &d, key, err);
 }
 
-static int open_dbis(lstore_t *s, MDB_txn *t, void *arg, err_t *err)
+/* Runs in lstore_open's first write transaction, after the databases are open. */
+static int format_check(MDB_txn *t, void *arg, err_t *err)
 {
-    (void)arg;
-    struct {
-        const char *name;
-        MDB_dbi *dbi;
-    } dbs[] = {{"samples", &s->samples}, {"images", &s->images},   {"keys", &s->keys}, {"queue", &s->queue},
-               {"labels", &s->labels},   {"domains", &s->domains}, {"meta", &s->meta}};
-    for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
-        int rc = mdb_dbi_open(t, dbs[i].name, MDB_CREATE, dbs[i].dbi);
-        if (rc == MDB_MAP_FULL) s->map_full = 1;
-        if (rc) return db_err(err, rc, dbs[i].name);
-    }
+    lstore_t *s = arg;
     MDB_val k = {6, "format"}, v;
     int rc = mdb_get(t, s->meta, &k, &v);
     if (rc == MDB_NOTFOUND) {
         MDB_val f = {1, FORMAT};
         return db_put(s, t, s->meta, &k, &f, "meta format", err);
     }
-    if (rc) return db_err(err, rc, "meta format");
+    if (rc) return lenv_err(err, rc, "meta format");
     if (v.mv_size != 1 || memcmp(v.mv_data, FORMAT, 1))
         return err_set(err, ERR_VERSION, "label store format '%.*s' is not %s", (int)(v.mv_size > 16 ? 16 : v.mv_size),
                        (const char *)v.mv_data, FORMAT);
@@ -232,54 +178,29 @@ static int open_dbis(lstore_t *s, MDB_txn *t, void *arg, err_t *err)
 
 lstore_t *lstore_open(const char *dir, const lstore_opts_t *o, err_t *err)
 {
-    if (!dir || !*dir) {
-        err_set(err, ERR_INVALID, "label store: empty data folder");
-        return NULL;
-    }
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
-        err_errno(err, ERR_IO, errno, "label store: creating %s", dir);
-        return NULL;
-    }
     lstore_t *s = calloc(1, sizeof *s);
     if (!s) {
         err_set(err, ERR_NOMEM, "label store: out of memory");
         return NULL;
     }
-    s->map_size = o && o->map_size ? o->map_size : DEFAULT_MAP;
     s->holdout_share = o && o->holdout_share >= 0 ? o->holdout_share : 0.2;
     if (s->holdout_share > 1) s->holdout_share = 1;
-    int rc = mdb_env_create(&s->env);
-    if (rc) {
-        db_err(err, rc, "create environment");
+    const lenv_dbi_t dbs[] = {{"samples", &s->samples}, {"images", &s->images},   {"keys", &s->keys},
+                              {"queue", &s->queue},     {"labels", &s->labels},   {"domains", &s->domains},
+                              {"meta", &s->meta}};
+    lenv_opts_t lo = {.map_size = o ? o->map_size : 0, .no_sync = o ? o->no_sync : 0, .name = "label store"};
+    s->env = lenv_open(dir, dbs, sizeof dbs / sizeof dbs[0], &lo, format_check, s, err);
+    if (!s->env) {
         free(s);
         return NULL;
     }
-    unsigned flags = MDB_NOTLS | (o && o->no_sync ? MDB_NOSYNC : 0);
-    if ((rc = mdb_env_set_maxdbs(s->env, 8)) || (rc = mdb_env_set_mapsize(s->env, s->map_size))) {
-        db_err(err, rc, "configure environment");
-        goto fail;
-    }
-    if ((rc = mdb_env_open(s->env, dir, flags, 0644))) {
-        err_set(err, rc == ENOENT || rc == EACCES ? ERR_IO : ERR_DB, "lmdb: opening %s: %s", dir, mdb_strerror(rc));
-        goto fail;
-    }
-    int dead = 0;
-    mdb_reader_check(s->env, &dead); /* slots of readers killed earlier */
-    MDB_envinfo info;
-    mdb_env_info(s->env, &info);
-    s->map_size = info.me_mapsize; /* the file may have grown past the requested size */
-    if (write_txn(s, open_dbis, NULL, err)) goto fail;
     return s;
-fail:
-    mdb_env_close(s->env);
-    free(s);
-    return NULL;
 }
 
 void lstore_close(lstore_t **s)
 {
     if (!s || !*s) return;
-    mdb_env_close((*s)->env);
+    lenv_close(&(*s)->env);
     free(*s);
     *s = NULL;
 }
@@ -317,7 +238,7 @@ static int get_info(lstore_t *s, MDB_txn *t, uint64_t id, Moda__SampleInfo **out
     MDB_val k = {8, kb}, v;
     int rc = mdb_get(t, s->samples, &k, &v);
     if (rc == MDB_NOTFOUND) return err_set(err, ERR_NOTFOUND, "no sample %llu", (unsigned long long)id);
-    if (rc) return db_err(err, rc, "samples");
+    if (rc) return lenv_err(err, rc, "samples");
     *out = moda__sample_info__unpack(NULL, v.mv_size, v.mv_data);
     if (!*out) return err_set(err, ERR_DB, "sample %llu: stored record does not decode", (unsigned long long)id);
     return 0;
@@ -366,7 +287,7 @@ static int get_domain(lstore_t *s, MDB_txn *t, const char *name, lstore_domain_t
     MDB_val k = {strlen(name), (void *)name}, v;
     int rc = mdb_get(t, s->domains, &k, &v);
     if (rc == MDB_NOTFOUND) return ERR_NOTFOUND;
-    if (rc) return db_err(err, rc, "domains");
+    if (rc) return lenv_err(err, rc, "domains");
     if (v.mv_size != DOMAIN_REC) return err_set(err, ERR_DB, "domain %s: record of %zu bytes", name, v.mv_size);
     const unsigned char *p = v.mv_data;
     d->last_seq = rd64(p);
@@ -462,7 +383,7 @@ static int add_fn(lstore_t *s, MDB_txn *t, void *argp, err_t *err)
         lstore_info_free(&old);
         return 0;
     }
-    if (rc && rc != MDB_NOTFOUND) return db_err(err, rc, "keys");
+    if (rc && rc != MDB_NOTFOUND) return lenv_err(err, rc, "keys");
     a->dup = 0;
     uint64_t next;
     if ((rc = meta_u64(s, t, "next_id", &next, err))) return rc;
@@ -537,7 +458,7 @@ int lstore_add(lstore_t *s, const Moda__SampleInfo *info, const void *img, size_
         if ((rc = mask_check(info->mask->counts, info->height, info->width, "mask", err))) return rc;
     }
     add_arg_t a = {info, img, img_len, labeled, 0, 0, MODA__SAMPLE_SPLIT__SAMPLE_SPLIT_UNSPECIFIED};
-    s->pending = img_len + 4096;
+    lenv_set_pending(s->env, img_len + 4096);
     rc = write_txn(s, add_fn, &a, err);
     if (rc) return rc;
     if (id) *id = a.id;
@@ -554,7 +475,7 @@ static int copy_image(lstore_t *s, MDB_txn *t, uint64_t id, void **img, size_t *
     be64(kb, id);
     MDB_val k = {8, kb}, v;
     int rc = mdb_get(t, s->images, &k, &v);
-    if (rc) return db_err(err, rc, "images");
+    if (rc) return lenv_err(err, rc, "images");
     *img = malloc(v.mv_size ? v.mv_size : 1);
     if (!*img) return err_set(err, ERR_NOMEM, "label store: out of memory for an image of %zu bytes", v.mv_size);
     memcpy(*img, v.mv_data, v.mv_size);
@@ -567,7 +488,7 @@ int lstore_get(lstore_t *s, uint64_t id, Moda__SampleInfo **info, void **img, si
     *info = NULL;
     if (img) *img = NULL;
     MDB_txn *t;
-    int rc = read_txn(s, &t, err);
+    int rc = lenv_read_begin(s->env, &t, err);
     if (rc) return rc;
     rc = get_info(s, t, id, info, err);
     if (!rc && img) rc = copy_image(s, t, id, img, img_len, err);
@@ -644,7 +565,7 @@ int lstore_label(lstore_t *s, uint64_t id, const char *domain, const char *count
     if (!counts || !*counts) rc = rc ? rc : err_set(err, ERR_INVALID, "mask: empty counts");
     if (rc) return rc;
     label_arg_t a = {id, domain, counts, actor, NULL, time_us, 0, 0, 0};
-    s->pending = strlen(counts) + 4096;
+    lenv_set_pending(s->env, strlen(counts) + 4096);
     rc = write_txn(s, label_fn, &a, err);
     if (rc) return rc;
     if (split) *split = a.split;
@@ -658,7 +579,7 @@ int lstore_reject(lstore_t *s, uint64_t id, const char *actor, const char *reaso
     if (!rc) rc = text_check(reason, "reason", err);
     if (rc) return rc;
     label_arg_t a = {id, NULL, NULL, actor, reason, 0, 1, 0, 0};
-    s->pending = 4096;
+    lenv_set_pending(s->env, 4096);
     return write_txn(s, label_fn, &a, err);
 }
 
@@ -672,7 +593,7 @@ int lstore_queue(lstore_t *s, const char *domain, uint32_t offset, uint32_t limi
     *total = 0;
     MDB_txn *t;
     MDB_cursor *c = NULL;
-    int rc = read_txn(s, &t, err);
+    int rc = lenv_read_begin(s->env, &t, err);
     if (rc) return rc;
     Moda__SampleInfo **out = calloc(limit ? limit : 1, sizeof *out);
     if (!out) {
@@ -680,7 +601,7 @@ int lstore_queue(lstore_t *s, const char *domain, uint32_t offset, uint32_t limi
         goto done;
     }
     if ((rc = mdb_cursor_open(t, s->queue, &c))) {
-        rc = db_err(err, rc, "queue cursor");
+        rc = lenv_err(err, rc, "queue cursor");
         goto done;
     }
     MDB_val k, v;
@@ -689,7 +610,7 @@ int lstore_queue(lstore_t *s, const char *domain, uint32_t offset, uint32_t limi
         /* unfiltered: the page is keys [offset, offset+limit); the total is the entry count */
         MDB_stat ms;
         if ((rc = mdb_stat(t, s->queue, &ms))) {
-            rc = db_err(err, rc, "queue stat");
+            rc = lenv_err(err, rc, "queue stat");
             goto done;
         }
         *total = ms.ms_entries;
@@ -715,7 +636,7 @@ int lstore_queue(lstore_t *s, const char *domain, uint32_t offset, uint32_t limi
         }
     }
     if (rc == MDB_NOTFOUND) rc = 0;
-    else if (rc) rc = db_err(err, rc, "queue walk");
+    else if (rc) rc = lenv_err(err, rc, "queue walk");
 done:
     if (c) mdb_cursor_close(c);
     mdb_txn_abort(t);
@@ -740,14 +661,14 @@ int lstore_labels_since(lstore_t *s, const char *domain, uint64_t cursor, uint32
     if (rc) return rc;
     MDB_txn *t;
     MDB_cursor *c = NULL;
-    if ((rc = read_txn(s, &t, err))) return rc;
+    if ((rc = lenv_read_begin(s->env, &t, err))) return rc;
     lstore_item_t *out = calloc(limit ? limit : 1, sizeof *out);
     if (!out) {
         rc = err_set(err, ERR_NOMEM, "label store: out of memory");
         goto done;
     }
     if ((rc = mdb_cursor_open(t, s->labels, &c))) {
-        rc = db_err(err, rc, "labels cursor");
+        rc = lenv_err(err, rc, "labels cursor");
         goto done;
     }
     unsigned char kb[LSTORE_NAME_MAX + 9];
@@ -778,7 +699,7 @@ int lstore_labels_since(lstore_t *s, const char *domain, uint64_t cursor, uint32
         bytes += it->img_len;
     }
     if (rc == MDB_NOTFOUND) rc = 0;
-    else if (rc) rc = db_err(err, rc, "labels walk");
+    else if (rc) rc = lenv_err(err, rc, "labels walk");
 done:
     if (c) mdb_cursor_close(c);
     mdb_txn_abort(t);
@@ -797,7 +718,7 @@ int lstore_domains(lstore_t *s, lstore_domain_t **out, size_t *n, err_t *err)
     *n = 0;
     MDB_txn *t;
     MDB_cursor *c = NULL;
-    int rc = read_txn(s, &t, err);
+    int rc = lenv_read_begin(s->env, &t, err);
     if (rc) return rc;
     MDB_stat st;
     mdb_stat(t, s->domains, &st);
@@ -807,7 +728,7 @@ int lstore_domains(lstore_t *s, lstore_domain_t **out, size_t *n, err_t *err)
         goto done;
     }
     if ((rc = mdb_cursor_open(t, s->domains, &c))) {
-        rc = db_err(err, rc, "domains cursor");
+        rc = lenv_err(err, rc, "domains cursor");
         goto done;
     }
     MDB_val k, v;
@@ -820,7 +741,7 @@ int lstore_domains(lstore_t *s, lstore_domain_t **out, size_t *n, err_t *err)
         (*n)++;
     }
     if (rc == MDB_NOTFOUND) rc = 0;
-    else if (rc) rc = db_err(err, rc, "domains walk");
+    else if (rc) rc = lenv_err(err, rc, "domains walk");
 done:
     if (c) mdb_cursor_close(c);
     mdb_txn_abort(t);
@@ -837,7 +758,7 @@ int lstore_stats(lstore_t *s, lstore_stats_t *st, err_t *err)
 {
     memset(st, 0, sizeof *st);
     MDB_txn *t;
-    int rc = read_txn(s, &t, err);
+    int rc = lenv_read_begin(s->env, &t, err);
     if (rc) return rc;
     MDB_stat ms;
     mdb_stat(t, s->samples, &ms);
@@ -850,7 +771,9 @@ int lstore_stats(lstore_t *s, lstore_stats_t *st, err_t *err)
     st->domains = ms.ms_entries;
     rc = meta_u64(s, t, "image_bytes", &st->image_bytes, err);
     mdb_txn_abort(t);
-    st->map_size = s->map_size;
-    st->map_grows = s->grows;
+    lenv_stats_t ls;
+    lenv_stats(s->env, &ls);
+    st->map_size = ls.map_size;
+    st->map_grows = ls.map_grows;
     return rc;
 }

@@ -2,9 +2,10 @@
  *
  * Records are a small private binary encoding (little-endian integers, u32-length strings,
  * a leading record-format byte) decoded with bounds checks: a damaged record is ERR_FORMAT,
- * never a crash. Every write goes through write_txn(), which retries the whole transaction
- * after growing the map on MDB_MAP_FULL and after adopting a map grown by someone else
- * (MDB_MAP_RESIZED). LMDB codes are translated here with mdb_strerror's text kept.
+ * never a crash. Every write goes through write_txn() -> lenv_write (common/lmdb_env.h), which
+ * retries the whole transaction after growing the map on MDB_MAP_FULL and after adopting a map
+ * grown by someone else (MDB_MAP_RESIZED); a growth guard refuses growth while a backup runs.
+ * LMDB codes are translated by lenv_err with mdb_strerror's text kept.
  */
 #include "store.h"
 
@@ -16,29 +17,19 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "lmdb_env.h"
+
 #define STORE_FORMAT "1"
 #define REC_VERSION 1
 #define REC_HIST 1
-#define DEFAULT_MAP ((size_t)64 << 20)
-#define MAX_ATTEMPTS 40
 
 struct store {
-    MDB_env *env;
+    lenv_t *env;
     MDB_dbi versions, blobs, aliases, history, meta;
-    size_t map_size;
-    int map_full;         /* set by db_put when LMDB reported MDB_MAP_FULL */
-    size_t pending_bytes; /* rough size of what the current write txn adds */
-    uint64_t grows;
-    int stale_readers;
     atomic_int backups;   /* store_backup calls running (possibly in another thread) */
 };
 
 /* ---- small helpers ------------------------------------------------------------------- */
-
-static int db_err(err_t *err, int rc, const char *what)
-{
-    return err_set(err, ERR_DB, "lmdb: %s: %s", what, mdb_strerror(rc));
-}
 
 static int64_t now_us(void)
 {
@@ -324,71 +315,36 @@ static int decode_alias(const MDB_val *val, alias_rec_t *a, err_t *err)
 
 /* ---- environment --------------------------------------------------------------------- */
 
-static int db_put(store_t *s, MDB_txn *t, MDB_dbi dbi, MDB_val *k, MDB_val *v, unsigned flags,
-                  const char *what, err_t *err)
+/* lenv growth guard: remapping under a running copy's read transaction would pull the map
+ * from under it, so growth is refused while store_backup runs (the caller retries later). */
+static int backup_guard(void *ctx, err_t *err)
 {
-    int rc = mdb_put(t, dbi, k, v, flags);
-    if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL) s->map_full = 1;
-    if (rc == MDB_KEYEXIST) return err_set(err, ERR_EXISTS, "lmdb: %s: key exists", what);
-    return rc ? db_err(err, rc, what) : 0;
-}
-
-static int grow_map(store_t *s, err_t *err)
-{
-    /* remapping under a running copy's read transaction would pull the map from under it */
+    store_t *s = ctx;
     if (atomic_load(&s->backups))
         return err_set(err, ERR_STATE, "the LMDB map is full and cannot grow while a backup runs; retry after it");
-    size_t want = s->map_size * 2;
-    if (want < s->map_size + 2 * s->pending_bytes + ((size_t)1 << 20))
-        want = s->map_size + 2 * s->pending_bytes + ((size_t)1 << 20);
-    int rc = mdb_env_set_mapsize(s->env, want);
-    if (rc) return db_err(err, rc, "growing the map");
-    MDB_envinfo info;
-    mdb_env_info(s->env, &info);
-    s->map_size = info.me_mapsize;
-    s->grows++;
     return 0;
 }
 
 typedef int (*txn_fn)(store_t *s, MDB_txn *t, void *arg, err_t *err);
 
-/* Runs fn inside a write transaction and commits; on MDB_MAP_FULL grows the map and
+typedef struct txn_call {
+    store_t *s;
+    txn_fn fn;
+    void *arg;
+} txn_call_t;
+
+static int txn_call(MDB_txn *t, void *p, err_t *err)
+{
+    txn_call_t *c = p;
+    return c->fn(c->s, t, c->arg, err);
+}
+
+/* Runs fn inside a write transaction and commits; on MDB_MAP_FULL lenv_write grows the map and
  * reruns the whole transaction (fn must only produce outputs, never depend on them). */
 static int write_txn(store_t *s, txn_fn fn, void *arg, err_t *err)
 {
-    for (int attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-        MDB_txn *t;
-        int rc = mdb_txn_begin(s->env, NULL, 0, &t);
-        if (rc == MDB_MAP_RESIZED) {
-            mdb_env_set_mapsize(s->env, 0);
-            continue;
-        }
-        if (rc) return db_err(err, rc, "begin write transaction");
-        s->map_full = 0;
-        int r = fn(s, t, arg, err);
-        if (r == 0) {
-            rc = mdb_txn_commit(t);
-            if (rc == 0) return 0;
-            if (rc != MDB_MAP_FULL) return db_err(err, rc, "commit");
-            s->map_full = 1;
-        } else {
-            mdb_txn_abort(t);
-        }
-        if (!s->map_full) return r;
-        int g = grow_map(s, err);
-        if (g) return g;
-    }
-    return err_set(err, ERR_DB, "lmdb: map still full after growing %d times", MAX_ATTEMPTS);
-}
-
-static int read_txn(store_t *s, MDB_txn **t, err_t *err)
-{
-    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, t);
-    if (rc == MDB_MAP_RESIZED) {
-        mdb_env_set_mapsize(s->env, 0);
-        rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, t);
-    }
-    return rc ? db_err(err, rc, "begin read transaction") : 0;
+    txn_call_t c = {s, fn, arg};
+    return lenv_write(s->env, txn_call, &c, err);
 }
 
 static int meta_get_txn(MDB_txn *t, MDB_dbi dbi, const char *key, MDB_val *out)
@@ -397,26 +353,17 @@ static int meta_get_txn(MDB_txn *t, MDB_dbi dbi, const char *key, MDB_val *out)
     return mdb_get(t, dbi, &k, out);
 }
 
-static int open_dbis(store_t *s, MDB_txn *t, void *arg, err_t *err)
+/* Runs in store_open's first write transaction, after the databases are open. */
+static int format_check(MDB_txn *t, void *arg, err_t *err)
 {
-    (void)arg;
-    struct {
-        const char *name;
-        MDB_dbi *dbi;
-    } dbs[] = {{"versions", &s->versions}, {"blobs", &s->blobs}, {"aliases", &s->aliases},
-               {"history", &s->history}, {"meta", &s->meta}};
-    for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
-        int rc = mdb_dbi_open(t, dbs[i].name, MDB_CREATE, dbs[i].dbi);
-        if (rc == MDB_MAP_FULL) s->map_full = 1;
-        if (rc) return db_err(err, rc, dbs[i].name);
-    }
+    store_t *s = arg;
     MDB_val v;
     int rc = meta_get_txn(t, s->meta, "format", &v);
     if (rc == MDB_NOTFOUND) {
         MDB_val k = {6, "format"}, val = {1, STORE_FORMAT};
-        return db_put(s, t, s->meta, &k, &val, 0, "meta format", err);
+        return lenv_put(s->env, t, s->meta, &k, &val, 0, "meta format", err);
     }
-    if (rc) return db_err(err, rc, "meta format");
+    if (rc) return lenv_err(err, rc, "meta format");
     if (v.mv_size != 1 || memcmp(v.mv_data, STORE_FORMAT, 1))
         return err_set(err, ERR_VERSION, "store format %.*s is not %s", (int)(v.mv_size > 16 ? 16 : v.mv_size),
                        (const char *)v.mv_data, STORE_FORMAT);
@@ -425,54 +372,27 @@ static int open_dbis(store_t *s, MDB_txn *t, void *arg, err_t *err)
 
 store_t *store_open(const char *dir, const store_opts_t *opts, err_t *err)
 {
-    if (!dir || !*dir) {
-        err_set(err, ERR_INVALID, "store: empty data folder");
-        return NULL;
-    }
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
-        err_errno(err, ERR_IO, errno, "store: creating %s", dir);
-        return NULL;
-    }
     store_t *s = calloc(1, sizeof *s);
     if (!s) {
         err_set(err, ERR_NOMEM, "store: out of memory");
         return NULL;
     }
-    s->map_size = opts && opts->map_size ? opts->map_size : DEFAULT_MAP;
-    int rc = mdb_env_create(&s->env);
-    if (rc) {
-        db_err(err, rc, "create environment");
+    const lenv_dbi_t dbs[] = {{"versions", &s->versions}, {"blobs", &s->blobs}, {"aliases", &s->aliases},
+                              {"history", &s->history},   {"meta", &s->meta}};
+    lenv_opts_t lo = {.map_size = opts ? opts->map_size : 0, .no_sync = opts ? opts->no_sync : 0, .name = "store"};
+    s->env = lenv_open(dir, dbs, sizeof dbs / sizeof dbs[0], &lo, format_check, s, err);
+    if (!s->env) {
         free(s);
         return NULL;
     }
-    unsigned flags = MDB_NOTLS | (opts && opts->no_sync ? MDB_NOSYNC : 0);
-    if ((rc = mdb_env_set_maxdbs(s->env, 8)) || (rc = mdb_env_set_mapsize(s->env, s->map_size))) {
-        db_err(err, rc, "configure environment");
-        goto fail;
-    }
-    if ((rc = mdb_env_open(s->env, dir, flags, 0644))) {
-        err_set(err, rc == ENOENT || rc == EACCES ? ERR_IO : ERR_DB, "lmdb: opening %s: %s", dir,
-                mdb_strerror(rc));
-        goto fail;
-    }
-    /* A process killed while reading leaves its reader slot behind; clear such slots. */
-    mdb_reader_check(s->env, &s->stale_readers);
-    /* The file may be bigger than the requested map (grown earlier): adopt its size. */
-    MDB_envinfo info;
-    mdb_env_info(s->env, &info);
-    s->map_size = info.me_mapsize;
-    if (write_txn(s, open_dbis, NULL, err)) goto fail;
+    lenv_set_grow_guard(s->env, backup_guard, s);
     return s;
-fail:
-    mdb_env_close(s->env);
-    free(s);
-    return NULL;
 }
 
 void store_close(store_t **s)
 {
     if (!s || !*s) return;
-    mdb_env_close((*s)->env);
+    lenv_close(&(*s)->env);
     free(*s);
     *s = NULL;
 }
@@ -508,7 +428,7 @@ static int blob_exists(MDB_txn *t, MDB_dbi dbi, const char *hash, err_t *err)
     MDB_val k = {32, key}, v;
     int rc = mdb_get(t, dbi, &k, &v);
     if (rc == MDB_NOTFOUND) return 0;
-    return rc ? db_err(err, rc, "blob lookup") : 1;
+    return rc ? lenv_err(err, rc, "blob lookup") : 1;
 }
 
 static int meta_add_u64(store_t *s, MDB_txn *t, const char *key, uint64_t add, err_t *err)
@@ -517,10 +437,10 @@ static int meta_add_u64(store_t *s, MDB_txn *t, const char *key, uint64_t add, e
     uint64_t cur = 0;
     int rc = meta_get_txn(t, s->meta, key, &v);
     if (rc == 0 && v.mv_size == 8) memcpy(&cur, v.mv_data, 8);
-    else if (rc && rc != MDB_NOTFOUND) return db_err(err, rc, key);
+    else if (rc && rc != MDB_NOTFOUND) return lenv_err(err, rc, key);
     cur += add;
     MDB_val k = {strlen(key), (void *)key}, nv = {8, &cur};
-    return db_put(s, t, s->meta, &k, &nv, 0, key, err);
+    return lenv_put(s->env, t, s->meta, &k, &nv, 0, key, err);
 }
 
 static int alias_move(store_t *s, MDB_txn *t, const char *alias, uint64_t to, uint64_t expect_from,
@@ -550,7 +470,7 @@ static int put_fn(store_t *s, MDB_txn *t, void *argp, err_t *err)
         unsigned char key[32];
         hash_key(b->hash, key);
         MDB_val k = {32, key}, val = {b->size, (void *)b->data};
-        int r = db_put(s, t, s->blobs, &k, &val, MDB_NOOVERWRITE, "blob write", err);
+        int r = lenv_put(s->env, t, s->blobs, &k, &val, MDB_NOOVERWRITE, "blob write", err);
         if (r == ERR_EXISTS) continue;  /* the same hash twice in one request */
         if (r) return r;
         new_blobs++;
@@ -573,13 +493,13 @@ static int put_fn(store_t *s, MDB_txn *t, void *argp, err_t *err)
     }
     MDB_cursor *c;
     int rc = mdb_cursor_open(t, s->versions, &c);
-    if (rc) return db_err(err, rc, "versions cursor");
+    if (rc) return lenv_err(err, rc, "versions cursor");
     MDB_val k, val;
     rc = mdb_cursor_get(c, &k, &val, MDB_LAST);
     mdb_cursor_close(c);
     uint64_t last = 0;
     if (rc == 0 && k.mv_size == 8) last = rd_be64(k.mv_data);
-    else if (rc && rc != MDB_NOTFOUND) return db_err(err, rc, "last version");
+    else if (rc && rc != MDB_NOTFOUND) return lenv_err(err, rc, "last version");
     if (v->parent) {
         if (v->parent > last)
             return err_set(err, ERR_NOTFOUND, "parent version %llu does not exist",
@@ -595,13 +515,13 @@ static int put_fn(store_t *s, MDB_txn *t, void *argp, err_t *err)
     unsigned char kb[8];
     be64(kb, v->version);
     MDB_val vk = {8, kb}, vv = {wb.len, wb.p};
-    int r = db_put(s, t, s->versions, &vk, &vv, MDB_NOOVERWRITE | MDB_APPEND, "version write", err);
+    int r = lenv_put(s->env, t, s->versions, &vk, &vv, MDB_NOOVERWRITE | MDB_APPEND, "version write", err);
     free(wb.p);
     if (r) return r;
     for (int i = 0; i < a->n_meta; i++) {
         MDB_val mk = {strlen(a->meta[i].key), (void *)a->meta[i].key},
                 mv = {strlen(a->meta[i].value), (void *)a->meta[i].value};
-        r = db_put(s, t, s->meta, &mk, &mv, MDB_NOOVERWRITE, "meta write", err);
+        r = lenv_put(s->env, t, s->meta, &mk, &mv, MDB_NOOVERWRITE, "meta write", err);
         if (r && r != ERR_EXISTS) return r;
     }
     if ((r = meta_add_u64(s, t, "stat.blobs", new_blobs, err)) ||
@@ -638,7 +558,7 @@ int store_put_version(store_t *s, store_version_t *v, const store_blob_t *blobs,
         if ((r = store_hash_check(blobs[i].hash, "blob hash", err))) return r;
         pending += blobs[i].size + 64;
     }
-    s->pending_bytes = pending;
+    lenv_set_pending(s->env, pending);
     put_arg_t a = {v, blobs, n_blobs, meta, n_meta, set_alias, action, hist};
     uint64_t saved_created = (uint64_t)v->created_us;
     r = write_txn(s, put_fn, &a, err);
@@ -653,14 +573,14 @@ int store_get_version(store_t *s, uint64_t version, store_version_t *out, err_t 
 {
     memset(out, 0, sizeof *out);
     MDB_txn *t;
-    int r = read_txn(s, &t, err);
+    int r = lenv_read_begin(s->env, &t, err);
     if (r) return r;
     unsigned char kb[8];
     be64(kb, version);
     MDB_val k = {8, kb}, v;
     int rc = mdb_get(t, s->versions, &k, &v);
     if (rc == MDB_NOTFOUND) r = err_set(err, ERR_NOTFOUND, "version %llu does not exist", (unsigned long long)version);
-    else if (rc) r = db_err(err, rc, "version read");
+    else if (rc) r = lenv_err(err, rc, "version read");
     else r = decode_version(v.mv_data, v.mv_size, out, err);
     mdb_txn_abort(t);
     return r;
@@ -670,7 +590,7 @@ int store_last_version(store_t *s, uint64_t *out, err_t *err)
 {
     *out = 0;
     MDB_txn *t;
-    int r = read_txn(s, &t, err);
+    int r = lenv_read_begin(s->env, &t, err);
     if (r) return r;
     MDB_cursor *c;
     int rc = mdb_cursor_open(t, s->versions, &c);
@@ -682,7 +602,7 @@ int store_last_version(store_t *s, uint64_t *out, err_t *err)
         mdb_cursor_close(c);
     }
     mdb_txn_abort(t);
-    return rc ? db_err(err, rc, "last version") : 0;
+    return rc ? lenv_err(err, rc, "last version") : 0;
 }
 
 void store_versions_free(store_version_t **v, int n)
@@ -699,7 +619,7 @@ int store_list_versions(store_t *s, uint64_t before, int limit, store_version_t 
     *out = NULL;
     *n = 0;
     MDB_txn *t;
-    int r = read_txn(s, &t, err);
+    int r = lenv_read_begin(s->env, &t, err);
     if (r) return r;
     MDB_stat st;
     mdb_stat(t, s->versions, &st);
@@ -715,7 +635,7 @@ int store_list_versions(store_t *s, uint64_t before, int limit, store_version_t 
     if (rc) {
         free(vs);
         mdb_txn_abort(t);
-        return db_err(err, rc, "versions cursor");
+        return lenv_err(err, rc, "versions cursor");
     }
     MDB_val k, v;
     unsigned char kb[8];
@@ -740,7 +660,7 @@ int store_list_versions(store_t *s, uint64_t before, int limit, store_version_t 
     }
     mdb_cursor_close(c);
     mdb_txn_abort(t);
-    if (!r && rc && rc != MDB_NOTFOUND) r = db_err(err, rc, "versions scan");
+    if (!r && rc && rc != MDB_NOTFOUND) r = lenv_err(err, rc, "versions scan");
     if (r) {
         store_versions_free(&vs, cnt);
         return r;
@@ -759,13 +679,13 @@ int store_get_blob(store_t *s, const char *hash, void **data, size_t *size, err_
     int r = store_hash_check(hash, "blob hash", err);
     if (r) return r;
     MDB_txn *t;
-    if ((r = read_txn(s, &t, err))) return r;
+    if ((r = lenv_read_begin(s->env, &t, err))) return r;
     unsigned char key[32];
     hash_key(hash, key);
     MDB_val k = {32, key}, v;
     int rc = mdb_get(t, s->blobs, &k, &v);
     if (rc == MDB_NOTFOUND) r = err_set(err, ERR_NOTFOUND, "blob %s not stored", hash);
-    else if (rc) r = db_err(err, rc, "blob read");
+    else if (rc) r = lenv_err(err, rc, "blob read");
     else {
         *data = malloc(v.mv_size ? v.mv_size : 1);
         if (!*data) r = err_set(err, ERR_NOMEM, "blob %s: out of memory (%zu bytes)", hash, v.mv_size);
@@ -783,7 +703,7 @@ int store_has_blob(store_t *s, const char *hash, err_t *err)
     int r = store_hash_check(hash, "blob hash", err);
     if (r) return r;
     MDB_txn *t;
-    if ((r = read_txn(s, &t, err))) return r;
+    if ((r = lenv_read_begin(s->env, &t, err))) return r;
     r = blob_exists(t, s->blobs, hash, err);
     mdb_txn_abort(t);
     return r;
@@ -796,7 +716,7 @@ static int get_alias_txn(store_t *s, MDB_txn *t, const char *alias, alias_rec_t 
     MDB_val k = {strlen(alias), (void *)alias}, v;
     int rc = mdb_get(t, s->aliases, &k, &v);
     if (rc == MDB_NOTFOUND) return err_set(err, ERR_NOTFOUND, "alias '%s' does not exist", alias);
-    if (rc) return db_err(err, rc, "alias read");
+    if (rc) return lenv_err(err, rc, "alias read");
     return decode_alias(&v, a, err);
 }
 
@@ -808,7 +728,7 @@ static int version_exists(store_t *s, MDB_txn *t, uint64_t version, err_t *err)
     int rc = mdb_get(t, s->versions, &k, &v);
     if (rc == MDB_NOTFOUND)
         return err_set(err, ERR_NOTFOUND, "version %llu does not exist", (unsigned long long)version);
-    return rc ? db_err(err, rc, "version lookup") : 0;
+    return rc ? lenv_err(err, rc, "version lookup") : 0;
 }
 
 /* Moves an alias inside transaction t. pop: take the target from the rollback stack. */
@@ -856,20 +776,20 @@ static int alias_move(store_t *s, MDB_txn *t, const char *alias, uint64_t to, ui
         return err_set(err, ERR_NOMEM, "store: out of memory");
     }
     MDB_val k = {strlen(alias), (void *)alias}, v = {wb.len, wb.p};
-    r = db_put(s, t, s->aliases, &k, &v, 0, "alias write", err);
+    r = lenv_put(s->env, t, s->aliases, &k, &v, 0, "alias write", err);
     free(wb.p);
     if (r) return r;
     /* history: next sequence number after the last entry */
     store_hist_t h = {0};
     MDB_cursor *c;
     int rc = mdb_cursor_open(t, s->history, &c);
-    if (rc) return db_err(err, rc, "history cursor");
+    if (rc) return lenv_err(err, rc, "history cursor");
     MDB_val hk, hv;
     rc = mdb_cursor_get(c, &hk, &hv, MDB_LAST);
     mdb_cursor_close(c);
     if (rc == 0 && hk.mv_size == 8) h.seq = rd_be64(hk.mv_data) + 1;
     else if (rc == MDB_NOTFOUND) h.seq = 1;
-    else return db_err(err, rc, "history last");
+    else return lenv_err(err, rc, "history last");
     copy_text(h.alias, sizeof h.alias, alias);
     h.from = from;
     h.to = to;
@@ -885,7 +805,7 @@ static int alias_move(store_t *s, MDB_txn *t, const char *alias, uint64_t to, ui
     unsigned char kb[8];
     be64(kb, h.seq);
     MDB_val k2 = {8, kb}, v2 = {hb.len, hb.p};
-    r = db_put(s, t, s->history, &k2, &v2, MDB_NOOVERWRITE | MDB_APPEND, "history write", err);
+    r = lenv_put(s->env, t, s->history, &k2, &v2, MDB_NOOVERWRITE | MDB_APPEND, "history write", err);
     free(hb.p);
     if (r) return r;
     if (hist) *hist = h;
@@ -922,7 +842,7 @@ int store_set_alias(store_t *s, const char *alias, uint64_t version, uint64_t ex
     int r = alias_args_check(alias, actor, reason, err);
     if (r) return r;
     if (version == 0) return err_set(err, ERR_INVALID, "alias '%s': version 0 does not exist", alias);
-    s->pending_bytes = 4096;
+    lenv_set_pending(s->env, 4096);
     alias_arg_t a = {alias, action ? action : "set", actor, reason, version, expect_from, 0, hist};
     return write_txn(s, alias_fn, &a, err);
 }
@@ -932,7 +852,7 @@ int store_rollback(store_t *s, const char *alias, uint64_t to, const char *actor
 {
     int r = alias_args_check(alias, actor, reason, err);
     if (r) return r;
-    s->pending_bytes = 4096;
+    lenv_set_pending(s->env, 4096);
     alias_arg_t a = {alias, "rollback", actor, reason, to, 0, to == 0, hist};
     if (to) {
         /* an explicit target must be an existing alias too (rollback never creates one) */
@@ -948,7 +868,7 @@ int store_get_alias(store_t *s, const char *alias, uint64_t *version, err_t *err
     int r = store_name_check(alias, "alias", err);
     if (r) return r;
     MDB_txn *t;
-    if ((r = read_txn(s, &t, err))) return r;
+    if ((r = lenv_read_begin(s->env, &t, err))) return r;
     alias_rec_t a;
     r = get_alias_txn(s, t, alias, &a, err);
     mdb_txn_abort(t);
@@ -961,7 +881,7 @@ int store_list_aliases(store_t *s, store_alias_t **out, int *n, err_t *err)
     *out = NULL;
     *n = 0;
     MDB_txn *t;
-    int r = read_txn(s, &t, err);
+    int r = lenv_read_begin(s->env, &t, err);
     if (r) return r;
     MDB_stat st;
     mdb_stat(t, s->aliases, &st);
@@ -969,7 +889,7 @@ int store_list_aliases(store_t *s, store_alias_t **out, int *n, err_t *err)
     MDB_cursor *c = NULL;
     int rc = as ? mdb_cursor_open(t, s->aliases, &c) : 0;
     if (!as) r = err_set(err, ERR_NOMEM, "store: out of memory");
-    else if (rc) r = db_err(err, rc, "aliases cursor");
+    else if (rc) r = lenv_err(err, rc, "aliases cursor");
     int cnt = 0;
     if (!r) {
         MDB_val k, v;
@@ -1001,7 +921,7 @@ int store_history(store_t *s, const char *alias, int limit, store_hist_t **out, 
     *out = NULL;
     *n = 0;
     MDB_txn *t;
-    int r = read_txn(s, &t, err);
+    int r = lenv_read_begin(s->env, &t, err);
     if (r) return r;
     MDB_stat st;
     mdb_stat(t, s->history, &st);
@@ -1015,7 +935,7 @@ int store_history(store_t *s, const char *alias, int limit, store_hist_t **out, 
     MDB_cursor *c;
     int rc = mdb_cursor_open(t, s->history, &c);
     int cnt = 0;
-    if (rc) r = db_err(err, rc, "history cursor");
+    if (rc) r = lenv_err(err, rc, "history cursor");
     else {
         MDB_val k, v;
         for (rc = mdb_cursor_get(c, &k, &v, MDB_LAST); rc == 0 && (size_t)cnt < cap;
@@ -1040,12 +960,12 @@ int store_history(store_t *s, const char *alias, int limit, store_hist_t **out, 
 int store_meta_get(store_t *s, const char *key, char *buf, size_t cap, err_t *err)
 {
     MDB_txn *t;
-    int r = read_txn(s, &t, err);
+    int r = lenv_read_begin(s->env, &t, err);
     if (r) return r;
     MDB_val v;
     int rc = meta_get_txn(t, s->meta, key, &v);
     if (rc == MDB_NOTFOUND) r = err_set(err, ERR_NOTFOUND, "meta '%s' not set", key);
-    else if (rc) r = db_err(err, rc, "meta read");
+    else if (rc) r = lenv_err(err, rc, "meta read");
     else if (v.mv_size + 1 > cap) r = err_set(err, ERR_RANGE, "meta '%s' longer than %zu bytes", key, cap);
     else {
         memcpy(buf, v.mv_data, v.mv_size);
@@ -1066,7 +986,7 @@ int store_backup(store_t *s, const char *dir, err_t *err)
     struct stat st;
     if (stat(path, &st) == 0) return err_set(err, ERR_EXISTS, "backup: %s already exists", path);
     atomic_fetch_add(&s->backups, 1);
-    int rc = mdb_env_copy2(s->env, dir, MDB_CP_COMPACT);
+    int rc = mdb_env_copy2(lenv_mdb(s->env), dir, MDB_CP_COMPACT);
     atomic_fetch_sub(&s->backups, 1);
     if (rc) return err_set(err, ERR_DB, "lmdb: backup to %s: %s", dir, mdb_strerror(rc));
     return 0;
@@ -1084,7 +1004,7 @@ int store_stats(store_t *s, store_stats_t *st, err_t *err)
 {
     memset(st, 0, sizeof *st);
     MDB_txn *t;
-    int r = read_txn(s, &t, err);
+    int r = lenv_read_begin(s->env, &t, err);
     if (r) return r;
     MDB_stat ms;
     mdb_stat(t, s->versions, &ms);
@@ -1098,11 +1018,13 @@ int store_stats(store_t *s, store_stats_t *st, err_t *err)
     mdb_txn_abort(t);
     MDB_envinfo info;
     MDB_stat es;
-    mdb_env_info(s->env, &info);
-    mdb_env_stat(s->env, &es);
+    lenv_stats_t ls;
+    mdb_env_info(lenv_mdb(s->env), &info);
+    mdb_env_stat(lenv_mdb(s->env), &es);
+    lenv_stats(s->env, &ls);
     st->map_size = info.me_mapsize;
     st->map_used = (uint64_t)(info.me_last_pgno + 1) * es.ms_psize;
-    st->map_grows = s->grows;
-    st->stale_readers = (uint64_t)s->stale_readers;
+    st->map_grows = ls.map_grows;
+    st->stale_readers = ls.stale_readers;
     return 0;
 }
