@@ -7,7 +7,7 @@ relative position on the unscaled q, Block, neck with LayerNorm2d), with the off
 state-dict key names, plus writers for the .pth fixtures the C tests read.
 
     ref_vit.py tiny DIR      tiny.pth, tiny_p4.pth, tiny_bn.pth: dtypes, views, strides,
-                             nesting, pickle protocols 2 and 4, one Conv2d_BN (committed)
+                             nesting, pickle protocols 2 and 4, one Conv2d_BN (test seeds)
     ref_vit.py small DIR     small ViT (C=128, depth 4, global {1,3}) .pth + stage goldens,
                              attention-op goldens, an f16 copy, TinyViT Conv2d_BN fragment,
                              hostile files

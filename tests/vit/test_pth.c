@@ -1,4 +1,4 @@
-/* test_pth.c — unit test of the .pth reader on the committed tiny.pth (written by
+/* test_pth.c — unit test of the .pth reader on tiny.pth (written at test time by
  * `ref_vit.py tiny` with torch 1.13): nesting under "model", _metadata BUILD, f32 / f16
  * (incl. subnormal, inf) / bf16 / f64 / int64 / int32, a transposed tensor (strides), a
  * strided view sharing a storage (offset), 0-dim and empty tensors, writer round trip.
