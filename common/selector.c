@@ -337,10 +337,9 @@ static const float *block_tap(const selector_t *s, const float *taps, int b)
 static void forward_ops(selector_t *s, const float *taps);
 static void forward(selector_t *s, const float *taps)
 {
-    int th = kn_get_threads();
-    kn_set_threads(1);
+    int old = kn_set_thread_local_threads(1); /* this thread only: workers run concurrently */
     forward_ops(s, taps);
-    kn_set_threads(th);
+    kn_set_thread_local_threads(old);
 }
 
 static void forward_ops(selector_t *s, const float *taps)
@@ -435,8 +434,7 @@ int selector_grad(selector_t *s, const float *taps, int label, float weight, flo
     kn_linear_bwd(s->dt, s->g + s->o_kw, s->g + s->o_kb, dlog, s->t, s->p + s->o_kw, 1, C1,
                   s->n_dom);
     free(dlog_own);
-    int th = kn_get_threads(), merged = 0;
-    kn_set_threads(1);
+    int old = kn_set_thread_local_threads(1), merged = 0;
     if (D0 && s->nblk == D0) {
         kn_linear_bwd(s->dt0, s->g + s->o_mw, s->g + s->o_mb, s->dt, s->min, s->p + s->o_mw, T,
                       C0, C1);
@@ -452,7 +450,7 @@ int selector_grad(selector_t *s, const float *taps, int label, float weight, flo
         }
     }
     kn_add(s->g + s->o_tok, s->g + s->o_tok, s->dt, (size_t)T * C0);
-    kn_set_threads(th);
+    kn_set_thread_local_threads(old);
     return 0;
 }
 

@@ -26,9 +26,22 @@ typedef enum { KN_DEV_CPU = 0, KN_DEV_CUDA = 1 } kn_device_t;
 int kn_cuda_device_count(void);
 /* True when this build contains the CUDA kernels. */
 int kn_have_cuda_build(void);
-/* Threads used by CPU ops (OpenMP and OpenBLAS). n <= 0 means all cores. */
+/* Threads used by CPU ops (OpenMP and OpenBLAS). n <= 0 means all cores. Process-wide:
+ * call it once at start-up, not around individual calls from concurrent threads. */
 void kn_set_threads(int n);
+/* The count CPU ops called from THIS thread use: its override when set, else the global. */
 int kn_get_threads(void);
+/* Per-thread budget: n >= 1 makes the ops called from the calling thread use at most n
+ * threads (kn_parallel_for and this thread's OpenMP regions); other threads and the global
+ * count are untouched. n <= 0 removes the override. Returns the previous override (0 =
+ * none) so calls nest:
+ *   int old = kn_set_thread_local_threads(1); ...; kn_set_thread_local_threads(old);
+ * OpenBLAS has only a process-wide count: with n == 1, kn_gemm products of at most 64 rows
+ * run on the calling thread (own loop; rounding differs from OpenBLAS within float
+ * accuracy), larger ones still use OpenBLAS's count. Pool and OpenMP ops give the same
+ * bits for any count (tests/bankrun/test_threads.c). */
+int kn_set_thread_local_threads(int n);
+int kn_get_thread_local_threads(void); /* 0 when the calling thread has no override */
 
 /* ---- GEMM --------------------------------------------------------------------------- */
 

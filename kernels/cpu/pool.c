@@ -12,7 +12,10 @@
  * (refs == 0), before the call returns; calls made from inside an item run serially on
  * that thread with its tid; calls made from inside an OpenMP parallel region run serially
  * on the calling thread with tid = omp_get_thread_num() (what a nested OpenMP region
- * would do). Workers are created lazily and live for the process.
+ * would do). Workers are created lazily and live for the process. The thread count of a
+ * call is kn_get_threads() of the CALLING thread, so a per-thread budget
+ * (kn_set_thread_local_threads) applies: budget 1 runs the items on the caller, without
+ * touching the pool or its lock.
  */
 #include "kn.h"
 
