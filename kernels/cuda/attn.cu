@@ -379,8 +379,8 @@ extern "C" int kcu_winattn_fwd(kcu_ctx_t *ctx, float *out, int ldo, const float 
     KCU_ARG(ctx, (long long)B * nwy * nwx <= 65535, "kcu_winattn_fwd");
     size_t M = (size_t)B * H * W;
     float *att = NULL;
-    if (proj_w) { /* attention rows, then the projection's GEMM result */
-        att = (float *)kcu_workspace(ctx, 2 * M * C * sizeof(float));
+    if (proj_w) { /* attention rows [M, C] before the projection */
+        att = (float *)kcu_workspace(ctx, M * C * sizeof(float));
         if (!att) return ERR_NOMEM;
     }
     Window L;
@@ -399,8 +399,8 @@ extern "C" int kcu_winattn_fwd(kcu_ctx_t *ctx, float *out, int ldo, const float 
     int rc = launch_fwd(ctx, L, ws * ws, heads, B * nwy * nwx, scale, NULL, NULL, NULL, 0,
                         "kcu_winattn_fwd");
     if (rc || !proj_w) return rc;
-    return kcu_linear_ex_tmp(ctx, out, ldo, att, C, proj_w, proj_b, out, ldo, (int)M, C, C,
-                             KCU_ACT_NONE, att + M * C);
+    return kcu_linear_ex(ctx, out, ldo, att, C, proj_w, proj_b, out, ldo, (int)M, C, C,
+                         KCU_ACT_NONE);
 }
 
 /* ---- SAM ViT decomposed relative position -------------------------------------------------- */

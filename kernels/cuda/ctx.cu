@@ -309,18 +309,18 @@ __device__ __forceinline__ float gelu_exact(float x)
     return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
 }
 
-__global__ void k_epilogue(float *y, int ldy, const float *t, int ldt, const float *b,
-                           const float *res, int ldr, int M, int N, int act)
+/* y = act(y + b) in place on the [M, N] block with row stride ldy */
+__global__ void k_epilogue(float *y, int ldy, const float *b, int M, int N, int act)
 {
     size_t total = (size_t)M * N;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
          i += (size_t)gridDim.x * blockDim.x) {
         int m = (int)(i / N), n = (int)(i % N);
-        float v = t[(size_t)m * ldt + n];
+        float *p = y + (size_t)m * ldy + n;
+        float v = *p;
         if (b) v += b[n];
-        if (res) v += res[(size_t)m * ldr + n];
         if (act == KCU_ACT_GELU) v = gelu_exact(v);
-        y[(size_t)m * ldy + n] = v;
+        *p = v;
     }
 }
 
@@ -334,34 +334,32 @@ __global__ void k_colsum_acc(float *db, const float *dy, int N, int O)
     db[o] += s;
 }
 
-int kcu_linear_ex_tmp(kcu_ctx_t *ctx, float *y, int ldy, const float *x, int ldx,
-                      const float *W, const float *b, const float *res, int ldr, int M, int N,
-                      int K, int act, float *tmp)
-{
-    KCU_ARG(ctx, M >= 0 && N > 0 && K > 0 && ldy >= N && ldx >= K, "kcu_linear_ex");
-    KCU_ARG(ctx, !res || ldr >= N, "kcu_linear_ex");
-    KCU_ARG(ctx, act == KCU_ACT_NONE || act == KCU_ACT_GELU, "kcu_linear_ex");
-    if (!M) return 0;
-    int rc = kcu_gemm(ctx, 0, 1, M, N, K, 1.0f, x, ldx, W, K, 0.0f, tmp, N);
-    if (rc) return rc;
-    k_epilogue<<<kcu_blocks((size_t)M * N, 256), 256, 0, ctx->stream>>>(y, ldy, tmp, N, b, res,
-                                                                         ldr, M, N, act);
-    return kcu_check_launch(ctx, "kcu_linear_ex");
-}
-
+/* The residual goes in through the GEMM's beta (copied into y first unless it is y), then
+ * bias and activation in place: act(x Wᵀ + res + b). No workspace. */
 extern "C" int kcu_linear_ex(kcu_ctx_t *ctx, float *y, int ldy, const float *x, int ldx,
                              const float *W, const float *b, const float *res, int ldr, int M,
                              int N, int K, int act)
 {
-    KCU_ARG(ctx, M >= 0 && N > 0 && K > 0 && ldy >= N && ldx >= K, "kcu_linear_ex");
+    KCU_ARG(ctx, y && x && W && M >= 0 && N > 0 && K > 0 && ldy >= N && ldx >= K,
+            "kcu_linear_ex");
     KCU_ARG(ctx, !res || ldr >= N, "kcu_linear_ex");
+    KCU_ARG(ctx, !res || res != y || ldr == ldy, "kcu_linear_ex");
     KCU_ARG(ctx, act == KCU_ACT_NONE || act == KCU_ACT_GELU, "kcu_linear_ex");
     if (!M) return 0;
-    if (!b && !res && act == KCU_ACT_NONE)
-        return kcu_gemm(ctx, 0, 1, M, N, K, 1.0f, x, ldx, W, K, 0.0f, y, ldy);
-    float *t = (float *)kcu_workspace(ctx, (size_t)M * N * sizeof(float));
-    if (!t) return ERR_NOMEM;
-    return kcu_linear_ex_tmp(ctx, y, ldy, x, ldx, W, b, res, ldr, M, N, K, act, t);
+    if (res && res != y) {
+        cudaError_t e = cudaMemcpy2DAsync(y, (size_t)ldy * sizeof(float), res,
+                                          (size_t)ldr * sizeof(float), (size_t)N * sizeof(float),
+                                          (size_t)M, cudaMemcpyDeviceToDevice, ctx->stream);
+        if (e != cudaSuccess) {
+            cudaGetLastError();
+            return kcu_fail(ctx, ERR_DEVICE, "kcu_linear_ex: residual copy: %s",
+                            cudaGetErrorString(e));
+        }
+    }
+    int rc = kcu_gemm(ctx, 0, 1, M, N, K, 1.0f, x, ldx, W, K, res ? 1.0f : 0.0f, y, ldy);
+    if (rc || (!b && act == KCU_ACT_NONE)) return rc;
+    k_epilogue<<<kcu_blocks((size_t)M * N, 256), 256, 0, ctx->stream>>>(y, ldy, b, M, N, act);
+    return kcu_check_launch(ctx, "kcu_linear_ex");
 }
 
 extern "C" int kcu_linear_fwd(kcu_ctx_t *ctx, float *y, const float *x, const float *W,

@@ -39,11 +39,6 @@ int kcu_check_dnn(kcu_ctx_t *ctx, cudnnStatus_t st, const char *op);
  * NULL on failure (recorded). Valid until the next kcu_workspace call. */
 void *kcu_workspace(kcu_ctx_t *ctx, size_t bytes);
 
-/* kcu_linear_ex with a caller-given temporary tmp[M, N] instead of the workspace. */
-int kcu_linear_ex_tmp(kcu_ctx_t *ctx, float *y, int ldy, const float *x, int ldx,
-                      const float *W, const float *b, const float *res, int ldr, int M, int N,
-                      int K, int act, float *tmp);
-
 #define KCU_ARG(ctx, cond, op)                                                                \
     do {                                                                                      \
         if (!(cond)) return kcu_fail((ctx), ERR_INVALID, "%s: invalid argument (%s)", (op),   \
