@@ -330,6 +330,22 @@ static void print_text(const char *state_path, int have_state, st_svc_t *svc, lo
     const Moda__HealthReply *tr = hr_of(&svc[2]);
     if (tr) {
         printf("training:\n");
+        /* moda-train's job counters (services/train/main.c, docs/train.md) as one line */
+        static const char *stages[] = {"idle", "fetch", "encode", "train", "selector", "gate", "put", "loading"};
+        long long stage = counter(tr, "job_stage");
+        if (counter(tr, "job_running") > 0) {
+            const char *dom = "?";
+            for (size_t k = 0; k < tr->n_counters; k++)
+                if (!strncmp(tr->counters[k]->name, "job_domain.", 11) && tr->counters[k]->value)
+                    dom = tr->counters[k]->name + 11;
+            printf("  job: domain %s, %s, epoch %lld/%lld, loss %.3f, ETA %lld s, running %lld s\n", dom,
+                   stage >= 0 && stage < 8 ? stages[stage] : "?", counter(tr, "job_epoch"), counter(tr, "job_epochs"),
+                   counter(tr, "job_loss_x1000") / 1000.0, counter(tr, "job_eta_s"), counter(tr, "job_elapsed_s"));
+        } else if (stage >= 0) {
+            printf("  job: none (%s); jobs passed %lld, refused %lld, failed %lld; last version %lld\n",
+                   stage < 8 ? stages[stage] : "?", counter(tr, "jobs_passed"), counter(tr, "jobs_refused"),
+                   counter(tr, "jobs_failed"), counter(tr, "last_version"));
+        }
         int any = 0;
         for (size_t k = 0; k < tr->n_counters; k++)
             if (strncmp(tr->counters[k]->name, "msgs_", 5) && strcmp(tr->counters[k]->name, "health_requests")) {

@@ -458,7 +458,11 @@ int cmd_up(int argc, char **argv)
     add_opt(&svc[1], "--data", labdata);
     add_opt(&svc[1], "--hard-case-bind", ep[E_LABHC]);
     add_extra(&svc[1], cfg_str(cfg, "label_args"));
-    add_extra(&svc[2], cfg_str(cfg, "train_args"));
+    char traindata[UP_PATH];
+    snprintf(traindata, sizeof traindata, "%.450s/train", data);
+    add_opt(&svc[2], "--label", ep[E_LAB]);
+    add_opt(&svc[2], "--registry", ep[E_REG]);
+    add_opt(&svc[2], "--state-dir", traindata);
     add_opt(&svc[3], "--frames", ep[E_FRAMES]);
     add_opt(&svc[3], "--results", ep[E_RESULTS]);
     add_opt(&svc[3], "--segment", ep[E_SEG]);
@@ -471,6 +475,8 @@ int cmd_up(int argc, char **argv)
     else if (paths_default_model(model, sizeof model))
         model[0] = 0;
     if (*model) add_opt(&svc[3], "--model", model);
+    if (*model) add_opt(&svc[2], "--model", model);
+    add_extra(&svc[2], cfg_str(cfg, "train_args"));
     add_extra(&svc[3], cfg_str(cfg, "infer_args"));
     char fps[32];
     snprintf(fps, sizeof fps, "%g", cfg_double(cfg, "fps"));
