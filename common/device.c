@@ -61,6 +61,18 @@ int device_select(const char *s, int gpu_path, device_choice_t *out, err_t *err)
     return 0;
 }
 
+int device_require_path(device_choice_t *c, int have_path, const char *what, err_t *err)
+{
+    if (c->device != KN_DEV_CUDA || have_path) return 0;
+    if (c->requested == DEVICE_REQ_CUDA)
+        return err_set(err, ERR_UNSUPPORTED, "--device cuda: no GPU path for %s yet (use --device "
+                                             "cpu)", what);
+    c->device = KN_DEV_CPU;
+    snprintf(c->reason, sizeof c->reason, "%d CUDA device(s) but no GPU path for %s yet",
+             c->cuda_devices, what);
+    return 0;
+}
+
 void device_log(const device_choice_t *c)
 {
     log_info("event=device device=%s requested=%s reason=\"%s\"", device_name(c->device),

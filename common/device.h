@@ -31,6 +31,10 @@ int device_parse(const char *s, device_req_t *req, err_t *err);
 /* Parses and resolves as above into *out. ERR_INVALID (bad value), ERR_DEVICE (cuda requested,
  * no device), ERR_UNSUPPORTED (cuda requested, no GPU path here). out is always filled. */
 int device_select(const char *s, int gpu_path, device_choice_t *out, err_t *err);
+/* After select: when c chose CUDA but the work at hand has no GPU path (have_path == 0, e.g.
+ * a ViT encoder or a bank), `auto` falls back to the CPU (reason names `what`) and `cuda` is
+ * ERR_UNSUPPORTED. Returns 0 otherwise. */
+int device_require_path(device_choice_t *c, int have_path, const char *what, err_t *err);
 /* Logs the choice as one info line: event=device device=<cpu|cuda> requested=<...> reason="..." */
 void device_log(const device_choice_t *c);
 /* "cpu" / "cuda" / "auto" */

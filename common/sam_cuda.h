@@ -15,6 +15,8 @@
 #define MODA_SAM_CUDA_H
 
 #include "err.h"
+#include "image.h"
+#include "sam.h"
 #include "wts.h"
 
 typedef struct tinyvit_cuda tinyvit_cuda_t;
@@ -34,5 +36,11 @@ int tinyvit_cuda_forward(tinyvit_cuda_t *e, const float *x, int B, float *emb, f
 /* Forward pass on the input already on the device from the last tinyvit_cuda_forward (no
  * copies in or out), waiting for the GPU: for timing the encoder alone. */
 int tinyvit_cuda_forward_resident(tinyvit_cuda_t *e, int B, err_t *err);
+
+/* sam_encode on the GPU: preprocesses img into x[3,1024,1024] (caller-allocated, not NULL),
+ * runs the encoder with B = 1 and fills out (emb, and early when want_early; free with
+ * sam_embedding_free). Same errors as tinyvit_cuda_forward and prep_sam_input. */
+int tinyvit_cuda_encode(tinyvit_cuda_t *e, const image_t *img, sam_embedding_t *out, float *x,
+                        int want_early, err_t *err);
 
 #endif

@@ -1,6 +1,7 @@
 /* moda bench — measurements of the model on this machine.
  *
  *   moda bench infer [--model M] [--image IMG] [--iters N] [--threads T] [--vs-ort] [--json]
+ *                    [--device cpu|cuda|auto] [--batch B]
  *   moda bench example --out FILE.png
  *
  * `infer` times the image encoder and the mask decoder (median/min/max over N runs after
@@ -22,8 +23,10 @@
 #include "image.h"
 #include "json.h"
 #include "kn.h"
+#include "device.h"
 #include "paths.h"
 #include "sam.h"
+#include "sam_cuda.h"
 
 static const char *HELP =
     "usage: moda bench infer [--model M] [--image IMG] [--iters N] [--threads T] [--vs-ort] [--json]\n"
@@ -35,7 +38,11 @@ static const char *HELP =
     "peak RSS. --vs-ort also runs onnxruntime-node on the same preprocessed input\n"
     "(tests/ref/ort_run.js, needs node and .deps/npm) and prints time ratios and the\n"
     "embedding relative L2 / low-res logits max abs difference.\n"
-    "  --iters N (default 3)  --threads T (default: all cores)  --json: one JSON object\n\n"
+    "  --iters N (default 3)  --threads T (default: all cores)  --json: one JSON object\n"
+    "  --device D  cpu, cuda or auto (default auto: the GPU TinyViT encoder when a CUDA device\n"
+    "              is present; the decoder runs on the CPU; one log line says which)\n"
+    "  --batch B   with the GPU encoder: also time batches of B images (device-resident input;\n"
+    "              images/s), and the batch-1 pass without host copies\n\n"
     "example: write the generated example image (800x600 RGB PNG) used by the demo.\n"
     "Exit status: 0 ok, 2 bad arguments, 1 failure (model, image, onnxruntime run).\n";
 
@@ -307,8 +314,8 @@ static void put_stats(json_writer_t *jw, const char *key, stats_t st)
 
 static int bench_infer(int argc, char **argv)
 {
-    const char *model = NULL, *image = NULL;
-    int iters = 3, threads = 0, vs_ort = 0, as_json = 0;
+    const char *model = NULL, *image = NULL, *device = NULL;
+    int iters = 3, threads = 0, vs_ort = 0, as_json = 0, batch = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -318,7 +325,17 @@ static int bench_infer(int argc, char **argv)
         else if (!strcmp(a, "--json")) as_json = 1;
         else if (!strcmp(a, "--model") && v) model = argv[++i];
         else if (!strcmp(a, "--image") && v) image = argv[++i];
-        else if ((!strcmp(a, "--iters") || !strcmp(a, "--threads")) && v) {
+        else if (!strcmp(a, "--device") && v) device = argv[++i];
+        else if (!strcmp(a, "--batch") && v) {
+            char *end;
+            long n = strtol(v, &end, 10);
+            if (*end || n < 1 || n > 64) {
+                fprintf(stderr, "moda bench infer: --batch '%s': need an integer 1..64\n", v);
+                return 2;
+            }
+            batch = (int)n;
+            i++;
+        } else if ((!strcmp(a, "--iters") || !strcmp(a, "--threads")) && v) {
             char *end;
             long n = strtol(v, &end, 10);
             if (*end || n < 1 || n > 1000) {
@@ -333,6 +350,11 @@ static int bench_infer(int argc, char **argv)
         }
     }
     err_t e = {0};
+    device_choice_t dc;
+    if (device_select(device, 1, &dc, &e)) {
+        fprintf(stderr, "moda bench infer: %s\n", e.msg);
+        return 2;
+    }
     char model_buf[4096];
     if (!model) {
         paths_default_model(model_buf, sizeof model_buf);
@@ -352,6 +374,17 @@ static int bench_infer(int argc, char **argv)
         fprintf(stderr, "moda bench infer: %s\n", e.msg);
         return err_exit_status(e.code);
     }
+    if (device_require_path(&dc, !strcmp(sam_encoder_name(sam), "tinyvit_5m"),
+                            sam_encoder_name(sam), &e)) {
+        fprintf(stderr, "moda bench infer: %s\n", e.msg);
+        sam_destroy(&sam);
+        image_destroy(&img);
+        return 2;
+    }
+    device_log(&dc);
+    tinyvit_cuda_t *gpu = NULL;
+    stats_t sb = {0}, sr = {0}; /* GPU: batch-B and resident batch-1 encoder times */
+    float *xb = NULL;
     float *x = malloc(sizeof(float) * 3 * SAM_IMG * SAM_IMG);
     double *te = calloc(iters, sizeof(double)), *td = calloc(iters, sizeof(double));
     sam_embedding_t emb = {0};
@@ -367,11 +400,53 @@ static int bench_infer(int argc, char **argv)
     double prep_ms = now_ms() - t0;
     float pt[3] = {image ? img->w / 2.0f : EX_DISK_X, image ? img->h / 2.0f : EX_DISK_Y, 1};
     sam_prompt_t prompt = {.points = pt, .n_points = 1};
+    if (dc.device == KN_DEV_CUDA && !(gpu = tinyvit_cuda_new(sam_weights(sam), 0, batch, &e))) {
+        rc = e.code;
+        goto done;
+    }
     for (int i = -1; i < iters; i++) { /* i = -1: warm-up */
         sam_embedding_free(&emb);
         t0 = now_ms();
-        if ((rc = sam_encode_input(sam, x, &info, &emb, 0, &e))) goto done;
+        if (gpu) { /* host copies in and out included, like the CPU path's */
+            emb.info = info;
+            emb.emb = malloc(sizeof(float) * SAM_EMB_C * SAM_EMB * SAM_EMB);
+            rc = emb.emb ? tinyvit_cuda_forward(gpu, x, 1, emb.emb, NULL, &e)
+                         : err_set(&e, ERR_NOMEM, "out of memory");
+            if (rc) goto done;
+        } else if ((rc = sam_encode_input(sam, x, &info, &emb, 0, &e)))
+            goto done;
         if (i >= 0) te[i] = now_ms() - t0;
+    }
+    if (gpu) { /* device-resident timings: batch 1, then batch B */
+        for (int i = -1; i < iters; i++) {
+            t0 = now_ms();
+            if ((rc = tinyvit_cuda_forward_resident(gpu, 1, &e))) goto done;
+            if (i >= 0) te[i] = now_ms() - t0;
+        }
+        sr = stats_of(te, iters);
+        size_t nx = (size_t)3 * SAM_IMG * SAM_IMG;
+        if (!(xb = malloc(sizeof(float) * nx * batch))) {
+            rc = err_set(&e, ERR_NOMEM, "out of memory for the batch");
+            goto done;
+        }
+        float *eb = malloc(sizeof(float) * SAM_EMB_C * SAM_EMB * SAM_EMB * (size_t)batch);
+        for (int b = 0; b < batch; b++) memcpy(xb + b * nx, x, sizeof(float) * nx);
+        rc = eb ? tinyvit_cuda_forward(gpu, xb, batch, eb, NULL, &e)
+                : err_set(&e, ERR_NOMEM, "out of memory for the batch");
+        free(eb);
+        for (int i = 0; i < iters && !rc; i++) {
+            t0 = now_ms();
+            rc = tinyvit_cuda_forward_resident(gpu, batch, &e);
+            te[i] = now_ms() - t0;
+        }
+        if (rc) goto done;
+        sb = stats_of(te, iters);
+        /* te again holds the host-inclusive batch-1 times for the common report */
+        for (int i = 0; i < iters; i++) {
+            t0 = now_ms();
+            if ((rc = tinyvit_cuda_forward(gpu, x, 1, emb.emb, NULL, &e))) goto done;
+            te[i] = now_ms() - t0;
+        }
     }
     for (int i = -1; i < iters; i++) {
         sam_result_free(&res);
@@ -400,6 +475,13 @@ static int bench_infer(int argc, char **argv)
         json_w_key(&jw, "model"); json_w_string(&jw, model);
         json_w_key(&jw, "encoder"); json_w_string(&jw, sam_encoder_name(sam));
         json_w_key(&jw, "threads"); json_w_int(&jw, kn_get_threads());
+        json_w_key(&jw, "device"); json_w_string(&jw, device_name(dc.device));
+        if (gpu) {
+            put_stats(&jw, "encoder_resident_ms", sr);
+            json_w_key(&jw, "batch"); json_w_int(&jw, batch);
+            put_stats(&jw, "encoder_batch_ms", sb);
+            json_w_key(&jw, "encoder_images_per_s"); json_w_double(&jw, batch * 1e3 / sb.med);
+        }
         json_w_key(&jw, "iters"); json_w_int(&jw, iters);
         json_w_key(&jw, "image");
         json_w_begin_arr(&jw); json_w_int(&jw, img->w); json_w_int(&jw, img->h); json_w_end_arr(&jw);
@@ -432,7 +514,14 @@ static int bench_infer(int argc, char **argv)
         printf("model %s (%s), image %dx%d, %d threads, %d iterations\n", model,
                sam_encoder_name(sam), img->w, img->h, kn_get_threads(), iters);
         printf("load %.0f ms, preprocess %.1f ms\n", load_ms, prep_ms);
-        printf("encoder ms: median %.1f  min %.1f  max %.1f\n", se.med, se.min, se.max);
+        printf("encoder ms: median %.1f  min %.1f  max %.1f  (%s)\n", se.med, se.min, se.max,
+               gpu ? "cuda, incl. host copies" : "cpu");
+        if (gpu) {
+            printf("encoder ms on the GPU alone (batch 1): median %.2f  min %.2f  max %.2f\n",
+                   sr.med, sr.min, sr.max);
+            printf("encoder batch %d: median %.1f ms -> %.0f images/s\n", batch, sb.med,
+                   batch * 1e3 / sb.med);
+        }
         printf("decoder ms: median %.2f  min %.2f  max %.2f  (incl. upscaling to %dx%d)\n", sd.med,
                sd.min, sd.max, img->w, img->h);
         printf("peak RSS: %.0f MiB\n", rss_mb);
@@ -447,6 +536,8 @@ static int bench_infer(int argc, char **argv)
     }
 done:
     if (rc) fprintf(stderr, "moda bench infer: %s\n", e.msg);
+    tinyvit_cuda_destroy(&gpu);
+    free(xb);
     sam_result_free(&res);
     sam_embedding_free(&emb);
     free(x);

@@ -1,7 +1,7 @@
 /* moda bench train — time one MoDA adapter training step, optionally against PyTorch.
  *
  *   moda bench train [--model M] [--batch B] [--reps R] [--threads T] [--vs-torch]
- *                    [--python PY] [--script ref_adapter.py] [--json]
+ *                    [--python PY] [--script ref_adapter.py] [--json] [--device cpu|cuda|auto]
  *
  * One step = for each of B samples: frozen decoder with the hq token + adapter head
  * (forward), uncertain-point BCE + Dice, backward into the adapter; then one Adam update.
@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "cmds.h"
+#include "device.h"
 #include "json.h"
 #include "kn.h"
 #include "paths.h"
@@ -30,11 +31,13 @@ static const char *HELP =
     "  --vs-torch     also time the same step in PyTorch (default python /usr/bin/python3,\n"
     "                 script tests/moda/ref_adapter.py next to the repo) and print the ratio\n"
     "  --reps R       timed steps after one warm-up (default 3; the best is reported)\n"
-    "  --json         one JSON object on stdout\n";
+    "  --json         one JSON object on stdout\n"
+    "  --device D     cpu, cuda or auto (default auto). The training step has no GPU path yet:\n"
+    "                 auto runs on the CPU (one log line says why), cuda is an error (exit 2)\n";
 
 int cmd_bench_train(int argc, char **argv)
 {
-    const char *model = NULL, *py = "/usr/bin/python3", *script = NULL;
+    const char *model = NULL, *py = "/usr/bin/python3", *script = NULL, *device = NULL;
     int batch = 4, reps = 3, threads = 0, vs = 0, js = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -53,6 +56,7 @@ int cmd_bench_train(int argc, char **argv)
         if (!strcmp(a, "--model")) model = v;
         else if (!strcmp(a, "--python")) py = v;
         else if (!strcmp(a, "--script")) script = v;
+        else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--batch") || !strcmp(a, "--reps") || !strcmp(a, "--threads")) {
             char *end;
             long x = strtol(v, &end, 10);
@@ -68,6 +72,14 @@ int cmd_bench_train(int argc, char **argv)
             return 2;
         }
     }
+    err_t de = {0};
+    device_choice_t dc;
+    if (device_select(device, 1, &dc, &de) ||
+        device_require_path(&dc, 0, "the adapter training step", &de)) {
+        fprintf(stderr, "moda bench train: %s\n", de.msg);
+        return 2;
+    }
+    device_log(&dc);
     char model_buf[4096], script_buf[4200];
     if (!model) {
         if (paths_default_model(model_buf, sizeof model_buf)) return 1;

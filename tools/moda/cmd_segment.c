@@ -2,7 +2,7 @@
  *
  *   moda segment --image IMG [--model M] [--point X,Y,LABEL]... [--box X0,Y0,X1,Y1]
  *                [--multimask] --out MASK.png [--overlay OVERLAY.png] [--dump DIR]
- *                [--mask-in LOWRES.f32] [--threads T]
+ *                [--mask-in LOWRES.f32] [--threads T] [--device cpu|cuda|auto]
  *
  * Coordinates are original image pixels. Exit 0 ok, 2 bad arguments or prompts, 1 other
  * failures (unreadable image, bad weights file).
@@ -15,17 +15,20 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "bankrun.h"
 #include "cmds.h"
 #include "image.h"
 #include "json.h"
 #include "kn.h"
+#include "device.h"
 #include "paths.h"
 #include "sam.h"
+#include "sam_cuda.h"
 
 static const char *HELP =
     "usage: moda segment --image IMG [--model M] [--point X,Y,LABEL]... [--box X0,Y0,X1,Y1]\n"
     "                    [--multimask] --out MASK.png [--overlay OVERLAY.png] [--dump DIR]\n"
-    "                    [--mask-in LOWRES.f32] [--threads T]\n\n"
+    "                    [--mask-in LOWRES.f32] [--threads T] [--device cpu|cuda|auto]\n\n"
     "Segment one image with SAM from point and/or box prompts (original image pixels).\n\n"
     "  --image IMG        PNG or JPEG (gray or RGB)\n"
     "  --model M          weights file (default: $MODA_MODEL, else .deps/models/mobile_sam.safetensors)\n"
@@ -42,9 +45,12 @@ static const char *HELP =
     "  --mask-in F.f32    a previous prediction's low-res logits (256x256 float32 LE, e.g.\n"
     "                     lowres.f32 from --dump) as the mask prompt, to refine it\n"
     "  --threads T        CPU threads (default: all cores)\n"
+    "  --device D         cpu, cuda or auto (default auto: the GPU encoder when a CUDA device\n"
+    "                     is present and the model is TinyViT; one log line says which)\n"
     "  --bank B           segment with a MoDA adapter from adapter bank B (docs/moda.md)\n"
     "  --domain NAME      with --bank: use this domain's adapter (default: the bank's only\n"
-    "                     domain, or the selector's choice)\n"
+    "                     domain, or the one the bank's selector picks; prints the domain\n"
+    "                     and the selector probability)\n"
     "  --prompt auto      with --bank: no point or box (the promptless production mode)\n\n"
     "Without a prompt this is an error, except with --bank B --prompt auto.\n"
     "Exit status: 0 ok; 2 bad arguments or a prompt outside the image; 1 unreadable image,\n"
@@ -137,7 +143,7 @@ static int fail(int code, const err_t *e)
 int cmd_segment(int argc, char **argv)
 {
     const char *image = NULL, *model = NULL, *out = NULL, *overlay = NULL, *dump = NULL,
-               *mask_in = NULL, *bank = NULL, *domain = NULL, *pmode = NULL;
+               *mask_in = NULL, *bank = NULL, *domain = NULL, *pmode = NULL, *device = NULL;
     float points[3 * SAM_MAX_POINTS], box[4];
     int npts = 0, has_box = 0, multimask = 0, threads = 0;
     for (int i = 1; i < argc; i++) {
@@ -154,7 +160,8 @@ int cmd_segment(int argc, char **argv)
         int known = !strcmp(a, "--image") || !strcmp(a, "--model") || !strcmp(a, "--point") ||
                     !strcmp(a, "--box") || !strcmp(a, "--out") || !strcmp(a, "--overlay") ||
                     !strcmp(a, "--dump") || !strcmp(a, "--threads") || !strcmp(a, "--mask-in") ||
-                    !strcmp(a, "--bank") || !strcmp(a, "--domain") || !strcmp(a, "--prompt");
+                    !strcmp(a, "--bank") || !strcmp(a, "--domain") || !strcmp(a, "--prompt") ||
+                    !strcmp(a, "--device");
         if (!known) {
             fprintf(stderr, "moda segment: unknown argument '%s' (see --help)\n", a);
             return 2;
@@ -173,6 +180,7 @@ int cmd_segment(int argc, char **argv)
         else if (!strcmp(a, "--bank")) bank = v;
         else if (!strcmp(a, "--domain")) domain = v;
         else if (!strcmp(a, "--prompt")) pmode = v;
+        else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--threads")) {
             char *end;
             long t = strtol(v, &end, 10);
@@ -218,6 +226,12 @@ int cmd_segment(int argc, char **argv)
         return 2;
     }
     err_t e = {0};
+    device_choice_t dc;
+    if (device_select(device, 1, &dc, &e) ||
+        device_require_path(&dc, !bank, "--bank (adapters run on the CPU)", &e)) {
+        fprintf(stderr, "moda segment: %s\n", e.msg);
+        return 2;
+    }
     char model_buf[4096];
     if (!model) {
         if (paths_default_model(model_buf, sizeof model_buf)) {
@@ -271,6 +285,15 @@ int cmd_segment(int argc, char **argv)
         image_destroy(&img);
         return fail(e.code, &e);
     }
+    if (device_require_path(&dc, !strcmp(sam_encoder_name(sam), "tinyvit_5m"),
+                            sam_encoder_name(sam), &e)) {
+        fprintf(stderr, "moda segment: %s\n", e.msg);
+        sam_destroy(&sam);
+        free(mask_logits);
+        image_destroy(&img);
+        return 2;
+    }
+    device_log(&dc);
     float *x = malloc(sizeof(float) * 3 * SAM_IMG * SAM_IMG);
     sam_embedding_t emb = {0};
     sam_result_t res = {0};
@@ -281,15 +304,13 @@ int cmd_segment(int argc, char **argv)
         goto done;
     }
     double t0 = now_ms();
-    rc = sam_encode(sam, img, &emb, x, bank != NULL, &e);
-    double t1 = now_ms();
-    if (rc) goto done;
-    if (bank) { /* MoDA adapter (tools/moda/seg_bank.c) */
+    if (bank) { /* MoDA adapter: encoder, domain choice, adapter (tools/moda/seg_bank.c) */
         uint8_t *bm = malloc((size_t)img->w * img->h);
         char chosen[80];
-        float prob;
-        rc = bm ? seg_bank_predict(sam, &emb, auto_mode ? NULL : &prompt, bank, domain, bm, chosen,
-                                   sizeof chosen, &prob, &e)
+        float prob = 0;
+        int how = 0;
+        rc = bm ? seg_bank_predict(sam, img, auto_mode ? NULL : &prompt, bank, domain, bm, chosen,
+                                   sizeof chosen, &prob, &how, &e)
                 : err_set(&e, ERR_NOMEM, "out of memory");
         if (!rc) rc = save_mask(bm, img->w, img->h, out, &e);
         static const uint8_t bcolor[3] = {40, 230, 90};
@@ -298,14 +319,26 @@ int cmd_segment(int argc, char **argv)
         if (!rc) {
             long long fg = 0;
             for (size_t i = 0; i < (size_t)img->w * img->h; i++) fg += bm[i] != 0;
-            printf("mask: %s (%dx%d, %lld foreground px, domain %s, %s)\n", out, img->w, img->h,
-                   fg, chosen, prob < 0 ? "forced by --domain"
-                               : prob > 1 ? "the bank's only domain" : "selector");
-            if (prob >= 0 && prob <= 1) printf("selector probability %.3f\n", prob);
+            if (how == BANKRUN_SELECTED)
+                printf("domain %s (selector probability %.3f)\n", chosen, prob);
+            else
+                printf("domain %s (%s)\n", chosen,
+                       how == BANKRUN_FORCED ? "forced by --domain" : "the bank's only domain");
+            printf("mask: %s (%dx%d, %lld foreground px, domain %s, %.0f ms)\n", out, img->w,
+                   img->h, fg, chosen, now_ms() - t0);
         }
         free(bm);
         goto done;
     }
+    if (dc.device == KN_DEV_CUDA) { /* GPU encoder (weights uploaded here), CPU decoder */
+        tinyvit_cuda_t *gpu = tinyvit_cuda_new(sam_weights(sam), 0, 1, &e);
+        t0 = now_ms();
+        rc = gpu ? tinyvit_cuda_encode(gpu, img, &emb, x, 0, &e) : e.code;
+        tinyvit_cuda_destroy(&gpu);
+    } else
+        rc = sam_encode(sam, img, &emb, x, 0, &e);
+    double t1 = now_ms();
+    if (rc) goto done;
     rc = sam_predict(sam, &emb, &prompt, &res, &e);
     double t2 = now_ms();
     if (rc) goto done;
