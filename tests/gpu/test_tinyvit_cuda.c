@@ -1,0 +1,138 @@
+/* test_tinyvit_cuda.c — the GPU TinyViT encoder (common/sam_cuda.h) against the CPU encoder
+ * (sam_encode) on real images from ../shared/data, encoded together as one batch:
+ * embedding and early feature relative L2 ≤ 2e-3 (TF32), and the decoder's mask from the
+ * GPU embedding vs from the CPU embedding (same centre-click prompt) IoU ≥ 0.99.
+ * Usage: test_tinyvit_cuda MODEL IMAGE... ; exit 77 without a CUDA device. */
+#include "kn_cuda.h"
+#include "preprocess.h"
+#include "sam.h"
+#include "sam_cuda.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double rel_l2(const float *a, const float *ref, size_t n)
+{
+    double d = 0, r = 0;
+    for (size_t i = 0; i < n; i++) {
+        double t = (double)a[i] - ref[i];
+        d += t * t;
+        r += (double)ref[i] * ref[i];
+    }
+    return r > 0 ? sqrt(d / r) : sqrt(d);
+}
+
+static double now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: test_tinyvit_cuda MODEL IMAGE...\n");
+        return 2;
+    }
+    char why[256] = "";
+    if (kcu_device_probe(why, sizeof why) <= 0) {
+        printf("SKIP: no CUDA device (%s)\n", why);
+        return 77;
+    }
+    int B = argc - 2, fails = 0;
+    err_t e = {0};
+    sam_t *sam = sam_load(argv[1], &e);
+    if (!sam) {
+        printf("FAIL load %s: %s\n", argv[1], e.msg);
+        return 1;
+    }
+    size_t nx = (size_t)3 * SAM_IMG * SAM_IMG, ne = (size_t)SAM_EMB_C * SAM_EMB * SAM_EMB,
+           nr = (size_t)160 * SAM_EMB * SAM_EMB;
+    float *x = malloc(sizeof(float) * nx * B), *emb = malloc(sizeof(float) * ne * B);
+    float *early = malloc(sizeof(float) * nr * B);
+    sam_embedding_t *cpu = calloc(B, sizeof *cpu);
+    image_t **img = calloc(B, sizeof *img);
+    tinyvit_cuda_t *gpu = NULL;
+    if (!x || !emb || !early || !cpu || !img) {
+        printf("FAIL out of memory\n");
+        return 1;
+    }
+    for (int b = 0; b < B; b++) {
+        if (!(img[b] = image_load(argv[2 + b], &e)) ||
+            sam_encode(sam, img[b], &cpu[b], x + b * nx, 1, &e)) {
+            printf("FAIL %s: %s\n", argv[2 + b], e.msg);
+            return 1;
+        }
+    }
+    gpu = tinyvit_cuda_new(sam_weights(sam), 0, B, &e);
+    if (!gpu) {
+        printf("FAIL tinyvit_cuda_new: %s\n", e.msg);
+        return 1;
+    }
+    double t0 = now_ms();
+    if (tinyvit_cuda_forward(gpu, x, B, emb, early, &e)) {
+        printf("FAIL tinyvit_cuda_forward: %s\n", e.msg);
+        return 1;
+    }
+    printf("GPU encoder batch %d: %.1f ms (first call, incl. copies)\n", B, now_ms() - t0);
+    for (int b = 0; b < B; b++) {
+        double re = rel_l2(emb + b * ne, cpu[b].emb, ne);
+        double rr = rel_l2(early + b * nr, cpu[b].early, nr);
+        int ok = re <= 2e-3 && rr <= 2e-3;
+        /* decoder on the CPU from both embeddings: mask IoU */
+        sam_embedding_t g = cpu[b];
+        g.emb = emb + b * ne;
+        g.early = NULL;
+        float pt[3] = {img[b]->w / 2.0f, img[b]->h / 2.0f, 1};
+        sam_prompt_t p = {.points = pt, .n_points = 1};
+        sam_result_t rc = {0}, rg = {0};
+        double iou = -1;
+        if (!sam_predict(sam, &cpu[b], &p, &rc, &e) && !sam_predict(sam, &g, &p, &rg, &e)) {
+            size_t hw = (size_t)rc.h * rc.w, in = 0, un = 0;
+            const uint8_t *mc = rc.mask + rc.best * hw, *mg = rg.mask + rg.best * hw;
+            for (size_t i = 0; i < hw; i++) {
+                in += mc[i] && mg[i];
+                un += mc[i] || mg[i];
+            }
+            iou = un ? (double)in / un : 1.0;
+        }
+        ok = ok && iou >= 0.99;
+        printf("%s %s: embedding rel L2 %.2e, early rel L2 %.2e (tol 2e-3), mask IoU %.4f "
+               "(min 0.99)\n", ok ? "ok  " : "FAIL", argv[2 + b], re, rr, iou);
+        fails += !ok;
+        sam_result_free(&rc);
+        sam_result_free(&rg);
+    }
+    /* device-resident timing, batch 1 and batch B */
+    for (int bb = 1; bb <= B; bb += B > 1 ? B - 1 : 1) {
+        double best = 1e30;
+        for (int r = 0; r < 3; r++) {
+            t0 = now_ms();
+            if (tinyvit_cuda_forward_resident(gpu, bb, &e)) {
+                printf("FAIL resident forward: %s\n", e.msg);
+                return 1;
+            }
+            double t = now_ms() - t0;
+            best = t < best ? t : best;
+        }
+        printf("GPU encoder resident batch %d: best %.2f ms (%.0f images/s)\n", bb, best,
+               bb * 1e3 / best);
+    }
+    tinyvit_cuda_destroy(&gpu);
+    for (int b = 0; b < B; b++) {
+        sam_embedding_free(&cpu[b]);
+        image_destroy(&img[b]);
+    }
+    free(cpu);
+    free(img);
+    free(x);
+    free(emb);
+    free(early);
+    sam_destroy(&sam);
+    printf("%d of %d images failed\n", fails, B);
+    return fails ? 1 : 0;
+}
