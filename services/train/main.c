@@ -37,7 +37,7 @@ static const cfg_key_t keys[] = {
     {"replay", CFG_INT, "10", 0, 1000, "labelled samples kept in the bank per domain (selector replay)"},
     {"selector_epochs", CFG_INT, "10", 1, 10000, "selector retraining epochs (banks of >= 2 domains)"},
     {"max_train", CFG_INT, "200", 0, 1e6, "newest train labels used per job (0: all)"},
-    {"max_holdout", CFG_INT, "20", 0, 1e6, "newest holdout labels per domain in the gate (0: all)"},
+    {"max_holdout", CFG_INT, "10", 0, 1e6, "newest holdout labels per domain in the gate (0: all)"},
     {"gate_margin", CFG_DOUBLE, "1.0", -100, 100,
      "no-forgetting gate: largest IoU drop (points) allowed on any other domain's holdout"},
     {"gate_min_gain", CFG_DOUBLE, "0.0", -100, 100,

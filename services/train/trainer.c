@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -292,6 +293,11 @@ static void run_job(trainer_t *t)
     log_info("event=version_put job=%s domain=%s version=%llu promoted=%d bank_bytes=%zu put_ms=%.0f job_s=%.1f",
              j->id, j->domain, (unsigned long long)v, t->cfg.policy_auto, out.bank_len, 1000 * (now_s() - tp),
              now_s() - t->job_t0);
+    const char *fault = getenv("MODA_TRAIN_FAULT"); /* tests only: die between ack and state */
+    if (fault && !strcmp(fault, "kill_after_put")) {
+        log_warn("event=fault_injection what=kill_after_put version=%llu", (unsigned long long)v);
+        raise(SIGKILL);
+    }
     LOCKED(t, {
         t->status.versions_put++;
         if (t->cfg.policy_auto) t->status.versions_promoted++;

@@ -1,7 +1,7 @@
 """tests/train/test_train.py — moda-train with real moda-label and moda-registry processes.
 
 usage: test_train.py SCENARIO BIN_DIR SUB_BANK DATA_DIR WORKDIR
-  SCENARIO  auto | refuse | manual | kill
+  SCENARIO  auto | refuse | manual | kill | two
   BIN_DIR   folder with moda (CLI), moda-train, moda-label, moda-registry
   SUB_BANK  the train_test_sub_bank helper (prints every BankChanged)
   DATA_DIR  ../shared/data/cl/magtile
@@ -13,9 +13,16 @@ links, split.txt from the data) and runs moda-train with tiny settings (1-3 epoc
           "bank active 1" seen; no second job without new labels; SIGTERM exits 0.
   refuse  --gate-min-gain 100 (cannot be met) -> refused, nothing put or promoted, the log
           has event=job_refused with the numbers; no retry without new labels.
-  manual  --policy manual -> version put, `active` not set.
+  manual  --policy manual, and the process dies (fault injection MODA_TRAIN_FAULT=kill_after_put)
+          right after the registry acknowledged the put, before its state file says so ->
+          restart -> the job is found in the registry (job_recovered), not rerun: exactly one
+          version, `active` not set.
   kill    SIGTERM in the middle of an epoch -> exit 0 within the stop wait, state RUNNING;
           restart, SIGKILL during training -> restart -> job completes, exactly one version.
+  two     (--min-new 6) magtile -> version 1; then 4 + 2 nuclei labels -> a second job on a
+          two-domain candidate (selector retrained, holdout taps): either version 2 with
+          both domains, magtile's adapter bit-identical and its holdout IoU within the
+          margin, or a refusal logged as forgetting.
 Exit 1 on the first failed check (each wait has a deadline).
 """
 import json
@@ -50,9 +57,9 @@ def fail(msg):
     raise SystemExit(1)
 
 
-def start(args, logname):
+def start(args, logname, env=None):
     f = open(os.path.join(WORK, logname), "ab")
-    p = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT)
+    p = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, env=env)
     PROCS.append(p)
     return p
 
@@ -92,18 +99,19 @@ def versions(reg):
     return json.loads(out)
 
 
-def make_data(dst):
-    """8 train + 4 holdout images of magtile as links, with a split.txt."""
-    split = [l.split() for l in open(os.path.join(DATA, "split.txt")) if l.strip()]
-    train = [i for i, s in split if s == "train"][:8]
-    test = [i for i, s in split if s == "test"][:4]
-    imgs = {os.path.splitext(f)[0]: f for f in os.listdir(os.path.join(DATA, "images"))}
+def make_data(dst, src=None, ntrain=8, ntest=4):
+    """ntrain train + ntest holdout images of a domain folder as links, with a split.txt."""
+    src = src or DATA
+    split = [l.split() for l in open(os.path.join(src, "split.txt")) if l.strip()]
+    train = [i for i, s in split if s == "train"][:ntrain]
+    test = [i for i, s in split if s == "test"][:ntest]
+    imgs = {os.path.splitext(f)[0]: f for f in os.listdir(os.path.join(src, "images"))}
     os.makedirs(os.path.join(dst, "images"))
     os.makedirs(os.path.join(dst, "masks"))
     with open(os.path.join(dst, "split.txt"), "w") as f:
         for i in train + test:
-            os.symlink(os.path.join(DATA, "images", imgs[i]), os.path.join(dst, "images", imgs[i]))
-            os.symlink(os.path.join(DATA, "masks", i + ".png"), os.path.join(dst, "masks", i + ".png"))
+            os.symlink(os.path.join(src, "images", imgs[i]), os.path.join(dst, "images", imgs[i]))
+            os.symlink(os.path.join(src, "masks", i + ".png"), os.path.join(dst, "masks", i + ".png"))
             f.write("%s %s\n" % (i, "train" if i in train else "test"))
 
 
@@ -112,6 +120,62 @@ def read_state():
         return json.load(open(os.path.join(WORK, "state", "state.json")))
     except (OSError, ValueError):
         return None
+
+
+def metrics_of(v):
+    m = v["metrics"]
+    return m if isinstance(m, dict) else {x["name"]: x["value"] for x in m}
+
+
+def second_domain(ep, tr, c):
+    """magtile is active (version 1); 4 + 2 nuclei labels make a second job whose gate checks
+    magtile for forgetting through the retrained selector."""
+    vs = versions(ep["reg"])
+    if c.get("versions_put") != 1 or len(vs) != 1:
+        fail("first job: %s, versions %s" % (c, vs))
+    nuc = os.path.join(WORK, "data", "nuclei")
+    make_data(nuc, os.path.join(os.path.dirname(DATA), "nuclei"), 4, 2)
+    rc, out, err = run([MODA, "label", "import", nuc, "--endpoint", ep["lab"]])
+    if rc:
+        fail("label import nuclei: %s %s" % (out, err))
+    t = time.time()
+    c = wait_for("the second job", lambda: (lambda c: c if c.get("jobs_started") == 2 and not c.get("job_running")
+                                             else None)(counters(ep["train"])), 900)
+    log("second job ended after %.1f s (service: %.1f s): %s" % (time.time() - t, c.get("last_job_ms", 0) / 1000.0,
+        {k: v for k, v in c.items() if k.startswith(("jobs_", "versions_"))}))
+    if c.get("jobs_failed"):
+        fail("second job failed: %s" % (health(ep["train"]) or {}).get("last_error"))
+    logtext = open(os.path.join(WORK, "train.log")).read()
+    vs = versions(ep["reg"])
+    if c.get("versions_put") == 2:
+        v2 = [v for v in vs if v["version"] == 2][0]
+        v1 = [v for v in vs if v["version"] == 1][0]
+        m = metrics_of(v2)
+        for k in ("active_iou.magtile", "holdout_iou.magtile", "zeroshot_iou.nuclei", "holdout_iou.nuclei",
+                  "selector_train_acc", "holdout_n.magtile", "holdout_n.nuclei"):
+            if k not in m:
+                fail("metric %s missing: %s" % (k, m))
+        drop = 100 * (m["active_iou.magtile"] - m["holdout_iou.magtile"])
+        if drop > 1.0:
+            fail("passed although magtile dropped %.2f points" % drop)
+        if [d["name"] for d in v2["domains"]] != ["magtile", "nuclei"] or "active" not in v2["aliases"]:
+            fail("version 2: %s" % v2)
+        h1 = {d["name"]: d["hash"] for d in v1["domains"]}
+        h2 = {d["name"]: d["hash"] for d in v2["domains"]}
+        if h1["magtile"] != h2["magtile"]:
+            fail("magtile adapter changed by learning nuclei")
+        log("version 2 passed: magtile %.4f -> %.4f (selector), nuclei %.4f vs zero-shot %.4f, selector acc %.3f" %
+            (m["active_iou.magtile"], m["holdout_iou.magtile"], m["holdout_iou.nuclei"], m["zeroshot_iou.nuclei"],
+             m["selector_train_acc"]))
+    else:
+        line = [l for l in logtext.splitlines() if "event=job_refused" in l]
+        if len(vs) != 1 or not line or "REFUSED (forgetting)" not in line[0]:
+            fail("second job neither put nor refused for forgetting: %s %s" % (vs, line))
+        log("version 2 refused for forgetting:", line[0][line[0].find("gate="):][:400])
+    tr.send_signal(signal.SIGTERM)
+    if tr.wait(timeout=10) != 0:
+        fail("exit status after SIGTERM")
+    log("PASS two")
 
 
 def main():
@@ -136,7 +200,7 @@ def main():
         log("imported:", out.strip().splitlines()[-1] if out.strip() else "")
         epochs = {"kill": "2"}.get(SCEN, "1")
         targs = [os.path.join(BIN, "moda-train"), "--bind", ep["train"], "--label", ep["lab"], "--registry", ep["reg"],
-                 "--state-dir", WORK + "/state", "--min-new", "12", "--epochs", epochs, "--poll-ms", "200",
+                 "--state-dir", WORK + "/state", "--min-new", "6" if SCEN == "two" else "12", "--epochs", epochs, "--poll-ms", "200",
                  "--max-holdout", "4", "--replay", "2", "--retry-ms", "1000", "--stop-wait-ms", "1500",
                  "--no-fixed-loss"]
         # 1-2 epochs on 8 images do not beat zero-shot SAM yet (docs/moda.md), so the runs that
@@ -144,8 +208,23 @@ def main():
         targs += ["--gate-min-gain", "100" if SCEN == "refuse" else "-100"]
         if SCEN == "manual":
             targs += ["--policy", "manual"]
-        tr = start(targs, "train.log")
+        fault = dict(os.environ, MODA_TRAIN_FAULT="kill_after_put") if SCEN == "manual" else None
+        tr = start(targs, "train.log", fault)
         t_start = time.time()
+
+        if SCEN == "manual":
+            try:
+                code = tr.wait(timeout=600)
+            except subprocess.TimeoutExpired:
+                fail("the fault injection did not end the process")
+            st = read_state()
+            if code != -signal.SIGKILL or not st or st["job"]["phase"] != "putting":
+                fail("after the injected crash: exit %s, state %s" % (code, st))
+            if len(versions(ep["reg"])) != 1:
+                fail("the put before the crash is not in the registry")
+            log("killed after the acknowledged put (state: putting); restarting")
+            tr = start(targs, "train.log")
+            wait_for("recovery", lambda: counters(ep["train"]).get("jobs_recovered") == 1, 120)
 
         if SCEN == "kill":
             # SIGTERM inside an epoch: exits 0 within the stop wait, the job stays RUNNING
@@ -185,9 +264,12 @@ def main():
 
         def done():
             c = counters(ep["train"])
-            return c if c.get("versions_put", 0) + c.get("jobs_refused", 0) + c.get("jobs_failed", 0) >= 1 else None
+            return c if c.get("versions_put", 0) + c.get("jobs_refused", 0) + c.get("jobs_failed", 0) + \
+                c.get("jobs_recovered", 0) >= 1 else None
 
         c = wait_for("the job to end", done, 600)
+        if SCEN == "two":
+            return second_domain(ep, tr, c)
         job_s = time.time() - t_start
         log("job ended after %.1f s (service's own job time %.1f s): %s" %
             (job_s, c.get("last_job_ms", 0) / 1000.0,
@@ -228,8 +310,11 @@ def main():
             promoted = "active" in v["aliases"]
             if promoted != (SCEN != "manual"):
                 fail("aliases %s with policy %s" % (v["aliases"], "manual" if SCEN == "manual" else "auto"))
-            if SCEN == "manual" and c.get("versions_promoted"):
-                fail("manual policy promoted")
+            if SCEN == "manual":
+                if c.get("versions_promoted") or c.get("versions_put") or c.get("jobs_started"):
+                    fail("after recovery nothing may run or be put again: %s" % c)
+                if "event=job_recovered" not in logtext:
+                    fail("recovery not logged")
             if "event=version_put" not in logtext:
                 fail("put not logged")
             if SCEN == "kill":
@@ -238,7 +323,7 @@ def main():
         # no second job without new labels
         time.sleep(1.5)
         c2 = counters(ep["train"])
-        if c2.get("jobs_started") != 1:
+        if c2.get("jobs_started") != (0 if SCEN == "manual" else 1):
             fail("jobs_started %s: a job ran again without new labels" % c2.get("jobs_started"))
         st = read_state()
         if not st or st["job"]["phase"] != "idle":
