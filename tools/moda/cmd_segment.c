@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "bankrun.h"
 #include "cmds.h"
 #include "image.h"
 #include "json.h"
@@ -48,7 +49,8 @@ static const char *HELP =
     "                     is present and the model is TinyViT; one log line says which)\n"
     "  --bank B           segment with a MoDA adapter from adapter bank B (docs/moda.md)\n"
     "  --domain NAME      with --bank: use this domain's adapter (default: the bank's only\n"
-    "                     domain, or the selector's choice)\n"
+    "                     domain, or the one the bank's selector picks; prints the domain\n"
+    "                     and the selector probability)\n"
     "  --prompt auto      with --bank: no point or box (the promptless production mode)\n\n"
     "Without a prompt this is an error, except with --bank B --prompt auto.\n"
     "Exit status: 0 ok; 2 bad arguments or a prompt outside the image; 1 unreadable image,\n"
@@ -302,21 +304,13 @@ int cmd_segment(int argc, char **argv)
         goto done;
     }
     double t0 = now_ms();
-    if (dc.device == KN_DEV_CUDA) { /* GPU encoder (weights uploaded here), CPU decoder */
-        tinyvit_cuda_t *gpu = tinyvit_cuda_new(sam_weights(sam), 0, 1, &e);
-        t0 = now_ms();
-        rc = gpu ? tinyvit_cuda_encode(gpu, img, &emb, x, bank != NULL, &e) : e.code;
-        tinyvit_cuda_destroy(&gpu);
-    } else
-        rc = sam_encode(sam, img, &emb, x, bank != NULL, &e);
-    double t1 = now_ms();
-    if (rc) goto done;
-    if (bank) { /* MoDA adapter (tools/moda/seg_bank.c) */
+    if (bank) { /* MoDA adapter: encoder, domain choice, adapter (tools/moda/seg_bank.c) */
         uint8_t *bm = malloc((size_t)img->w * img->h);
         char chosen[80];
-        float prob;
-        rc = bm ? seg_bank_predict(sam, &emb, auto_mode ? NULL : &prompt, bank, domain, bm, chosen,
-                                   sizeof chosen, &prob, &e)
+        float prob = 0;
+        int how = 0;
+        rc = bm ? seg_bank_predict(sam, img, auto_mode ? NULL : &prompt, bank, domain, bm, chosen,
+                                   sizeof chosen, &prob, &how, &e)
                 : err_set(&e, ERR_NOMEM, "out of memory");
         if (!rc) rc = save_mask(bm, img->w, img->h, out, &e);
         static const uint8_t bcolor[3] = {40, 230, 90};
@@ -325,14 +319,26 @@ int cmd_segment(int argc, char **argv)
         if (!rc) {
             long long fg = 0;
             for (size_t i = 0; i < (size_t)img->w * img->h; i++) fg += bm[i] != 0;
-            printf("mask: %s (%dx%d, %lld foreground px, domain %s, %s)\n", out, img->w, img->h,
-                   fg, chosen, prob < 0 ? "forced by --domain"
-                               : prob > 1 ? "the bank's only domain" : "selector");
-            if (prob >= 0 && prob <= 1) printf("selector probability %.3f\n", prob);
+            if (how == BANKRUN_SELECTED)
+                printf("domain %s (selector probability %.3f)\n", chosen, prob);
+            else
+                printf("domain %s (%s)\n", chosen,
+                       how == BANKRUN_FORCED ? "forced by --domain" : "the bank's only domain");
+            printf("mask: %s (%dx%d, %lld foreground px, domain %s, %.0f ms)\n", out, img->w,
+                   img->h, fg, chosen, now_ms() - t0);
         }
         free(bm);
         goto done;
     }
+    if (dc.device == KN_DEV_CUDA) { /* GPU encoder (weights uploaded here), CPU decoder */
+        tinyvit_cuda_t *gpu = tinyvit_cuda_new(sam_weights(sam), 0, 1, &e);
+        t0 = now_ms();
+        rc = gpu ? tinyvit_cuda_encode(gpu, img, &emb, x, 0, &e) : e.code;
+        tinyvit_cuda_destroy(&gpu);
+    } else
+        rc = sam_encode(sam, img, &emb, x, 0, &e);
+    double t1 = now_ms();
+    if (rc) goto done;
     rc = sam_predict(sam, &emb, &prompt, &res, &e);
     double t2 = now_ms();
     if (rc) goto done;

@@ -18,6 +18,7 @@ typedef struct moda_cmd {
 /* add one declaration per command here (alphabetical) */
 int cmd_bench(int argc, char **argv);
 int cmd_bench_train(int argc, char **argv); /* `moda bench train`, called by cmd_bench */
+int cmd_clbench(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_health(int argc, char **argv);
 int cmd_label(int argc, char **argv);
@@ -27,12 +28,14 @@ int cmd_status(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_up(int argc, char **argv);
 
-/* seg_bank.c: segment with a bank's adapter (`moda segment --bank`). p NULL = no prompt.
- * domain NULL: the only domain (or the selector). mask: h·w bytes 0/255 (caller-allocated);
- * chosen receives the domain name, *prob the selector probability (-1 when forced by
- * domain, 2 when the bank has only that domain). */
-int seg_bank_predict(sam_t *sam, const sam_embedding_t *emb, const sam_prompt_t *p,
+/* seg_bank.c: segment img with a bank's adapter (`moda segment --bank`): loads the bank,
+ * encodes img (with the selector taps when the selector chooses), picks the domain with
+ * bankrun.h and runs its adapter. p NULL = no prompt. domain NULL: the only domain or the
+ * selector's choice. mask: h·w bytes 0/255 (caller-allocated); chosen receives the domain
+ * name, *prob the selector probability and *how how it was chosen (BANKRUN_* of bankrun.h:
+ * selected, the only domain, forced). */
+int seg_bank_predict(sam_t *sam, const image_t *img, const sam_prompt_t *p,
                      const char *bank_path, const char *domain, uint8_t *mask, char *chosen,
-                     size_t chosen_n, float *prob, err_t *err);
+                     size_t chosen_n, float *prob, int *how, err_t *err);
 
 #endif
