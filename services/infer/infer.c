@@ -729,7 +729,7 @@ infer_t *infer_new(svc_t *svc, const cfg_t *cfg, err_t *err)
         goto fail;
     }
     a->pool = pool_new(svc_ctx(svc), model, (int)cfg_int(cfg, "workers"),
-                       (int)cfg_int(cfg, "queue"), DONE_EP, a->banks,
+                       (int)cfg_int(cfg, "worker_threads"), (int)cfg_int(cfg, "queue"), DONE_EP, a->banks,
                        (int)cfg_int(cfg, "embed_cache"), err);
     if (!a->pool) goto fail;
     if (!(a->pub = add_sock(a, ZMQ_PUB, cfg_str(cfg, "results"), 1, "results", pub_handler, err)))

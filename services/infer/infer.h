@@ -25,6 +25,7 @@
      "Result endpoint (PUB, bound; topic result.<camera_id>)"},                                 \
     {"model", CFG_STRING, "", 0, 4000, "SAM weights file (empty: the default model, see paths.h)"},  \
     {"workers", CFG_INT, "1", 1, 64, "worker threads (each loads its own model object)"},      \
+    {"worker_threads", CFG_INT, "0", 0, 1024, "CPU threads per worker (0: all cores, shared)"}, \
     {"queue", CFG_INT, "4", 1, 10000, "frames waiting for a worker; when full the oldest is dropped"}, \
     {"max_side", CFG_INT, "8192", 16, 32768, "largest accepted frame side, pixels"},           \
     {"registry", CFG_STRING, "", 0, 300, "registry control endpoint (REQ); empty: no bank"},    \
@@ -89,10 +90,11 @@ void job_free(job_t *j);
 typedef struct pool pool_t;
 /* Starts n workers, each with its own sam_t loaded from model_path, serving jobs from the
  * pool's bounded queue (cap) and reporting to done_ep (inproc PUSH, one byte per job).
- * banks: the shared swap of adapter banks (borrowed). cache_n: image embeddings kept for
- * interactive segmentation (least recently used goes first). */
-pool_t *pool_new(void *zctx, const char *model_path, int n, int cap, const char *done_ep,
-                 swap_t *banks, int cache_n, err_t *err);
+ * threads > 0: each worker's CPU budget (kn_set_thread_local_threads), 0: the process-wide
+ * count. banks: the shared swap of adapter banks (borrowed). cache_n: image embeddings kept
+ * for interactive segmentation (least recently used goes first). */
+pool_t *pool_new(void *zctx, const char *model_path, int n, int threads, int cap,
+                 const char *done_ep, swap_t *banks, int cache_n, err_t *err);
 void pool_destroy(pool_t **p);
 /* Queues j (ownership taken). When the queue is full the oldest queued job is returned in
  * *dropped (caller frees and counts), else *dropped = NULL. */

@@ -2,13 +2,18 @@
  * its own sam_t (a sam_t is used by one thread at a time, sam.h), auto-mode segmentation.
  *
  * Segmentation of one frame (segment_auto):
- *   bank loaded:  encoder (+ early feature) -> domain choice -> that domain's adapter on the
+ *   bank loaded:  encoder (+ early feature; + the selector taps of the same pass when the
+ *                 bank has >= 2 domains) -> domain choice -> that domain's adapter on the
  *                 frozen decoder with only SAM's padding point (the promptless mode the
- *                 adapters are trained for, seg_bank.c) -> logits -> mask.
- *                 Domain choice is the one function pick_domain(): until the MoDA selector
- *                 is in the engine, a one-domain bank uses it with probability 1 and a bank
- *                 with several domains uses the first with probability 1/n (so it is reported
- *                 as UNKNOWN_DOMAIN when the threshold is above that).
+ *                 adapters are trained for) -> logits -> mask.
+ *                 Domain choice is pick_domain() = bankrun_choose (common/bankrun.h, the
+ *                 same rule as `moda segment --bank`): one domain -> it, probability 1;
+ *                 several -> the bank's selector (loaded per worker when the bank version
+ *                 changes), probability = its softmax top. A multi-domain bank without a
+ *                 usable selector serves domain 0 with probability 0 (so every frame is an
+ *                 UNKNOWN_DOMAIN hard case) and logs the reason once per version.
+ * Thread budget: `worker_threads` > 0 gives each worker that many CPU threads for its own
+ * ops (kn_set_thread_local_threads), so several workers do not oversubscribe the cores.
  *   interactive (JOB_SEGMENT): the image embedding from the cache (keyed by the sha256 of
  *                 the image bytes, LRU) or encoded and cached, then the request's points/box.
  *   no bank:      zero-shot SAM with a box prompt over the whole image (inset 2%): the best
@@ -22,7 +27,9 @@
 
 #include "adapter.h"
 #include "adapter_bank.h"
+#include "bankrun.h"
 #include "infer.h"
+#include "kn.h"
 #include "log.h"
 #include "msg.h"
 #include "postprocess.h"
@@ -43,8 +50,9 @@ typedef struct worker {
     pthread_t th;
     int started;
     sam_t *sam;
-    samdec_t *dec;    /* for adapters, created on first use */
-    adp_work_t *work; /* idem */
+    bankrun_t *br;    /* domain choice + adapter run (selector loaded per bank version) */
+    float *taps;      /* selector taps of one frame, allocated on the first multi-domain bank */
+    uint64_t warned;  /* bank version whose selector problem was logged */
     void *done;       /* inproc PUSH (this thread only) */
 } worker_t;
 
@@ -56,6 +64,7 @@ struct pool {
     int depth, cap;
     job_t *done_head, *done_tail;
     int n;
+    int threads; /* per-worker CPU budget, 0 = the process-wide count */
     worker_t *w;
     swap_t *banks;
     char base_hash[65];
@@ -118,13 +127,27 @@ void job_free(job_t *j)
     free(j);
 }
 
-/* Domain choice from the bank; the one place the MoDA selector plugs in. */
-static const abank_domain_t *pick_domain(const abank_t *b, const sam_embedding_t *emb, float *prob)
+/* Domain choice from the bank (bankrun.h); taps NULL when the bank cannot use them. */
+static int pick_domain(worker_t *w, const abank_t *b, uint64_t version, const float *taps,
+                       int *d, float *prob, err_t *err)
 {
-    (void)emb; /* the selector will read the embedding/early feature */
-    if (b->n_domains < 1) return NULL;
-    *prob = 1.0f / (float)b->n_domains;
-    return &b->domains[0];
+    bankrun_choice_t c;
+    err_t e = {0};
+    if (b->n_domains >= 2 && bankrun_can_choose(w->br, &e)) {
+        if (w->warned != version)
+            log_warn("event=selector_unusable worker=%d bank_version=%llu msg=\"%s\"", w->id,
+                     (unsigned long long)version, e.msg);
+        w->warned = version;
+        *d = 0;
+        *prob = 0.0f;
+        return 0;
+    }
+    int rc = bankrun_choose(w->br, b, NULL, taps, &c, err);
+    if (!rc) {
+        *d = c.domain;
+        *prob = c.prob;
+    }
+    return rc;
 }
 
 static float stability_of(const float *logits, size_t n)
@@ -137,32 +160,29 @@ static float stability_of(const float *logits, size_t n)
     return lo ? (float)hi / (float)lo : 1.0f;
 }
 
-static int segment_bank(worker_t *w, job_t *j, const abank_t *b, const sam_embedding_t *emb,
-                        uint8_t *mask, err_t *err)
+static int segment_bank(worker_t *w, job_t *j, const abank_t *b, uint64_t version,
+                        const float *taps, const sam_embedding_t *emb, uint8_t *mask, err_t *err)
 {
     float prob = 0;
-    const abank_domain_t *d = pick_domain(b, emb, &prob);
-    if (!d) return err_set(err, ERR_STATE, "bank has no domain");
-    if (!w->dec && !(w->dec = samdec_new(sam_weights(w->sam), err))) return err->code;
-    if (!w->work && !(w->work = adp_work_new(d->adapter->early_c, err))) return err->code;
+    int d = 0;
+    if (b->n_domains < 1) return err_set(err, ERR_STATE, "bank has no domain");
+    int rc = pick_domain(w, b, version, taps, &d, &prob, err);
+    if (rc) return rc;
     size_t hw = (size_t)emb->info.h * emb->info.w;
     float *logits = malloc(sizeof(float) * SAM_LOWRES * SAM_LOWRES);
     float *full = malloc(sizeof(float) * hw);
-    int rc = (!logits || !full) ? err_set(err, ERR_NOMEM, "out of memory") : 0;
-    float iou[SAM_NMASK] = {0};
-    sam_point_t pad = {0, 0, -1.0f};
-    if (!rc)
-        rc = adapter_forward(d->adapter, w->dec, w->work, emb->emb, emb->early, &pad, 1, NULL,
-                             logits, NULL, iou, 0, err);
+    rc = (!logits || !full) ? err_set(err, ERR_NOMEM, "out of memory") : 0;
+    float iou = 0;
+    if (!rc) rc = bankrun_adapter(w->br, b, d, emb, NULL, 0, logits, &iou, err);
     if (!rc)
         rc = post_upscale(logits, SAM_LOWRES, emb->info.new_h, emb->info.new_w, emb->info.h,
                           emb->info.w, full, err);
     if (!rc) {
         post_threshold(full, (long long)hw, 0.0f, mask);
         j->stability = stability_of(full, hw);
-        j->iou = iou[0];
+        j->iou = iou;
         j->prob = prob;
-        snprintf(j->domain, sizeof j->domain, "%s", d->name);
+        snprintf(j->domain, sizeof j->domain, "%s", b->domains[d].name);
     }
     free(logits);
     free(full);
@@ -196,9 +216,17 @@ static void process(worker_t *w, job_t *j)
     j->bank_version = ref ? ref->version : 0;
     sam_embedding_t emb = {0};
     uint8_t *mask = malloc((size_t)j->img->w * j->img->h);
-    int rc = mask ? sam_encode(w->sam, j->img, &emb, NULL, bank != NULL, &err)
-                  : err_set(&err, ERR_NOMEM, "out of memory");
-    if (!rc) rc = bank ? segment_bank(w, j, bank, &emb, mask, &err)
+    int rc = mask ? 0 : err_set(&err, ERR_NOMEM, "out of memory");
+    /* taps only when the selector will choose: a bank with >= 2 domains and a usable selector */
+    int want_taps = 0;
+    if (!rc && bank && !(rc = bankrun_set_bank(w->br, bank, j->bank_version, &err)))
+        want_taps = bankrun_needs_taps(bank, NULL) && !bankrun_can_choose(w->br, NULL);
+    if (!rc && want_taps && !w->taps && !(w->taps = malloc(sizeof(float) * sam_taps_floats(w->sam))))
+        rc = err_set(&err, ERR_NOMEM, "out of memory for the selector taps");
+    if (!rc) rc = want_taps ? sam_encode_taps(w->sam, j->img, &emb, w->taps, &err)
+                            : sam_encode(w->sam, j->img, &emb, NULL, bank != NULL, &err);
+    if (!rc) rc = bank ? segment_bank(w, j, bank, j->bank_version, want_taps ? w->taps : NULL,
+                                      &emb, mask, &err)
                        : segment_zero_shot(w, j, &emb, mask, &err);
     if (!rc) rc = rle_encode_string(mask, (uint32_t)j->img->h, (uint32_t)j->img->w, &j->rle, &err);
     swap_release(w->pool->banks, ref);
@@ -247,6 +275,7 @@ static void *worker_main(void *arg)
 {
     worker_t *w = arg;
     pool_t *p = w->pool;
+    if (p->threads > 0) kn_set_thread_local_threads(p->threads);
     for (;;) {
         pthread_mutex_lock(&p->mu);
         while (!p->stop && !p->head) pthread_cond_wait(&p->cv, &p->mu);
@@ -272,8 +301,8 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-pool_t *pool_new(void *zctx, const char *model_path, int n, int cap, const char *done_ep,
-                 swap_t *banks, int cache_n, err_t *err)
+pool_t *pool_new(void *zctx, const char *model_path, int n, int threads, int cap,
+                 const char *done_ep, swap_t *banks, int cache_n, err_t *err)
 {
     pool_t *p = calloc(1, sizeof *p);
     if (!p || !(p->w = calloc((size_t)n, sizeof *p->w)) ||
@@ -289,12 +318,14 @@ pool_t *pool_new(void *zctx, const char *model_path, int n, int cap, const char 
     p->cache_n = cache_n > 0 ? cache_n : 1;
     p->cap = cap;
     p->n = n;
+    p->threads = threads;
     p->banks = banks;
     for (int i = 0; i < n; i++) {
         worker_t *w = &p->w[i];
         w->pool = p;
         w->id = i;
         if (!(w->sam = sam_load(model_path, err))) goto fail;
+        if (!(w->br = bankrun_new(w->sam, err))) goto fail;
         int hwm = 100000, linger = 0;
         w->done = zmq_socket(zctx, ZMQ_PUSH);
         if (!w->done || zmq_setsockopt(w->done, ZMQ_SNDHWM, &hwm, sizeof hwm) ||
@@ -331,8 +362,8 @@ void pool_destroy(pool_t **pp)
         worker_t *w = &p->w[i];
         if (w->started) pthread_join(w->th, NULL);
         if (w->done) zmq_close(w->done);
-        adp_work_destroy(&w->work);
-        samdec_destroy(&w->dec);
+        bankrun_destroy(&w->br);
+        free(w->taps);
         sam_destroy(&w->sam);
     }
     for (job_t *j = p->head, *nx; j; j = nx) nx = j->next, job_free(j);
