@@ -47,9 +47,12 @@ CONNECTS = {
     ("moda-infer", "registry_pub"): ("moda-registry", "pub"),
     ("moda-infer", "label"): ("moda-label", "hard_case_bind"),
     ("moda-ingest", "connect"): ("moda-infer", "frames"),
+    ("moda-train", "label"): ("moda-label", "bind"),
+    ("moda-train", "registry"): ("moda-registry", "bind"),
 }
 # Options that hold an LMDB environment / the weights: must be on a named volume.
-ON_VOLUME = {("moda-registry", "data"), ("moda-label", "data"), ("moda-infer", "model")}
+ON_VOLUME = {("moda-registry", "data"), ("moda-label", "data"), ("moda-infer", "model"),
+             ("moda-train", "state_dir"), ("moda-train", "model")}
 
 
 def norm(key):
@@ -414,6 +417,7 @@ def run_services(model, bin_dir, compose_dir, work, model_file):
         deadline = time.time() + 45
         pending = set(model)
         while pending and time.time() < deadline:
+            asks = {}
             for name in sorted(pending):
                 if procs[name].poll() is not None:
                     fail("run: %s exited with status %d during start (its arguments are refused?):\n%s"
@@ -421,9 +425,14 @@ def run_services(model, bin_dir, compose_dir, work, model_file):
                     pending.discard(name)
                     continue
                 ep = "tcp://127.0.0.1:%d" % ports[(name, model[name]["binds"]["bind"])]
-                h = health(bin_dir, ep, 500)
-                if h and h.get("state") in ("SERVING", "serving", "DEGRADED", "degraded"):
-                    print("health %s: %s after %.1f s" % (name, h["state"], h["uptime_us"] / 1e6))
+                asks[name] = subprocess.Popen([os.path.join(bin_dir, "moda"), "health", ep, "--json",
+                                               "--timeout-ms", "1000"], stdout=subprocess.PIPE,
+                                               stderr=subprocess.DEVNULL, text=True)
+            for name, a in asks.items():  # all services asked at once: one round <= ~1 s
+                out = a.communicate(timeout=30)[0]
+                h = json.loads(out) if a.returncode == 0 else None
+                if h and h.get("state") in ("serving", "degraded"):
+                    print("health %s: %s, uptime %.1f s" % (name, h["state"], h["uptime_us"] / 1e6))
                     pending.discard(name)
             time.sleep(0.2)
         for name in pending:
