@@ -116,7 +116,7 @@ compose_up() {
       "${missing[@]}" >/dev/null || die "apt-get install failed for: ${missing[*]}"
   fi
   as_root "$ROOT/compose/podman-setup.sh"
-  as_root env MODA_BUILD_DIR="$BUILD" "$ROOT/compose/build-image.sh"
+  as_root env MODA_JOBS="$JOBS" "$ROOT/compose/build-image.sh"   # its own CPU-only build
   say "docker-compose up -d $*"
   cd "$ROOT/compose" && as_root env DOCKER_HOST=unix:///run/podman/podman.sock docker-compose up -d "$@"
 }

@@ -14,7 +14,8 @@ Static checks (always; no container engine needed):
     bound; host ports are unique; camera ids are unique;
   * --data (LMDB) and --model live on named volumes, every named volume is declared;
     restart: unless-stopped and stop_signal: SIGTERM everywhere;
-  * the commented second-camera example, uncommented, passes the same checks.
+  * the commented second-camera example, uncommented, passes the same checks;
+  * `docker-compose config -q` accepts the file (only where docker-compose is installed).
 With --run: starts every service of the file here as a plain process, with its exact
 arguments except that endpoints become 127.0.0.1 ports, container paths become folders in
 WORK_DIR (compose/config for /etc/moda, the model file for the model volume); each must
@@ -25,6 +26,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -495,6 +497,14 @@ def main():
             fail("the uncommented ingest-line2 example is not a service")
         check_file(ex, bin_dir, compose_dir, image_bins, "docker-compose.yml + ingest-line2 example")
     print("static: %d services checked: %s" % (len(model), ", ".join(model)))
+    dc = shutil.which("docker-compose")
+    if dc:  # its own schema check, where it is installed (./moda.sh compose installs it)
+        r = subprocess.run([dc, "-f", os.path.join(compose_dir, "docker-compose.yml"), "config", "-q"],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            fail("docker-compose config -q refuses the file:\n" + r.stderr[-2000:])
+        else:
+            print("docker-compose config -q: ok")
     if run_dir and not FAILS:
         os.makedirs(run_dir, exist_ok=True)
         if not model_file or not os.path.isfile(model_file):
