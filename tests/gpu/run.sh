@@ -2,8 +2,8 @@
 # tests/gpu/run.sh — the one unattended GPU check: configure a CUDA build, build, run the GPU
 # tests, then the GPU benchmarks; everything goes to one log under $OUT (default ./gpu-out).
 # Sized for an H200 machine with 16 cores: about 4-6 minutes in all (build ~2-3 min, tests
-# < 1 min, benchmarks < 1 min); every step has its own time limit so the whole stays under
-# 8 minutes. Exit status: 0 all passed, else the first failing step's status (the log says
+# < 1 min, benchmarks < 1 min); every step has a time limit inside one overall budget, so the
+# whole stays under 8 minutes. Exit status: 0 all passed, else the first failing step's status (the log says
 # which). Usage (from anywhere): tests/gpu/run.sh [BUILD_DIR]
 set -euo pipefail
 
@@ -19,11 +19,22 @@ status=0
 
 say() { echo "== $(date -u +%H:%M:%S) [$(($(date +%s) - start))s] $*" | tee -a "$log"; }
 
+# Every step's limit is cut to what is left of the whole run's budget (BUDGET_S, default
+# 460 s), so the script ends within 8 minutes even when a step hangs.
+budget=${BUDGET_S:-460}
+
 # step NAME LIMIT_S CMD...: runs CMD with a time limit, output to the log; records the first failure.
 step() {
     local name=$1 limit=$2
     shift 2
-    say "$name: $*"
+    local left=$((budget - ($(date +%s) - start)))
+    if [ "$left" -lt 15 ]; then
+        say "$name: skipped, the time budget is spent"
+        [ "$status" -ne 0 ] || status=124
+        return 0
+    fi
+    [ "$limit" -le "$left" ] || limit=$left
+    say "$name (limit ${limit}s): $*"
     set +e
     timeout --kill-after=10 "$limit" "$@" >>"$log" 2>&1
     local rc=$?
@@ -37,25 +48,25 @@ say "machine: $(uname -n), $(nproc) cores"
 command -v nvidia-smi >/dev/null && nvidia-smi >>"$log" 2>&1 || say "nvidia-smi not found"
 step configure 120 cmake -S "$repo" -B "$build" -DWITH_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
     -DCMAKE_BUILD_TYPE=Release
-step build 300 cmake --build "$build" -j "$jobs"
+step build 330 cmake --build "$build" -j "$jobs"
 if [ "$status" -ne 0 ]; then
     say "build failed; see above"
     exit "$status"
 fi
-step ctest-gpu 180 ctest --test-dir "$build" -L gpu --output-on-failure
+step ctest-gpu 150 ctest --test-dir "$build" -L gpu --output-on-failure
 moda=$build/bin/moda
 model=$repo/.deps/models/mobile_sam.safetensors
 if [ -x "$moda" ]; then
     if [ -f "$model" ]; then
-        step bench-infer 120 "$moda" bench infer --device cuda --model "$model" --iters 10 --batch 32
-        step bench-infer-json 120 "$moda" bench infer --device cuda --model "$model" --iters 5 \
+        step bench-infer 90 "$moda" bench infer --device cuda --model "$model" --iters 10 --batch 32
+        step bench-infer-json 60 "$moda" bench infer --device cuda --model "$model" --iters 5 \
             --batch 8 --json
     else
         say "bench infer skipped: no model at $model (./moda.sh setup makes it)"
     fi
-    # the training step has no GPU path yet: --device cuda exits 2 by design; log it, and the
-    # CPU step for comparison (auto falls back to the CPU with a log line)
-    step bench-train-cuda 60 bash -c "'$moda' bench train --device cuda --model '$model'; \
+    # the training step has no GPU path yet: --device cuda exits 2 by design (logged, not a
+    # failure); `auto` would run it on the CPU with a log line saying why
+    step bench-train-cuda 30 bash -c "'$moda' bench train --device cuda --model '$model'; \
         rc=\$?; echo \"(exit \$rc; 2 = no GPU training path yet)\"; [ \$rc -eq 0 ] || [ \$rc -eq 2 ]"
 fi
 say "done in $(($(date +%s) - start)) s, status $status; log: $log"
