@@ -31,7 +31,8 @@
 static const char *HELP =
     "usage: moda bench infer [--model M] [--image IMG] [--iters N] [--threads T] [--vs-ort] [--json]\n"
     "       moda bench example --out FILE.png\n"
-    "       moda bench train --help   (adapter training step, where built)\n\n"
+    "       moda bench train --help   (adapter training step, where built)\n"
+    "       moda bench pipeline --help   (ingest -> infer -> Result vs the bare loop, swap)\n\n"
     "infer: time the image encoder and the mask decoder on one image (default: the generated\n"
     "example image; prompt: one foreground click at the example's disk, else the image\n"
     "centre). Prints median/min/max ms per part over N runs after one warm-up run, and the\n"
@@ -587,6 +588,7 @@ int cmd_bench(int argc, char **argv)
     if (!strcmp(argv[1], "infer")) return bench_infer(argc - 1, argv + 1);
     if (!strcmp(argv[1], "example")) return bench_example(argc - 1, argv + 1);
     if (!strcmp(argv[1], "train")) return cmd_bench_train(argc - 1, argv + 1); /* MoDA */
-    fprintf(stderr, "moda bench: unknown benchmark '%s' (infer, train, example)\n", argv[1]);
+    if (!strcmp(argv[1], "pipeline")) return cmd_bench_pipeline(argc - 1, argv + 1);
+    fprintf(stderr, "moda bench: unknown benchmark '%s' (infer, train, pipeline, example)\n", argv[1]);
     return 2;
 }

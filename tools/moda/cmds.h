@@ -18,6 +18,7 @@ typedef struct moda_cmd {
 /* add one declaration per command here (alphabetical) */
 int cmd_bench(int argc, char **argv);
 int cmd_bench_train(int argc, char **argv); /* `moda bench train`, called by cmd_bench */
+int cmd_bench_pipeline(int argc, char **argv); /* `moda bench pipeline`, called by cmd_bench */
 int cmd_clbench(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_health(int argc, char **argv);
