@@ -243,6 +243,17 @@ int reg_alias_value(reg_t *r, const char *alias, reg_pub_t *out, err_t *err)
 
 /* ---- put ---------------------------------------------------------------------------------- */
 
+/* A bank without selector tensors (one domain: nothing to choose, learn.h) fixes no selector
+ * layout: it is neither checked nor recorded, so the first bank with a selector sets it. */
+static int selector_empty(const char *sig)
+{
+    uint8_t d[32];
+    char e[65];
+    sha256_buf("", 0, d);
+    sha256_hex(d, e);
+    return !strcmp(sig, e);
+}
+
 /* Checks a split bank against what the registry already holds and returns the meta pairs
  * to record on first use (base model, shape signatures). */
 static int check_against_store(reg_t *r, const bank_split_t *b, err_t *err)
@@ -261,7 +272,7 @@ static int check_against_store(reg_t *r, const bank_split_t *b, err_t *err)
                            "domain '%s': adapter tensor names/dtypes/shapes differ from the %s adapter layout",
                            b->domains[i].name, rc == 0 ? "registry's" : "bank's first domain's");
     rc = store_meta_get(r->store, "selector_shapes", have, sizeof have, NULL);
-    if (rc == 0 && strcmp(have, b->selector.shape_sig))
+    if (rc == 0 && !selector_empty(have) && !selector_empty(b->selector.shape_sig) && strcmp(have, b->selector.shape_sig))
         return err_set(err, ERR_INVALID, "selector tensor names/dtypes/ranks differ from the registry's selector layout");
     return 0;
 }
@@ -331,6 +342,7 @@ static int commit_split(reg_t *r, const bank_split_t *b, uint64_t parent, const 
                           {"selector_shapes", b->selector.shape_sig}};
     int nmeta = b->n_domains ? 3 : 2;
     if (!b->n_domains) meta[1] = meta[2];
+    if (selector_empty(b->selector.shape_sig)) nmeta--; /* the selector pair is the last one */
     int rc = store_put_version(r->store, v, blobs, nb, meta, nmeta, set_alias && *set_alias ? set_alias : NULL,
                                action, hist, err);
     free(blobs);
