@@ -281,6 +281,19 @@ static void run_job(trainer_t *t)
     double tp = now_s();
     rc = rpc_put_bank(&t->rpc, out.bank, out.bank_len, (const Moda__Metric *const *)mp, out.n_metrics, t->cfg.actor,
                       reason, t->cfg.policy_auto ? "active" : NULL, &v, &e);
+    if (rc && rc != ERR_STATE && permanent(rc)) { /* STATE: registry busy (backup), retry */
+        /* the registry answered and refused the bank: nothing stored, do not retry these labels */
+        LOCKED(t, t->status.jobs_failed++);
+        set_error(t, "put_refused", &e);
+        if (d) {
+            d->tried = j->cursor;
+            snprintf(d->result, sizeof d->result, "failed");
+        }
+        job_idle(t);
+        save_state(t);
+        job_out_clear(&out);
+        return;
+    }
     if (rc) {
         /* maybe stored, maybe not: stay PUTTING; the next round looks the job up first */
         LOCKED(t, t->status.jobs_failed++);
