@@ -5,7 +5,7 @@
 # a Result with the new version, nothing was dropped (queues sized for the run).
 moda=$1 py=$2 cl=$3 bank=$4 out=$5
 mkdir -p "$out"
-"$moda" bench pipeline --images "$cl/magtile/images" --frames 2 --latency-frames 2 --threads 2 \
+"$moda" bench pipeline --images "$cl/magtile/images" --frames 2 --rounds 1 --latency-frames 2 --threads 2 \
     --bank "$bank/bank2.safetensors" --json > "$out/bench.json" 2> "$out/bench.err"
 rc=$?
 cat "$out/bench.json"
@@ -20,7 +20,7 @@ def check(cond, what):
     ok &= bool(cond)
 for k in ("bare_fps", "pipeline_fps", "overhead_pct", "swap_ms", "swap_bank_load_ms"):
     check(k in j and math.isfinite(j[k]), k + " present and finite")
-check(j["frames"] == 2 and j["bank_domains"] == 2 and j["threads"] == 2, "frames/bank/threads echoed")
+check(j["frames"] == 2 and j["rounds"] == 1 and j["bank_domains"] == 2 and j["threads"] == 2, "frames/bank/threads echoed")
 check(j["bare_fps"] > 0 and j["pipeline_fps"] > 0, "rates positive")
 check(abs(j["overhead_pct"] - 100 * (j["bare_fps"] / j["pipeline_fps"] - 1)) < 1e-6, "overhead = bare/pipeline - 1")
 lat = j["latency_ms"]

@@ -1,9 +1,11 @@
 /* moda bench pipeline — the live pipeline's cost over the bare model loop (issue 7).
  *
- *   moda bench pipeline [--images DIR] [--frames N] [--latency-frames L] [--model M]
- *                       [--bank B] [--threads T] [--json]
+ *   moda bench pipeline [--images DIR] [--frames N] [--rounds R] [--latency-frames L]
+ *                       [--model M] [--bank B] [--threads T] [--json]
  *
  * In one invocation, on the same model, bank, images and thread count:
+ * Steps 1 and 2 alternate R times (bare block, pipeline block) so that both see the same
+ * load when the machine is shared; the rates are totals over the R blocks.
  * 1. bare: this process decodes each image's file bytes and segments it exactly as a
  *    moda-infer worker does (bankrun.h: encoder with the selector taps when the bank has
  *    >= 2 domains, domain choice, adapter, upscale, threshold, stability, COCO RLE) — the
@@ -50,8 +52,8 @@
 #include "sam.h"
 
 static const char *HELP =
-    "usage: moda bench pipeline [--images DIR] [--frames N] [--latency-frames L] [--model M]\n"
-    "                           [--bank B] [--threads T] [--json]\n\n"
+    "usage: moda bench pipeline [--images DIR] [--frames N] [--rounds R] [--latency-frames L]\n"
+    "                           [--model M] [--bank B] [--threads T] [--json]\n\n"
     "Frames/s through ingest -> moda-infer -> Result versus the bare segmentation loop in this\n"
     "process (same model, bank, images, threads; overhead target <= 5%), end-to-end latency\n"
     "p50/p99 (capture -> Result received, one frame in flight) and the bank swap time\n"
@@ -59,7 +61,9 @@ static const char *HELP =
     "moda-infer from this executable's directory on loopback TCP (temporary registry data).\n\n"
     "  --images DIR        PNG/JPEG files, first N by name (default: ../shared/data/cl/magtile/images\n"
     "                      relative to the repository)\n"
-    "  --frames N          frames per throughput run (default 10)\n"
+    "  --frames N          frames per throughput block (default 4)\n"
+    "  --rounds R          blocks of bare loop then pipeline, interleaved so both see the same\n"
+    "                      load on a shared machine (default 3)\n"
     "  --latency-frames L  frames of the latency run (default 5)\n"
     "  --model M           weights (default: $MODA_MODEL, else .deps/models/mobile_sam.safetensors)\n"
     "  --bank B            adapter bank (default: a one-domain bank made from the model)\n"
@@ -359,7 +363,7 @@ static int parse_pos(const char *opt, const char *v, int lo, int hi, int *out)
 int cmd_bench_pipeline(int argc, char **argv)
 {
     const char *images = NULL, *model = NULL, *bank_path = NULL;
-    int nframes = 10, nlat = 5, threads = 0, json = 0;
+    int nframes = 4, rounds = 3, nlat = 5, threads = 0, json = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -371,6 +375,7 @@ int cmd_bench_pipeline(int argc, char **argv)
             continue;
         }
         int known = !strcmp(a, "--images") || !strcmp(a, "--frames") || !strcmp(a, "--latency-frames") ||
+                    !strcmp(a, "--rounds") ||
                     !strcmp(a, "--model") || !strcmp(a, "--bank") || !strcmp(a, "--threads");
         if (!known) {
             fprintf(stderr, "moda bench pipeline: unknown argument '%s' (see --help)\n", a);
@@ -386,6 +391,7 @@ int cmd_bench_pipeline(int argc, char **argv)
         else if (!strcmp(a, "--bank")) bank_path = v;
         else if (!strcmp(a, "--frames") && parse_pos(a, v, 2, MAX_FRAMES, &nframes)) return 2;
         else if (!strcmp(a, "--latency-frames") && parse_pos(a, v, 1, MAX_FRAMES, &nlat)) return 2;
+        else if (!strcmp(a, "--rounds") && parse_pos(a, v, 1, 100, &rounds)) return 2;
         else if (!strcmp(a, "--threads") && parse_pos(a, v, 1, 1024, &threads)) return 2;
     }
     err_t e = {0};
@@ -503,21 +509,9 @@ int cmd_bench_pipeline(int argc, char **argv)
         if (bv != v1) rc = err_set(&e, ERR_TIMEOUT, "moda-infer did not load bank version %llu", (unsigned long long)v1);
     }
 
-    /* 1. bare loop (one warm-up frame, not timed) */
-    double bare_s = 0;
-    if (!rc) rc = bare_frame(sam, br, bank, taps, &fr[0], &e);
-    if (!rc) {
-        double t0 = now_ms();
-        for (int i = 0; i < nframes && !rc; i++) rc = bare_frame(sam, br, bank, taps, &fr[i], &e);
-        bare_s = (now_ms() - t0) / 1e3;
-    }
-    /* free the bare loop's memory before the pipeline runs */
-    bankrun_destroy(&br);
-    free(taps);
-    taps = NULL;
-    sam_destroy(&sam);
-
-    /* 2. pipeline throughput */
+    /* 1 + 2, interleaved: `rounds` times the bare loop over the N frames, then the same N
+     * frames streamed through the pipeline, so both see the same (shared-machine) load.
+     * One warm-up frame each, not timed. */
     if (!rc) {
         sub = msg_socket_new(g_ctx, ZMQ_SUB, NULL, &e);
         if (!sub || msg_connect(sub, results_ep, &e)) rc = e.code ? e.code : ERR_MSG;
@@ -531,29 +525,34 @@ int cmd_bench_pipeline(int argc, char **argv)
         usleep(500000); /* SUB and PUSH connected */
     }
     res_t r;
-    uint64_t seq = 0;
-    double pipe_s = 0;
-    if (!rc) { /* warm-up frame */
+    double bare_s = 0, pipe_s = 0;
+    if (!rc) rc = bare_frame(sam, br, bank, taps, &fr[0], &e);
+    if (!rc) {
         rc = send_frame(cam, &fr[0], &e);
-        seq++;
         if (!rc && !next_result(sub, &r, RESULT_TIMEOUT_MS)) rc = err_set(&e, ERR_TIMEOUT, "no Result for the warm-up frame");
     }
-    if (!rc) {
+    for (int round = 0; round < rounds && !rc; round++) {
         double t0 = now_ms();
+        for (int i = 0; i < nframes && !rc; i++) rc = bare_frame(sam, br, bank, taps, &fr[i], &e);
+        bare_s += (now_ms() - t0) / 1e3;
+        t0 = now_ms();
         for (int i = 0; i < nframes && !rc; i++) rc = send_frame(cam, &fr[i], &e);
         int n = 0;
         while (!rc && n < nframes) {
             if (!next_result(sub, &r, RESULT_TIMEOUT_MS)) rc = err_set(&e, ERR_TIMEOUT, "Result %d of %d did not come", n + 1, nframes);
             else n++;
         }
-        seq += (uint64_t)nframes;
-        pipe_s = (now_ms() - t0) / 1e3;
+        pipe_s += (now_ms() - t0) / 1e3;
     }
+    /* free the bare loop's memory before the rest */
+    bankrun_destroy(&br);
+    free(taps);
+    taps = NULL;
+    sam_destroy(&sam);
     /* 3. latency, one frame in flight */
     int nl = 0;
     for (int i = 0; i < nlat && !rc; i++) {
         rc = send_frame(cam, &fr[i], &e);
-        seq++;
         if (!rc && !next_result(sub, &r, RESULT_TIMEOUT_MS)) rc = err_set(&e, ERR_TIMEOUT, "no Result in the latency run");
         if (!rc) lat[nl++] = (double)(r.recv_us - r.capture_us) / 1e3;
     }
@@ -582,13 +581,14 @@ int cmd_bench_pipeline(int argc, char **argv)
     double switch_ms = rc ? 0 : health_counter(ctl_ep, "bank_switch_us") / 1e3;
 
     if (!rc) {
-        double bare_fps = nframes / bare_s, pipe_fps = nframes / pipe_s;
+        double bare_fps = (double)nframes * rounds / bare_s, pipe_fps = (double)nframes * rounds / pipe_s;
         double overhead = 100.0 * (bare_fps / pipe_fps - 1.0);
         if (json) {
             json_writer_t w;
             json_w_init(&w);
             json_w_begin_obj(&w);
             json_w_key(&w, "frames"); json_w_int(&w, nframes);
+            json_w_key(&w, "rounds"); json_w_int(&w, rounds);
             json_w_key(&w, "images"); json_w_string(&w, images);
             json_w_key(&w, "model"); json_w_string(&w, model);
             json_w_key(&w, "bank_domains"); json_w_int(&w, bank->n_domains);
@@ -615,8 +615,8 @@ int cmd_bench_pipeline(int argc, char **argv)
             else rc = e.code;
             free(s);
         } else {
-            printf("moda bench pipeline: %d frames of %s, %d-domain bank, %d threads\n", nframes, images,
-                   bank->n_domains, nthreads);
+            printf("moda bench pipeline: %d rounds x %d frames of %s, %d-domain bank, %d threads\n",
+                   rounds, nframes, images, bank->n_domains, nthreads);
             printf("  bare loop (decode + segment + RLE, in process)  %7.3f frames/s\n", bare_fps);
             printf("  ingest -> moda-infer -> Result (loopback TCP)   %7.3f frames/s\n", pipe_fps);
             printf("  service overhead                                %+6.1f %% (target <= 5 %%)\n", overhead);
