@@ -1,9 +1,9 @@
 /* cuda_emu.h — a CPU emulation of the small part of CUDA, cuBLAS and cuDNN that
  * kernels/cuda/*.cu use, so the kcu_ kernels can be checked against the CPU ops on a machine
  * without a GPU (tests/gpu/emu/run_emu.sh). Not a simulator of timing or memory spaces:
- * every block runs on its own set of std::threads (one per CUDA thread), blocks one after
- * another, so __shared__ (mapped to static) is per block; __syncthreads is a block barrier;
- * warp shuffles exchange through a per-warp buffer between two warp barriers. cuBLAS SGEMM
+ * blocks run one after another on the calling thread, their CUDA threads as fibers (see
+ * emu_launch), so __shared__ (mapped to static) is per block; __syncthreads is a barrier;
+ * warp shuffles exchange through a per-block buffer between two barrier phases. cuBLAS SGEMM
  * and cuDNN convolutions are naive reference loops with the libraries' documented semantics
  * (column-major GEMM; NCHW cross-correlation with groups; beta = 0 never reads the output).
  * Device memory is host memory filled with NaN on allocation, so a kernel that reads what
@@ -14,7 +14,6 @@
 #include <cblas.h>
 
 #include <atomic>
-#include <barrier>
 #include <cmath>
 #include <cstddef>
 #include <cstdio>
@@ -22,7 +21,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
-#include <thread>
+#include <ucontext.h>
 #include <tuple>
 #include <vector>
 
@@ -44,25 +43,41 @@ struct uint3 {
 extern thread_local uint3 threadIdx, blockIdx;
 extern thread_local dim3 blockDim, gridDim;
 
+/* A block with barriers runs its CUDA threads as fibers (ucontext) on the calling thread,
+ * round robin: a fiber runs until its next barrier (or its end), then the next fiber; so a
+ * fiber passes barrier k only after every live fiber of the block reached it. Blocks without
+ * barriers first run their threads one after another (fast path); the first barrier in that
+ * mode throws emu_need_threads and the block reruns as fibers, as does every later block of
+ * that kernel. (Sound for kernels that write global memory only after their first barrier —
+ * true for every kernel in kernels/cuda.) Shuffles are two barrier phases through a
+ * per-block buffer (lanes of a warp reach them together). */
+struct emu_need_threads {};
+
+struct emu_fiber {
+    ucontext_t uc;
+    bool done;
+    uint3 tid;
+};
 struct emu_block {
-    std::barrier<> *bar;
-    std::vector<std::unique_ptr<std::barrier<>>> warp;
+    std::vector<emu_fiber> fib;
+    std::vector<char> stacks;
+    ucontext_t main;
+    int cur;
+    std::function<void()> body;
     std::vector<float> buf;
 };
 extern thread_local emu_block *emu_cur;
 
-/* Blocks first run their threads one after another on the caller (fast: most kernels are
- * grid-stride loops without barriers). The first barrier or shuffle in that mode throws
- * emu_need_threads; the block then reruns with one std::thread per CUDA thread, and so does
- * every later launch of that kernel. (Sound for kernels that write global memory only after
- * their first barrier — true for every kernel in kernels/cuda.) */
-struct emu_need_threads {};
-
-static inline void __syncthreads()
+static inline void emu_yield()
 {
     if (!emu_cur) throw emu_need_threads();
-    emu_cur->bar->arrive_and_wait();
+    emu_block *b = emu_cur;
+    emu_fiber &f = b->fib[b->cur];
+    swapcontext(&f.uc, &b->main);
+    threadIdx = b->fib[b->cur].tid; /* resumed: restore this fiber's index */
 }
+
+static inline void __syncthreads() { emu_yield(); }
 
 static inline float __shfl_xor_sync(unsigned, float v, int o)
 {
@@ -70,9 +85,9 @@ static inline float __shfl_xor_sync(unsigned, float v, int o)
     unsigned t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
     unsigned w = t / 32, lane = t % 32;
     emu_cur->buf[t] = v;
-    emu_cur->warp[w]->arrive_and_wait();
+    emu_yield();
     float r = emu_cur->buf[w * 32 + (lane ^ (unsigned)o)];
-    emu_cur->warp[w]->arrive_and_wait();
+    emu_yield();
     return r;
 }
 
@@ -81,24 +96,29 @@ static inline float atomicAdd(float *p, float v)
     return std::atomic_ref<float>(*p).fetch_add(v);
 }
 
+static void emu_fiber_entry()
+{
+    emu_block *b = emu_cur;
+    b->body();
+    b->fib[b->cur].done = true; /* returning resumes uc_link = the scheduler */
+}
+
+#define EMU_STACK (256 * 1024)
+
 template <class F, class... A> void emu_launch(dim3 g, dim3 b, F kern, A... args)
 {
-    static std::atomic<int> threaded{0}; /* per kernel (F is the kernel's own type) */
-    static std::atomic<const void *> seen{nullptr};
-    if (seen.load() != (const void *)kern) { /* template instances can share F: key on address */
-        seen = (const void *)kern;
-        threaded = 0;
-    }
+    static int threaded = 0; /* per kernel type; same-signature kernels share it (harmless) */
     unsigned T = b.x * b.y * b.z;
+    emu_block blk;
     for (unsigned bz = 0; bz < g.z; bz++)
         for (unsigned by = 0; by < g.y; by++)
             for (unsigned bx = 0; bx < g.x; bx++) {
+                blockIdx = {bx, by, bz};
+                blockDim = b;
+                gridDim = g;
                 if (!threaded) {
                     try {
                         emu_cur = nullptr;
-                        blockIdx = {bx, by, bz};
-                        blockDim = b;
-                        gridDim = g;
                         for (unsigned t = 0; t < T; t++) {
                             threadIdx = {t % b.x, (t / b.x) % b.y, t / (b.x * b.y)};
                             kern(args...);
@@ -108,24 +128,34 @@ template <class F, class... A> void emu_launch(dim3 g, dim3 b, F kern, A... args
                         threaded = 1;
                     }
                 }
-                std::barrier<> bar((std::ptrdiff_t)T);
-                emu_block blk;
-                blk.bar = &bar;
-                for (unsigned w = 0; w < (T + 31) / 32; w++)
-                    blk.warp.emplace_back(new std::barrier<>(T - w * 32 >= 32 ? 32 : T - w * 32));
-                blk.buf.assign(((T + 31) / 32) * 32, 0.0f);
-                std::vector<std::thread> th;
-                th.reserve(T);
-                for (unsigned t = 0; t < T; t++)
-                    th.emplace_back([&, t]() {
-                        threadIdx = {t % b.x, (t / b.x) % b.y, t / (b.x * b.y)};
-                        blockIdx = {bx, by, bz};
-                        blockDim = b;
-                        gridDim = g;
-                        emu_cur = &blk;
-                        kern(args...);
-                    });
-                for (auto &x : th) x.join();
+                if (blk.fib.size() != T) {
+                    blk.fib.assign(T, emu_fiber());
+                    blk.stacks.assign((size_t)T * EMU_STACK, 0);
+                    blk.buf.assign(((T + 31) / 32) * 32, 0.0f);
+                }
+                blk.body = [&]() { kern(args...); };
+                for (unsigned t = 0; t < T; t++) {
+                    emu_fiber &f = blk.fib[t];
+                    f.done = false;
+                    f.tid = {t % b.x, (t / b.x) % b.y, t / (b.x * b.y)};
+                    getcontext(&f.uc);
+                    f.uc.uc_stack.ss_sp = blk.stacks.data() + (size_t)t * EMU_STACK;
+                    f.uc.uc_stack.ss_size = EMU_STACK;
+                    f.uc.uc_link = &blk.main;
+                    makecontext(&f.uc, emu_fiber_entry, 0);
+                }
+                emu_cur = &blk;
+                for (bool live = true; live;) {
+                    live = false;
+                    for (unsigned t = 0; t < T; t++) {
+                        if (blk.fib[t].done) continue;
+                        blk.cur = (int)t;
+                        threadIdx = blk.fib[t].tid;
+                        swapcontext(&blk.main, &blk.fib[t].uc);
+                        live = live || !blk.fib[t].done;
+                    }
+                }
+                emu_cur = nullptr;
             }
 }
 
