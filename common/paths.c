@@ -1,9 +1,11 @@
 /* paths.c — default file locations (see paths.h). */
 #include "paths.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "err.h"
@@ -41,4 +43,29 @@ int paths_default_model(char *buf, size_t n)
         }
     }
     return put(buf, n, "./" PATHS_MODEL_REL);
+}
+
+int paths_read_file(const char *path, unsigned char **out, size_t *len, err_t *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return err_errno(err, ERR_IO, errno, "opening %s", path);
+    struct stat st;
+    if (fstat(fileno(f), &st) || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return err_set(err, ERR_IO, "%s is not a regular file", path);
+    }
+    *len = (size_t)st.st_size;
+    *out = malloc(*len ? *len : 1);
+    if (!*out) {
+        fclose(f);
+        return err_set(err, ERR_NOMEM, "out of memory for %s", path);
+    }
+    size_t got = fread(*out, 1, *len, f);
+    fclose(f);
+    if (got != *len) {
+        free(*out);
+        *out = NULL;
+        return err_set(err, ERR_IO, "short read on %s", path);
+    }
+    return 0;
 }

