@@ -114,12 +114,23 @@ static train_set_t *build_set(const job_env_t *e, const rpc_sample_t *s, int n, 
     for (int i = 0; i < n && !rc; i++) {
         if (s[i].holdout != holdout) continue;
         if ((rc = stopped(e, err))) break;
-        image_t *im = sample_image(&s[i], err);
-        if (!im) rc = err->code ? err->code : ERR_FORMAT;
-        if (!rc && (rc = train_set_add(ts, e->sam, im, s[i].mask, err)))
+        /* one bad sample (undecodable image, empty mask) is skipped with a note, not fatal */
+        size_t np = (size_t)s[i].w * (size_t)s[i].h, fg = 0;
+        for (size_t p = 0; p < np && !fg; p++) fg = s[i].mask[p];
+        err_t se = {0};
+        image_t *im = fg ? sample_image(&s[i], &se) : NULL;
+        if (!im) {
+            char line[ERR_MSG_MAX + 64];
+            snprintf(line, sizeof line, "skipped sample %llu: %s", (unsigned long long)s[i].sample_id,
+                     fg ? se.msg : "empty mask");
+            if (e->hooks.note) e->hooks.note(line, e->hooks.ctx);
+            j++;
+            continue;
+        }
+        if ((rc = train_set_add(ts, e->sam, im, s[i].mask, err)))
             err_wrap(err, "sample %llu", (unsigned long long)s[i].sample_id);
-        /* replay entry r takes the sample at position floor(r·total/k) */
-        if (!rc && rp && next < k && j == (int)((long)next * total / k)) {
+        /* replay entry r takes the first usable sample at or after position floor(r·total/k) */
+        if (!rc && rp && next < k && j >= (int)((long)next * total / k)) {
             rc = replay_make(s[i].bytes, s[i].nbytes, s[i].format, im, s[i].mask, &(*rp)[next], err);
             if (!rc) *nrp = ++next;
         }

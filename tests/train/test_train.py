@@ -9,7 +9,8 @@ usage: test_train.py SCENARIO BIN_DIR SUB_BANK DATA_DIR WORKDIR
 Each scenario imports 8 train + 4 holdout magtile images (`moda label import` of a folder of
 links, split.txt from the data) and runs moda-train with tiny settings (1-3 epochs):
   (auto, manual and kill run with --gate-min-gain -100: 1-2 epochs do not beat zero-shot SAM yet)
-  auto    job runs -> version put with the gate metrics -> promoted to active, BankChanged
+  auto    3 malformed requests during training answered with ErrorReply, counted;
+          job runs -> version put with the gate metrics -> promoted to active, BankChanged
           "bank active 1" seen; no second job without new labels; SIGTERM exits 0.
   refuse  --gate-min-gain 100 (cannot be met) -> refused, nothing put or promoted, the log
           has event=job_refused with the numbers; no retry without new labels.
@@ -211,6 +212,15 @@ def main():
         fault = dict(os.environ, MODA_TRAIN_FAULT="kill_after_put") if SCEN == "manual" else None
         tr = start(targs, "train.log", fault)
         t_start = time.time()
+
+        if SCEN == "auto":
+            # malformed requests while a job trains: each gets an ErrorReply, counted, still serving
+            wait_for("the job to train", lambda: counters(ep["train"]).get("job_stage") in (2, 3), 300)
+            rc, out, err = run([SUB, "--garbage", ep["train"]])
+            c = counters(ep["train"])
+            if rc or c.get("msgs_bad") != 3 or (health(ep["train"]) or {}).get("state") != "serving":
+                fail("malformed requests: %s %s %s" % (out, err, c))
+            log("malformed requests during training:", out.strip())
 
         if SCEN == "manual":
             try:
