@@ -1,11 +1,17 @@
 /* adapter.c — MoDA adapter parameters, zero-shot init, head forward/backward (adapter.h).
  *
- * The head works on [C, H, W] maps: conv3×3 through kn_conv2d_fwd/bwd, LayerNorm2d through
- * kn_layernorm2d_fwd/bwd; GELU forward by kn_gelu_fast_fwd (≤ 2e-7·max(1,|x|) from the erf
- * form), backward by its exact derivative (kn_gelu_bwd, split over threads). The forward transposed convs run as
- * one GEMM each (y'[Cout·4, HW] = wᵀ·x, then scattered with the bias) — the same sum as
- * kn_convt2x2_fwd, whose direct loop is too slow for 256-channel maps; the backward uses
- * kn_convt2x2_bwd. Activations of one sample live in an adp_work_t.
+ * The head works on channel-last maps (layouts at struct adp_work) so that every layer is a
+ * packed AVX-512 GEMM on the kn_parallel_for pool: conv3×3 forward and input gradient by
+ * kn_conv3_pk_fwd (implicit GEMM; the input gradient with the transposed, flipped weight),
+ * its weight gradient by kn_conv3_pk_wgrad; each transposed conv 2×2 s2 as one
+ * kn_linear_pk_fwd over the input pixels (output columns = 4 phases × channels), its
+ * weight gradient as one GEMM; LayerNorm2d + GELU as the row ops kn_layernorm_gelu_fast_fwd
+ * / kn_layernorm_gelu_bwd. Gradients nobody needs are skipped (the inputs of the first layer
+ * of each branch are constants). Weights are repacked at every call (they change every
+ * step; packing costs well under 1% of the head). The kn_ ops reduce in a fixed order (the
+ * result does not depend on the thread count); the convT weight gradients go through
+ * OpenBLAS (kn_gemm), deterministic for a fixed thread count. Activations of one sample live
+ * in an adp_work_t.
  */
 #include "adapter.h"
 
@@ -167,6 +173,15 @@ int adapter_init_from_sam(adapter_t *a, const wts_t *w, uint64_t seed, err_t *er
 
 /* ---- work -------------------------------------------------------------------------------- */
 
+/* Channel-last layouts (pixel-major, channels contiguous), so that the convolutions are the
+ * packed AVX-512 GEMMs of kernels/cpu/gemm_pk.c and LayerNorm2d is a row LayerNorm:
+ *   upT, fusedT, dfT          [LRN, 32]    pixel y*256+x
+ *   f1, f1g                   [LRN, 64]    mask_feature conv1 output, then LN+GELU
+ *   e1, e1g / c1, c1g         [MIDN, 64] / [MIDN, 256]  first convT output in phase order:
+ *                             row (i*64 + j)*4 + dy*2 + dx is the 128×128 pixel (2i+dy, 2j+dx)
+ *   ph                        [MIDN, 128]  second convT output / dfused gathered to the same
+ *                             order: row r = (p, ph1), column (dy2*2 + dx2)*32 + k
+ * so the second convT of row r writes the 256×256 pixel (4i + 2dy1 + dy2, 4j + 2dx1 + dx2). */
 struct adp_work {
     int early_c;
     samdec_trace_t *trace;
@@ -175,25 +190,44 @@ struct adp_work {
     float *up;        /* [32, LRN] owned, filled by the decoder */
     float *lowres;    /* [4, LRN] SAM outputs when the caller wants none */
     float hq_out[C], h1[C], h2[C], hyper[ADP_HYP];
-    float *f1, *f1n, *f1g;  /* [64, LRN] */
-    float *e1, *e1n, *e1g;  /* [64, MIDN] */
-    float *c1, *c1n, *c1g;  /* [256, MIDN] */
-    float *fused, *tmp;     /* [32, LRN] */
-    float *dA, *dB;         /* [64, LRN] (= [256, MIDN]) */
-    float *scratch;         /* conv im2col / convT regroup */
-    float *lnscratch;       /* 2 * LRN */
+    float *upT, *fusedT, *dfT;  /* [LRN, 32] */
+    float *f1, *f1g;            /* [LRN, 64] */
+    float *e1, *e1g;            /* [MIDN, 64] */
+    float *c1, *c1g;            /* [MIDN, 256] */
+    float *ph;                  /* [MIDN, 128] */
+    float *inT;                 /* [EN, max(256, Ce)] emb / early channel-last */
+    float *dA, *dB;             /* [LRN, 64] = [MIDN, 256] */
+    float *wp;                  /* packed weights (the largest pack) */
+    float *wr;                  /* weight reorder / weight-gradient GEMM output */
+    float *bias4;               /* [4 * max(256, ...)] per-phase bias */
+    float *scratch;             /* conv weight-gradient / LN+GELU backward scratch */
 };
 
-static size_t scratch_floats(int early_c)
+static size_t maxz(size_t a, size_t b)
 {
-    size_t s = kn_conv2d_scratch(64, LR, LR, 3, 1, 1, 1);
-    size_t t = kn_conv2d_scratch(ADP_HYP, LR, LR, 3, 1, 1, 1);
-    if (t > s) s = t;
-    t = kn_convt2x2_bwd_scratch(SAM_EMB, SAM_EMB, C);
-    if (t > s) s = t;
-    t = kn_convt2x2_bwd_scratch(MID, MID, ADP_HYP);
-    if (t > s) s = t;
-    (void)early_c;
+    return a > b ? a : b;
+}
+
+static size_t scratch_floats(void)
+{
+    size_t s = kn_conv3_pk_wgrad_scratch(LR, LR, 64, ADP_HYP);
+    s = maxz(s, kn_conv3_pk_wgrad_scratch(LR, LR, ADP_HYP, 64));
+    s = maxz(s, kn_layernorm_gelu_bwd_scratch(LRN, 64));
+    s = maxz(s, kn_layernorm_gelu_bwd_scratch(MIDN, C));
+    return s;
+}
+
+/* floats of the largest packed weight / reorder buffer */
+static size_t pack_floats(int early_c)
+{
+    size_t s = kn_pack_size(64, 9 * ADP_HYP);      /* conv1, conv2 dx */
+    s = maxz(s, kn_pack_size(ADP_HYP, 9 * 64));    /* conv2 */
+    s = maxz(s, kn_pack_size(4 * 64, C));           /* emb convT 1 */
+    s = maxz(s, kn_pack_size(4 * C, early_c));      /* compress convT 1 */
+    s = maxz(s, kn_pack_size(4 * ADP_HYP, C));      /* second convTs (K ≤ 256) */
+    s = maxz(s, kn_pack_size(C, 4 * ADP_HYP));      /* their dx */
+    s = maxz(s, (size_t)early_c * 4 * C);           /* reorder / dw of compress convT 1 */
+    s = maxz(s, (size_t)C * 4 * 64);                /* emb convT 1 */
     return s;
 }
 
@@ -208,24 +242,26 @@ adp_work_t *adp_work_new(int early_c, err_t *err)
     w->trace = samdec_trace_new(err);
     w->up = falloc((size_t)ADP_HYP * LRN);
     w->lowres = falloc((size_t)SAM_NMASK * LRN);
+    w->upT = falloc((size_t)ADP_HYP * LRN);
+    w->fusedT = falloc((size_t)ADP_HYP * LRN);
+    w->dfT = falloc((size_t)ADP_HYP * LRN);
     w->f1 = falloc((size_t)64 * LRN);
-    w->f1n = falloc((size_t)64 * LRN);
     w->f1g = falloc((size_t)64 * LRN);
     w->e1 = falloc((size_t)64 * MIDN);
-    w->e1n = falloc((size_t)64 * MIDN);
     w->e1g = falloc((size_t)64 * MIDN);
     w->c1 = falloc((size_t)C * MIDN);
-    w->c1n = falloc((size_t)C * MIDN);
     w->c1g = falloc((size_t)C * MIDN);
-    w->fused = falloc((size_t)ADP_HYP * LRN);
-    w->tmp = falloc((size_t)ADP_HYP * LRN);
+    w->ph = falloc((size_t)4 * ADP_HYP * MIDN);
+    w->inT = falloc((size_t)(early_c > C ? early_c : C) * EN);
     w->dA = falloc((size_t)64 * LRN);
     w->dB = falloc((size_t)64 * LRN);
-    w->scratch = falloc(scratch_floats(early_c));
-    w->lnscratch = falloc((size_t)2 * LRN);
-    if (!w->trace || !w->up || !w->lowres || !w->f1 || !w->f1n || !w->f1g || !w->e1 ||
-        !w->e1n || !w->e1g || !w->c1 || !w->c1n || !w->c1g || !w->fused || !w->tmp || !w->dA ||
-        !w->dB || !w->scratch || !w->lnscratch) {
+    w->wp = falloc(pack_floats(early_c));
+    w->wr = falloc(pack_floats(early_c));
+    w->bias4 = falloc((size_t)4 * C);
+    w->scratch = falloc(scratch_floats());
+    if (!w->trace || !w->up || !w->lowres || !w->upT || !w->fusedT || !w->dfT || !w->f1 ||
+        !w->f1g || !w->e1 || !w->e1g || !w->c1 || !w->c1g || !w->ph || !w->inT || !w->dA ||
+        !w->dB || !w->wp || !w->wr || !w->bias4 || !w->scratch) {
         adp_work_destroy(&w);
         err_set(err, ERR_NOMEM, "adp_work_new: out of memory for adapter activations");
         return NULL;
@@ -238,8 +274,9 @@ void adp_work_destroy(adp_work_t **wp)
     if (!wp || !*wp) return;
     adp_work_t *w = *wp;
     samdec_trace_destroy(&w->trace);
-    float *b[] = {w->up, w->lowres, w->f1, w->f1n, w->f1g, w->e1, w->e1n, w->e1g, w->c1,
-                  w->c1n, w->c1g, w->fused, w->tmp, w->dA, w->dB, w->scratch, w->lnscratch};
+    float *b[] = {w->up, w->lowres, w->upT, w->fusedT, w->dfT, w->f1, w->f1g, w->e1, w->e1g,
+                  w->c1, w->c1g, w->ph, w->inT, w->dA, w->dB, w->wp, w->wr, w->bias4,
+                  w->scratch};
     for (size_t i = 0; i < sizeof b / sizeof b[0]; i++) free(b[i]);
     free(w);
     *wp = NULL;
@@ -247,41 +284,138 @@ void adp_work_destroy(adp_work_t **wp)
 
 /* ---- head ---------------------------------------------------------------------------------- */
 
-/* Transposed conv 2×2 s2 as one GEMM: s[(co*4 + dy*2 + dx), p] = Σci w[ci, co, dy, dx] x[ci, p],
- * then y[co, 2i+dy, 2j+dx] = s[..., i*W+j] + b[co]. scratch: 4·Cout·H·W floats. */
-static void convt(float *y, const float *x, const float *wt, const float *b, int Cin, int H,
-                  int W, int Cout, float *scratch)
+/* Packs conv weight w[N, Cc, 3, 3] for kn_conv3_pk_fwd: as is (rows n, K = tap*Cc + c), or
+ * for the input gradient (flip != 0: rows c, K = tap*N + n, taps mirrored). */
+static void pack_conv3(float *wp, float *wr, const float *w, int N, int Cc, int flip)
 {
-    int HW = H * W, K4 = 4 * Cout;
-    kn_gemm(1, 0, K4, HW, Cin, 1.0f, wt, K4, x, HW, 0.0f, scratch, HW);
-    int Wo = 2 * W;
-#pragma omp parallel for schedule(static)
-    for (int co = 0; co < Cout; co++) {
-        float *yc = y + (size_t)co * 4 * HW;
-        const float *s = scratch + (size_t)co * 4 * HW;
-        float bb = b ? b[co] : 0.0f;
-        for (int i = 0; i < H; i++)
-            for (int j = 0; j < W; j++) {
-                size_t p = (size_t)i * W + j;
-                float *o = yc + (size_t)(2 * i) * Wo + 2 * j;
-                o[0] = s[p] + bb;
-                o[1] = s[HW + p] + bb;
-                o[Wo] = s[2 * (size_t)HW + p] + bb;
-                o[Wo + 1] = s[3 * (size_t)HW + p] + bb;
-            }
+    if (!flip) {
+        for (int n = 0; n < N; n++)
+            for (int c = 0; c < Cc; c++)
+                for (int t = 0; t < 9; t++)
+                    wr[(size_t)n * 9 * Cc + t * Cc + c] = w[((size_t)n * Cc + c) * 9 + t];
+        kn_pack_w(wp, wr, N, 9 * Cc);
+    } else {
+        for (int n = 0; n < N; n++)
+            for (int c = 0; c < Cc; c++)
+                for (int t = 0; t < 9; t++)
+                    wr[(size_t)c * 9 * N + (8 - t) * N + n] = w[((size_t)n * Cc + c) * 9 + t];
+        kn_pack_w(wp, wr, Cc, 9 * N);
     }
 }
 
-/* kn_gelu_bwd (single-threaded) over thread-sized slices. */
-static void gelu_bwd(float *dx, const float *dy, const float *x, size_t n)
+/* Packs convT weight w[Cin, Cout, 2, 2] as the linear layer y[(s, co)] = Σci x[ci] w[ci, co, s]
+ * (rows s*Cout + co, K = Cin) and its bias per row. */
+static void pack_convt(float *wp, float *wr, float *b4, const float *w, const float *b, int Cin,
+                       int Cout)
 {
-    const size_t B = 16384;
-    long nb = (long)((n + B - 1) / B);
-#pragma omp parallel for schedule(static)
-    for (long b = 0; b < nb; b++) {
-        size_t o = (size_t)b * B, m = n - o < B ? n - o : B;
-        kn_gelu_bwd(dx + o, dy + o, x + o, m);
+    for (int ci = 0; ci < Cin; ci++)
+        for (int co = 0; co < Cout; co++)
+            for (int s = 0; s < 4; s++)
+                wr[((size_t)s * Cout + co) * Cin + ci] = w[((size_t)ci * Cout + co) * 4 + s];
+    kn_pack_w(wp, wr, 4 * Cout, Cin);
+    for (int s = 0; s < 4; s++)
+        for (int co = 0; co < Cout; co++) b4[s * Cout + co] = b[co];
+}
+
+/* The input gradient of the second convT (Cin → 32): rows ci, K = s*32 + k. */
+static void pack_convt_dx(float *wp, float *wr, const float *w, int Cin)
+{
+    for (int ci = 0; ci < Cin; ci++)
+        for (int k = 0; k < ADP_HYP; k++)
+            for (int s = 0; s < 4; s++)
+                wr[(size_t)ci * 4 * ADP_HYP + s * ADP_HYP + k] = w[((size_t)ci * ADP_HYP + k) * 4 + s];
+    kn_pack_w(wp, wr, Cin, 4 * ADP_HYP);
+}
+
+typedef struct head_job {
+    adp_work_t *w;
+    const float *src, *dlogits;
+    float *dst;
+    int add_up;
+} head_job_t;
+
+/* 256×256 pixel of phase-ordered row r, second-convT phase s2 */
+static size_t ph_pixel(int r, int s2)
+{
+    int p = r >> 2, s1 = r & 3, i = p / SAM_EMB, j = p % SAM_EMB;
+    int Y = 4 * i + 2 * (s1 >> 1) + (s2 >> 1), X = 4 * j + 2 * (s1 & 1) + (s2 & 1);
+    return (size_t)Y * LR + X;
+}
+
+/* fusedT += ph (scattered) [+ upT]; item = one 64×64 input row i (rows 4i..4i+3 of the map) */
+static void scatter_item(void *ctx, int i, int tid)
+{
+    (void)tid;
+    const head_job_t *j = ctx;
+    adp_work_t *w = j->w;
+    for (int r = i * SAM_EMB * 4; r < (i + 1) * SAM_EMB * 4; r++)
+        for (int s2 = 0; s2 < 4; s2++) {
+            size_t px = ph_pixel(r, s2) * ADP_HYP;
+            float *o = w->fusedT + px;
+            const float *s = w->ph + (size_t)r * 4 * ADP_HYP + s2 * ADP_HYP;
+            if (j->add_up) {
+                const float *u = w->upT + px;
+                for (int k = 0; k < ADP_HYP; k++) o[k] += s[k] + u[k];
+            } else {
+                for (int k = 0; k < ADP_HYP; k++) o[k] += s[k];
+            }
+        }
+}
+
+/* ph = dfT gathered to phase order (the inverse map of scatter_item) */
+static void gather_item(void *ctx, int i, int tid)
+{
+    (void)tid;
+    const head_job_t *j = ctx;
+    adp_work_t *w = j->w;
+    for (int r = i * SAM_EMB * 4; r < (i + 1) * SAM_EMB * 4; r++)
+        for (int s2 = 0; s2 < 4; s2++)
+            memcpy(w->ph + (size_t)r * 4 * ADP_HYP + s2 * ADP_HYP,
+                   w->dfT + ph_pixel(r, s2) * ADP_HYP, sizeof(float) * ADP_HYP);
+}
+
+#define PIXB 4096 /* pixels per item of the per-pixel loops */
+
+/* logits[p] = hyper · fusedT[p], summed over channels in order 0..31 from 0 */
+static void logits_item(void *ctx, int it, int tid)
+{
+    (void)tid;
+    const head_job_t *j = ctx;
+    const float *hy = j->w->hyper;
+    for (int p = it * PIXB; p < (it + 1) * PIXB; p++) {
+        const float *f = j->w->fusedT + (size_t)p * ADP_HYP;
+        float s = 0.0f;
+        for (int k = 0; k < ADP_HYP; k++) s += hy[k] * f[k];
+        j->dst[p] = s;
     }
+}
+
+/* dfT[p] = dlogits[p] · hyper */
+static void dfused_item(void *ctx, int it, int tid)
+{
+    (void)tid;
+    const head_job_t *j = ctx;
+    const float *hy = j->w->hyper;
+    for (int p = it * PIXB; p < (it + 1) * PIXB; p++) {
+        float d = j->dlogits[p];
+        float *o = j->w->dfT + (size_t)p * ADP_HYP;
+        for (int k = 0; k < ADP_HYP; k++) o[k] = d * hy[k];
+    }
+}
+
+/* One fusion branch: convT(Cin → Cmid) from x[Cin, 64, 64], LayerNorm2d + GELU, convT(Cmid →
+ * 32) into w->ph (phase order). a1, a1g: [MIDN, Cmid]. */
+static void branch_fwd(const adapter_t *a, adp_work_t *w, int p0, const float *x, int Cin,
+                       int Cmid, float *a1, float *a1g)
+{
+    kn_transpose(w->inT, x, Cin, EN);
+    pack_convt(w->wp, w->wr, w->bias4, PW(a, p0), PW(a, p0 + 1), Cin, Cmid);
+    kn_linear_pk_fwd(a1, 4 * Cmid, w->inT, Cin, w->wp, w->bias4, NULL, 0, EN, 4 * Cmid, Cin,
+                     KN_ACT_NONE);
+    kn_layernorm_gelu_fast_fwd(a1g, a1, PW(a, p0 + 2), PW(a, p0 + 3), MIDN, Cmid, ADP_LN_EPS);
+    pack_convt(w->wp, w->wr, w->bias4, PW(a, p0 + 4), PW(a, p0 + 5), Cmid, ADP_HYP);
+    kn_linear_pk_fwd(w->ph, 4 * ADP_HYP, a1g, Cmid, w->wp, w->bias4, NULL, 0, MIDN,
+                     4 * ADP_HYP, Cmid, KN_ACT_NONE);
 }
 
 void adapter_head_fwd(const adapter_t *a, adp_work_t *w, const float *hq_out, const float *up,
@@ -297,39 +431,70 @@ void adapter_head_fwd(const adapter_t *a, adp_work_t *w, const float *hq_out, co
     kn_linear_fwd(w->h2, w->h1, PW(a, P_M1W), PW(a, P_M1B), 1, C, C);
     kn_relu_fwd(w->h2, w->h2, C);
     kn_linear_fwd(w->hyper, w->h2, PW(a, P_M2W), PW(a, P_M2B), 1, C, ADP_HYP);
-    /* mask_feature(up) -> fused */
-    kn_conv2d_fwd(w->f1, up, PW(a, P_F0W), PW(a, P_F0B), ADP_HYP, LR, LR, 64, 3, 1, 1, 1,
-                  w->scratch);
-    kn_layernorm2d_fwd(w->f1n, w->f1, PW(a, P_F1W), PW(a, P_F1B), 64, LRN, ADP_LN_EPS);
-    kn_gelu_fast_fwd(w->f1g, w->f1n, (size_t)64 * LRN);
-    kn_conv2d_fwd(w->fused, w->f1g, PW(a, P_F3W), PW(a, P_F3B), 64, LR, LR, ADP_HYP, 3, 1, 1,
-                  1, w->scratch);
-    /* embedding_encoder(emb) */
-    convt(w->e1, emb, PW(a, P_E0W), PW(a, P_E0B), C, SAM_EMB, SAM_EMB, 64, w->scratch);
-    kn_layernorm2d_fwd(w->e1n, w->e1, PW(a, P_E1W), PW(a, P_E1B), 64, MIDN, ADP_LN_EPS);
-    kn_gelu_fast_fwd(w->e1g, w->e1n, (size_t)64 * MIDN);
-    convt(w->tmp, w->e1g, PW(a, P_E3W), PW(a, P_E3B), 64, MID, MID, ADP_HYP, w->scratch);
-    kn_add(w->fused, w->fused, w->tmp, (size_t)ADP_HYP * LRN);
-    /* compress(early) */
-    convt(w->c1, early, PW(a, P_C0W), PW(a, P_C0B), a->early_c, SAM_EMB, SAM_EMB, C,
-          w->scratch);
-    kn_layernorm2d_fwd(w->c1n, w->c1, PW(a, P_C1W), PW(a, P_C1B), C, MIDN, ADP_LN_EPS);
-    kn_gelu_fast_fwd(w->c1g, w->c1n, (size_t)C * MIDN);
-    convt(w->tmp, w->c1g, PW(a, P_C3W), PW(a, P_C3B), C, MID, MID, ADP_HYP, w->scratch);
-    kn_add(w->fused, w->fused, w->tmp, (size_t)ADP_HYP * LRN);
-    /* + up, then logits = hyper · fused */
-    kn_add(w->fused, w->fused, up, (size_t)ADP_HYP * LRN);
-    /* summed over channels in order 0..31 from 0, as kn_gelu_linear_fwd sums SAM's masks */
-#pragma omp parallel for schedule(static)
-    for (int p0 = 0; p0 < LRN; p0 += 4096) {
-        float *o = logits + p0;
-        for (int p = 0; p < 4096; p++) o[p] = 0.0f;
-        for (int k = 0; k < ADP_HYP; k++) {
-            const float *f = w->fused + (size_t)k * LRN + p0;
-            float hk = w->hyper[k];
-            for (int p = 0; p < 4096; p++) o[p] += hk * f[p];
-        }
+    /* mask_feature(up) -> fusedT */
+    kn_transpose(w->upT, up, ADP_HYP, LRN);
+    pack_conv3(w->wp, w->wr, PW(a, P_F0W), 64, ADP_HYP, 0);
+    kn_conv3_pk_fwd(w->f1, 64, w->upT, LR, LR, ADP_HYP, 1, 0, LR, w->wp, PW(a, P_F0B), 64,
+                    KN_ACT_NONE);
+    kn_layernorm_gelu_fast_fwd(w->f1g, w->f1, PW(a, P_F1W), PW(a, P_F1B), LRN, 64, ADP_LN_EPS);
+    pack_conv3(w->wp, w->wr, PW(a, P_F3W), ADP_HYP, 64, 0);
+    kn_conv3_pk_fwd(w->fusedT, ADP_HYP, w->f1g, LR, LR, 64, 1, 0, LR, w->wp, PW(a, P_F3B),
+                    ADP_HYP, KN_ACT_NONE);
+    /* + embedding_encoder(emb) + compress(early) + up */
+    head_job_t j = {.w = w};
+    branch_fwd(a, w, P_E0W, emb, C, 64, w->e1, w->e1g);
+    kn_parallel_for(SAM_EMB, KN_POOL_ANY, scatter_item, &j);
+    branch_fwd(a, w, P_C0W, early, a->early_c, C, w->c1, w->c1g);
+    j.add_up = 1;
+    kn_parallel_for(SAM_EMB, KN_POOL_ANY, scatter_item, &j);
+    /* logits = hyper · fused */
+    j.dst = logits;
+    kn_parallel_for(LRN / PIXB, KN_POOL_ANY, logits_item, &j);
+}
+
+/* db[k] += Σ_rows Σ_s x[row, s*32 + k] over x[rows, 128] (double, row order) */
+static void bias_grad_ph(float *db, const float *x, int rows)
+{
+    double s[ADP_HYP] = {0};
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < 4 * ADP_HYP; c++) s[c % ADP_HYP] += x[(size_t)r * 4 * ADP_HYP + c];
+    for (int k = 0; k < ADP_HYP; k++) db[k] += (float)s[k];
+}
+
+/* Backward of one branch from w->ph (= dfused in phase order): grads of both convTs and
+ * the LayerNorm; the input gradient of the first convT is not needed (x is a constant). */
+static void branch_bwd(const adapter_t *a, adp_work_t *w, float *grad, int p0, const float *x,
+                       int Cin, int Cmid, const float *a1, const float *a1g)
+{
+#define G(i) (grad + a->params[i].off)
+    /* second convT: d a1g = ph · w', dw' += a1gᵀ · ph (bias: once for both, by the caller) */
+    pack_convt_dx(w->wp, w->wr, PW(a, p0 + 4), Cmid);
+    kn_linear_pk_fwd(w->dA, Cmid, w->ph, 4 * ADP_HYP, w->wp, NULL, NULL, 0, MIDN, Cmid,
+                     4 * ADP_HYP, KN_ACT_NONE);
+    kn_gemm(1, 0, Cmid, 4 * ADP_HYP, MIDN, 1.0f, a1g, Cmid, w->ph, 4 * ADP_HYP, 0.0f, w->wr,
+            4 * ADP_HYP);
+    float *dw = G(p0 + 4);
+    for (int ci = 0; ci < Cmid; ci++)
+        for (int s = 0; s < 4; s++)
+            for (int k = 0; k < ADP_HYP; k++)
+                dw[((size_t)ci * ADP_HYP + k) * 4 + s] += w->wr[(size_t)ci * 4 * ADP_HYP + s * ADP_HYP + k];
+    /* LayerNorm2d + GELU */
+    kn_layernorm_gelu_bwd(w->dB, G(p0 + 2), G(p0 + 3), w->dA, a1, PW(a, p0 + 2), PW(a, p0 + 3),
+                          MIDN, Cmid, ADP_LN_EPS, w->scratch);
+    /* first convT: dw[ci, co, s] += Σ_p x[ci, p] · dB[(p, s), co]; db[co] += Σ dB[., co] */
+    kn_gemm(0, 0, Cin, 4 * Cmid, EN, 1.0f, x, EN, w->dB, 4 * Cmid, 0.0f, w->wr, 4 * Cmid);
+    dw = G(p0);
+    for (int ci = 0; ci < Cin; ci++)
+        for (int s = 0; s < 4; s++)
+            for (int co = 0; co < Cmid; co++)
+                dw[((size_t)ci * Cmid + co) * 4 + s] += w->wr[(size_t)ci * 4 * Cmid + s * Cmid + co];
+    float *db = G(p0 + 1);
+    for (int co = 0; co < Cmid; co++) {
+        double s = 0;
+        for (int r = 0; r < MIDN; r++) s += w->dB[(size_t)r * Cmid + co];
+        db[co] += (float)s;
     }
+#undef G
 }
 
 void adapter_head_bwd(const adapter_t *a, adp_work_t *w, const float *dlogits, float *grad,
@@ -337,34 +502,31 @@ void adapter_head_bwd(const adapter_t *a, adp_work_t *w, const float *dlogits, f
 {
 #define G(i) (grad + a->params[i].off)
     float dhyper[ADP_HYP], dh2[C], dh1[C];
-    /* logits = hyper · fused */
-    kn_gemm(0, 1, 1, ADP_HYP, LRN, 1.0f, dlogits, LRN, w->fused, LRN, 0.0f, dhyper, ADP_HYP);
-    float *dfused = w->tmp; /* [32, LRN] = hyper ⊗ dlogits */
-    kn_gemm(0, 0, ADP_HYP, LRN, 1, 1.0f, w->hyper, 1, dlogits, LRN, 0.0f, dfused, LRN);
-    /* mask_feature */
-    kn_conv2d_bwd(w->dA, G(P_F3W), G(P_F3B), dfused, w->f1g, PW(a, P_F3W), 64, LR, LR, ADP_HYP,
-                  3, 1, 1, 1, w->scratch);
-    gelu_bwd(w->dB, w->dA, w->f1n, (size_t)64 * LRN);
-    kn_layernorm2d_bwd(w->dA, G(P_F1W), G(P_F1B), w->dB, w->f1, PW(a, P_F1W), 64, LRN,
-                       ADP_LN_EPS, w->lnscratch);
-    kn_conv2d_bwd(NULL, G(P_F0W), G(P_F0B), w->dA, w->up_in, PW(a, P_F0W), ADP_HYP, LR, LR, 64,
-                  3, 1, 1, 1, w->scratch);
-    /* embedding_encoder */
-    kn_convt2x2_bwd(w->dA, G(P_E3W), G(P_E3B), dfused, w->e1g, PW(a, P_E3W), 64, MID, MID,
-                    ADP_HYP, w->scratch);
-    gelu_bwd(w->dB, w->dA, w->e1n, (size_t)64 * MIDN);
-    kn_layernorm2d_bwd(w->dA, G(P_E1W), G(P_E1B), w->dB, w->e1, PW(a, P_E1W), 64, MIDN,
-                       ADP_LN_EPS, w->lnscratch);
-    kn_convt2x2_bwd(NULL, G(P_E0W), G(P_E0B), w->dA, w->emb, PW(a, P_E0W), C, SAM_EMB, SAM_EMB,
-                    64, w->scratch);
-    /* compress */
-    kn_convt2x2_bwd(w->dA, G(P_C3W), G(P_C3B), dfused, w->c1g, PW(a, P_C3W), C, MID, MID,
-                    ADP_HYP, w->scratch);
-    gelu_bwd(w->dB, w->dA, w->c1n, (size_t)C * MIDN);
-    kn_layernorm2d_bwd(w->dA, G(P_C1W), G(P_C1B), w->dB, w->c1, PW(a, P_C1W), C, MIDN,
-                       ADP_LN_EPS, w->lnscratch);
-    kn_convt2x2_bwd(NULL, G(P_C0W), G(P_C0B), w->dA, w->early, PW(a, P_C0W), a->early_c,
-                    SAM_EMB, SAM_EMB, C, w->scratch);
+    /* logits = hyper · fused: dhyper over the points with a gradient (the loss touches only
+     * the sampled points' bilinear neighbours), dfused = dlogits ⊗ hyper */
+    double dh[ADP_HYP] = {0};
+    for (int p = 0; p < LRN; p++) {
+        float d = dlogits[p];
+        if (d == 0.0f) continue;
+        const float *f = w->fusedT + (size_t)p * ADP_HYP;
+        for (int k = 0; k < ADP_HYP; k++) dh[k] += (double)d * f[k];
+    }
+    for (int k = 0; k < ADP_HYP; k++) dhyper[k] = (float)dh[k];
+    head_job_t j = {.w = w, .dlogits = dlogits};
+    kn_parallel_for(LRN / PIXB, KN_POOL_ANY, dfused_item, &j);
+    /* mask_feature: conv2 (dx by the flipped conv, dw), LN + GELU, conv1 (dw only) */
+    pack_conv3(w->wp, w->wr, PW(a, P_F3W), ADP_HYP, 64, 1);
+    kn_conv3_pk_fwd(w->dA, 64, w->dfT, LR, LR, ADP_HYP, 1, 0, LR, w->wp, NULL, 64, KN_ACT_NONE);
+    kn_conv3_pk_wgrad(G(P_F3W), G(P_F3B), w->dfT, w->f1g, LR, LR, 64, ADP_HYP, w->scratch);
+    kn_layernorm_gelu_bwd(w->dB, G(P_F1W), G(P_F1B), w->dA, w->f1, PW(a, P_F1W), PW(a, P_F1B),
+                          LRN, 64, ADP_LN_EPS, w->scratch);
+    kn_conv3_pk_wgrad(G(P_F0W), G(P_F0B), w->dB, w->upT, LR, LR, ADP_HYP, 64, w->scratch);
+    /* the two convT branches share dfused in phase order, and the last convT bias grads */
+    kn_parallel_for(SAM_EMB, KN_POOL_ANY, gather_item, &j);
+    bias_grad_ph(G(P_E3B), w->ph, MIDN);
+    bias_grad_ph(G(P_C3B), w->ph, MIDN);
+    branch_bwd(a, w, grad, P_E0W, w->emb, C, 64, w->e1, w->e1g);
+    branch_bwd(a, w, grad, P_C0W, w->early, a->early_c, C, w->c1, w->c1g);
     /* hq_mlp */
     kn_linear_bwd(dh2, G(P_M2W), G(P_M2B), dhyper, w->h2, PW(a, P_M2W), 1, C, ADP_HYP);
     kn_relu_bwd(dh2, dh2, w->h2, C);

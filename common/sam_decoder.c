@@ -579,7 +579,7 @@ samdec_trace_t *samdec_trace_new(err_t *err)
         as[i]->img = falloc((size_t)NP * C);
         bad |= !as[i]->P || !as[i]->kp || !as[i]->img;
     }
-    t->scratch_n = 2 * (size_t)NP + 4096;
+    t->scratch_n = 2 * (size_t)HEADS * NP + 4096;
     t->scratch = falloc(t->scratch_n);
     if (bad || !t->scratch) {
         samdec_trace_destroy(&t);
@@ -917,30 +917,21 @@ static void ln_row_bwd(float *dx, const float *dy, const float *x, const ln_w_t 
 static void t2i_bwd(const attn_w_t *a, const tr_attn_t *r, const float *dout, float *dqin,
                     float *scratch)
 {
-    float datt[XDIM], dq[XDIM], dO[C], dbt[C];
-    float *dP = scratch, *dl = scratch + NP;
+    float datt[XDIM], dq[XDIM], dO[HEADS * C], dbt[HEADS * C];
+    float *dP = scratch, *dl = scratch + (size_t)HEADS * NP; /* [HEADS, NP] each */
     kn_linear_bwd(datt, NULL, NULL, dout, r->att, a->ow, 1, XDIM, C);
-    for (int h = 0; h < HEADS; h++) {
+    for (int h = 0; h < HEADS; h++)
         kn_gemm(0, 0, 1, C, XD, 1.0f, datt + h * XD, XD, a->vw + (size_t)h * XD * C, C, 0.0f,
-                dO, C);
-        /* two matrix-vector products over the 4096 image tokens: plain loops (a GEMM call
-         * with one row packs the whole 4 MB matrix every time) */
-        for (int p = 0; p < NP; p++) {
-            const float *ir = r->img + (size_t)p * C;
-            float sum = 0.0f;
-            for (int c = 0; c < C; c++) sum += ir[c] * dO[c];
-            dP[p] = sum;
-        }
-        kn_softmax_bwd(dl, dP, r->P + (size_t)h * NP, 1, NP);
-        for (int c = 0; c < C; c++) dbt[c] = 0.0f;
-        for (int p = 0; p < NP; p++) {
-            const float *kr = r->kp + (size_t)p * C;
-            float g = dl[p];
-            for (int c = 0; c < C; c++) dbt[c] += g * kr[c];
-        }
-        kn_gemm(0, 1, 1, XD, C, 0.25f, dbt, C, a->kw + (size_t)h * XD * C, C, 0.0f, dq + h * XD,
-                XD);
-    }
+                dO + h * C, C);
+    /* all heads in one pass over the 4096 image tokens: dP = dO · imgᵀ, then
+     * dbt = dl · kp (two GEMMs instead of 2·HEADS matrix-vector loops) */
+    kn_gemm(0, 1, HEADS, NP, C, 1.0f, dO, C, r->img, C, 0.0f, dP, NP);
+    for (int h = 0; h < HEADS; h++)
+        kn_softmax_bwd(dl + (size_t)h * NP, dP + (size_t)h * NP, r->P + (size_t)h * NP, 1, NP);
+    kn_gemm(0, 0, HEADS, C, NP, 1.0f, dl, NP, r->kp, C, 0.0f, dbt, C);
+    for (int h = 0; h < HEADS; h++)
+        kn_gemm(0, 1, 1, XD, C, 0.25f, dbt + h * C, C, a->kw + (size_t)h * XD * C, C, 0.0f,
+                dq + h * XD, XD);
     kn_linear_bwd(dqin, NULL, NULL, dq, r->q, a->qw, 1, C, XDIM);
 }
 
@@ -963,9 +954,9 @@ int samdec_hq_backward(const samdec_t *d, const samdec_trace_t *t, const float *
         return err_set(err, ERR_INVALID, "samdec_hq_backward: NULL argument");
     if (!t->valid)
         return err_set(err, ERR_STATE, "samdec_hq_backward: no hq forward recorded");
-    if (kn_attention_bwd_scratch(1, t->nk) > t->scratch_n - 2 * (size_t)NP)
+    if (kn_attention_bwd_scratch(1, t->nk) > t->scratch_n - 2 * (size_t)HEADS * NP)
         return err_set(err, ERR_RANGE, "samdec_hq_backward: %d tokens", t->nk);
-    float *scr = t->scratch, *ascr = t->scratch + 2 * (size_t)NP;
+    float *scr = t->scratch, *ascr = t->scratch + 2 * (size_t)HEADS * NP;
     float g[C], dpre[C], dq[C], dtok[C], dh[MLP_DIM], dm[C];
     /* final attention: fin_pre = x + t2i(x + tok); out = norm_final(fin_pre) */
     ln_row_bwd(dpre, d_hq_out, t->fin_pre, &d->nfin);

@@ -240,6 +240,15 @@ void kn_softmax_dim0_fast_fwd(float *y, const float *x, int rows, int cols);
  * allowed. */
 void kn_layernorm_gelu_fast_fwd(float *y, const float *x, const float *w, const float *b, int N,
                                 int C, float eps);
+/* Gradient of kn_layernorm_gelu_fast_fwd (same x = the LayerNorm INPUT, w, b, N, C, eps; the
+ * statistics and the GELU input are recomputed; GELU' from the same erf/exp, ≤ 3e-7·max(1,u²)
+ * absolute). dx[N,C] overwritten (may alias dy); dw[C], db[C] accumulated, either may be
+ * NULL. scratch holds kn_layernorm_gelu_bwd_scratch(N, C) floats. Same result for any
+ * thread count. */
+size_t kn_layernorm_gelu_bwd_scratch(int N, int C);
+void kn_layernorm_gelu_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
+                           const float *w, const float *b, int N, int C, float eps,
+                           float *scratch);
 /* Channel-major, G groups: y[g, O, N] = W[O, K] · gelu(x[g, K, N] + b[K]) for g < G (b may be
  * NULL; GELU as kn_gelu_fast_fwd; activations never stored). For small K and 1 ≤ O ≤ 16.
  * No aliasing. */
@@ -299,6 +308,16 @@ int kn_mlp_pk_fwd(float *y, const float *x, const float *ln_w, const float *ln_b
  * [N][ky][kx][C] (K = 9*C). Wo as for kn_dwconv3_nhwc_fwd; C ≤ 4096 for the fast path. */
 void kn_conv3_pk_fwd(float *y, int ldy, const float *x, int H, int W, int C, int stride,
                      int oy0, int noy, const float *Wp, const float *b, int N, int act);
+/* Weight gradient of kn_conv3_pk_fwd with stride 1 on the whole map (oy0 = 0, noy = H):
+ * dw[N, C, 3, 3] (PyTorch conv layout) += Σ_p dy[p, n] · x[p + tap offset, c] and db[N] +=
+ * Σ_p dy[p, n]; either may be NULL. x[H, W, C], dy[H*W, N], both channel-last. scratch
+ * holds kn_conv3_pk_wgrad_scratch(H, W, C, N) floats (a zero-padded channel-major copy of x
+ * and per-band partial sums). Same result for any thread count. The input gradient is
+ * kn_conv3_pk_fwd itself on dy with the weight transposed and flipped
+ * (w'[c][ky][kx][n] = w[n][c][2-ky][2-kx]). */
+size_t kn_conv3_pk_wgrad_scratch(int H, int W, int C, int N);
+void kn_conv3_pk_wgrad(float *dw, float *db, const float *dy, const float *x, int H, int W,
+                       int C, int N, float *scratch);
 /* Depthwise 3×3 conv, pad 1: y[Ho, Wo, C] = act(b[c] + Σ w9c[ky*3+kx, c] · x[...]),
  * Ho = (H-1)/stride + 1 (same for W). w9c is [9, C] (tap-major); b may be NULL. */
 void kn_dwconv3_nhwc_fwd(float *y, const float *x, const float *w9c, const float *b, int H,

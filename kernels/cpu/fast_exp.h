@@ -5,7 +5,8 @@
  * Relative error ≤ ~3e-7 on [−87, 0]; NaN in gives NaN out (the clamp keeps NaN).
  * kn_gelu1_fast: GELU 0.5 v (1 + erf(v/√2)) with erf from Abramowitz & Stegun 7.1.26
  * (|ε| ≤ 1.5e-7) and the exp above; absolute error ≤ 2e-7 · max(1, |v|). The one GELU of
- * kn_gelu_fast_fwd, kn_layernorm_gelu_fast_fwd and kn_gelu_linear_fwd. */
+ * kn_gelu_fast_fwd, kn_layernorm_gelu_fast_fwd and kn_gelu_linear_fwd; kn_gelu1_fast_grad is
+ * its derivative (kn_layernorm_gelu_bwd). */
 #ifndef MODA_KN_FAST_EXP_H
 #define MODA_KN_FAST_EXP_H
 
@@ -48,6 +49,23 @@ static inline float kn_gelu1_fast(float v)
     q = q * t + 0.254829592f;
     float e = 1.0f - q * t * kn_exp_nonpos(-az * az); /* erf(|z|) */
     return 0.5f * v * (1.0f + (z < 0.0f ? -e : e));
+}
+
+/* d gelu / dv = Φ(v) + v φ(v): the same erf as kn_gelu1_fast, and φ(v) = e^{-v²/2}/√(2π)
+ * from the same exp (absolute error ≤ 3e-7 · max(1, v²)). */
+static inline float kn_gelu1_fast_grad(float v)
+{
+    float z = v * 0.70710678118654752f;
+    float az = z < 0.0f ? -z : z;
+    float t = 1.0f / (1.0f + 0.3275911f * az);
+    float q = 1.061405429f;
+    q = q * t - 1.453152027f;
+    q = q * t + 1.421413741f;
+    q = q * t - 0.284496736f;
+    q = q * t + 0.254829592f;
+    float ex = kn_exp_nonpos(-az * az);
+    float e = 1.0f - q * t * ex; /* erf(|z|) */
+    return 0.5f * (1.0f + (z < 0.0f ? -e : e)) + v * 0.39894228040143268f * ex;
 }
 
 #endif

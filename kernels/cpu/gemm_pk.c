@@ -60,23 +60,24 @@ static inline void ep_store(float *y, const float *res, __m512 c0, __m512 c1, __
 
 /* One 12×32 tile over nseg K-segments of seglen each: segment s reads row i from
  * aseg[s*MR + i] (rows past mr repeat a valid pointer and are not stored); the packed
- * panel bp is [nseg*seglen][32]. A plain GEMM is one segment; an implicit 3×3 conv has one
- * segment per tap. */
+ * panel bp is [nseg*seglen][32] with row stride ldb (NR for a packed weight; the weight
+ * gradient of kn_conv3_pk_wgrad reads a channel-last map in place with ldb = its channel
+ * count). A plain GEMM is one segment; an implicit 3×3 conv has one segment per tap. */
 static void tile(float *y, int ldy, const float *const *aseg, int nseg, int seglen, int mr,
-                 const float *bp, __m512 b0, __m512 b1, __mmask16 m0, __mmask16 m1,
+                 const float *bp, int ldb, __m512 b0, __m512 b1, __mmask16 m0, __mmask16 m1,
                  const float *res, int ldr, int act)
 {
     __m512 z = _mm512_setzero_ps();
     __m512 c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z;
     __m512 c40 = z, c41 = z, c50 = z, c51 = z, c60 = z, c61 = z, c70 = z, c71 = z;
     __m512 c80 = z, c81 = z, c90 = z, c91 = z, cA0 = z, cA1 = z, cB0 = z, cB1 = z;
-    for (int sg = 0; sg < nseg; sg++, bp += (size_t)seglen * NR) {
+    for (int sg = 0; sg < nseg; sg++, bp += (size_t)seglen * ldb) {
         const float *const *a = aseg + (size_t)sg * MR;
         const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
         const float *a6 = a[6], *a7 = a[7], *a8 = a[8], *a9 = a[9], *a10 = a[10], *a11 = a[11];
         for (int k = 0; k < seglen; k++) {
-            __m512 w0 = _mm512_load_ps(bp + (size_t)k * NR);
-            __m512 w1 = _mm512_load_ps(bp + (size_t)k * NR + 16);
+            __m512 w0 = _mm512_loadu_ps(bp + (size_t)k * ldb);
+            __m512 w1 = _mm512_loadu_ps(bp + (size_t)k * ldb + 16);
             __m512 v;
 #define ROW(ai, ca, cb)                                                                    \
     v = _mm512_set1_ps(ai[k]);                                                             \
@@ -117,7 +118,7 @@ static void gemm_rows(float *y, int ldy, const float *xs, int lds, const float *
             int mr = m1 - m < MR ? m1 - m : MR;
             const float *a[MR];
             for (int i = 0; i < MR; i++) a[i] = xs + (size_t)(m + (i < mr ? i : mr - 1)) * lds;
-            tile(y + (size_t)m * ldy + n0, ldy, a, 1, K, mr, bp, b0, b1, k0, k1,
+            tile(y + (size_t)m * ldy + n0, ldy, a, 1, K, mr, bp, NR, b0, b1, k0, k1,
                  res ? res + (size_t)m * ldr + n0 : NULL, ldr, act);
         }
     }
@@ -322,8 +323,8 @@ static void conv_item(void *ctx, int blk, int tid)
             const float *bp = j->Wp + (size_t)p * K * NR;
             for (int m = m0, t = 0; m < m1; m += MR, t++) {
                 int mr = m1 - m < MR ? m1 - m : MR;
-                tile(j->y + (size_t)m * j->ldy + n0, j->ldy, aseg[t], 9, C, mr, bp, b0, b1, k0, k1,
-                     NULL, 0, j->act);
+                tile(j->y + (size_t)m * j->ldy + n0, j->ldy, aseg[t], 9, C, mr, bp, NR, b0, b1, k0,
+                     k1, NULL, 0, j->act);
             }
         }
         return;
@@ -352,4 +353,137 @@ void kn_conv3_pk_fwd(float *y, int ldy, const float *x, int H, int W, int C, int
     conv_job_t j = {.y = y, .x = x, .Wp = Wp, .b = b, .ldy = ldy, .H = H, .W = W, .C = C,
                     .stride = stride, .oy0 = oy0, .M = M, .Wo = Wo, .N = N, .act = act};
     kn_parallel_for((M + MB - 1) / MB, KN_POOL_ANY, conv_item, &j);
+}
+
+/* ---- weight gradient of the 3×3 conv ----------------------------------------------------
+ * dwT[(c*9 + tap), n] = Σ_p xpad[c][p + tap] · dy[p, n]: the tile above with A = rows of a
+ * zero-padded channel-major copy of x (one image row per K segment, so no edge tests) and
+ * B = dy read in place (ldb = N). Items are fixed bands of WG_ROWS image rows, each with its
+ * own partial sums; the partials are added in item order, so the result does not depend on
+ * the thread count or on which thread ran which band. */
+
+#define WG_ROWS 4
+
+static size_t wg_pad_floats(int H, int W, int C)
+{
+    return ((size_t)C * (H + 2) * (W + 2) + 15) / 16 * 16;
+}
+
+static int wg_items(int H)
+{
+    return (H + WG_ROWS - 1) / WG_ROWS;
+}
+
+size_t kn_conv3_pk_wgrad_scratch(int H, int W, int C, int N)
+{
+    return wg_pad_floats(H, W, C) + (size_t)wg_items(H) * ((size_t)9 * C * N + N);
+}
+
+typedef struct wg_job {
+    const float *dy, *x;
+    float *xp, *part;
+    int H, W, C, N;
+} wg_job_t;
+
+/* padded row yy (0 .. H+1) of every channel */
+static void wg_pad_item(void *ctx, int yy, int tid)
+{
+    const wg_job_t *j = ctx;
+    (void)tid;
+    int W = j->W, C = j->C, Wp = W + 2;
+    size_t plane = (size_t)(j->H + 2) * Wp;
+    for (int c = 0; c < C; c++) {
+        float *row = j->xp + c * plane + (size_t)yy * Wp;
+        if (yy == 0 || yy == j->H + 1) {
+            memset(row, 0, sizeof(float) * (size_t)Wp);
+            continue;
+        }
+        const float *src = j->x + (size_t)(yy - 1) * W * C + c;
+        row[0] = row[W + 1] = 0.0f;
+        for (int x = 0; x < W; x++) row[1 + x] = src[(size_t)x * C];
+    }
+}
+
+static void wg_item(void *ctx, int it, int tid)
+{
+    const wg_job_t *j = ctx;
+    (void)tid;
+    int W = j->W, C = j->C, N = j->N, M = 9 * C, Wp = W + 2;
+    int y0 = it * WG_ROWS, y1 = y0 + WG_ROWS < j->H ? y0 + WG_ROWS : j->H;
+    size_t plane = (size_t)(j->H + 2) * Wp;
+    float *part = j->part + (size_t)it * ((size_t)M * N + N), *pdb = part + (size_t)M * N;
+    const float *dy = j->dy + (size_t)y0 * W * N;
+    for (int n = 0; n < N; n++) {
+        double s = 0.0;
+        for (int p = 0; p < (y1 - y0) * W; p++) s += dy[(size_t)p * N + n];
+        pdb[n] = (float)s;
+    }
+#if KN_HAVE_AVX512
+    int np = (N + NR - 1) / NR;
+    const float *aseg[WG_ROWS * MR];
+    __m512 z = _mm512_setzero_ps();
+    for (int m = 0; m < M; m += MR) {
+        int mr = M - m < MR ? M - m : MR;
+        for (int y = y0; y < y1; y++)
+            for (int i = 0; i < MR; i++) {
+                int r = m + (i < mr ? i : mr - 1), c = r / 9, tap = r % 9;
+                aseg[(y - y0) * MR + i] = j->xp + c * plane + (size_t)(y + tap / 3) * Wp + tap % 3;
+            }
+        for (int p = 0; p < np; p++) {
+            int n0 = p * NR, nr = N - n0 < NR ? N - n0 : NR;
+            __mmask16 k0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
+            __mmask16 k1 = nr >= 32 ? 0xffff : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
+            tile(part + (size_t)m * N + n0, N, aseg, y1 - y0, W, mr, dy + n0, N, z, z, k0, k1,
+                 NULL, 0, KN_ACT_NONE);
+        }
+    }
+#else
+    for (int r = 0; r < M; r++) {
+        int c = r / 9, tap = r % 9;
+        for (int n = 0; n < N; n++) {
+            float acc = 0.0f;
+            for (int y = y0; y < y1; y++) {
+                const float *a = j->xp + c * plane + (size_t)(y + tap / 3) * Wp + tap % 3;
+                const float *b = j->dy + (size_t)y * W * N + n;
+                for (int x = 0; x < W; x++) acc += a[x] * b[(size_t)x * N];
+            }
+            part[(size_t)r * N + n] = acc;
+        }
+    }
+#endif
+}
+
+void kn_conv3_pk_wgrad(float *dw, float *db, const float *dy, const float *x, int H, int W,
+                       int C, int N, float *scratch)
+{
+    if (H < 1 || W < 1 || C < 1 || N < 1 || (!dw && !db)) return;
+    wg_job_t j = {.dy = dy, .x = x, .xp = scratch, .part = scratch + wg_pad_floats(H, W, C),
+                  .H = H, .W = W, .C = C, .N = N};
+    int ni = wg_items(H), M = 9 * C;
+    kn_parallel_for(H + 2, KN_POOL_ANY, wg_pad_item, &j);
+    kn_parallel_for(ni, KN_POOL_ANY, wg_item, &j);
+    size_t per = (size_t)M * N + N;
+    /* the partials are summed in item order, in double, one column block of rows at a time */
+    double acc[16 * 64];
+    for (int r0 = 0; r0 <= M; r0 += 16) {
+        int nr = M + 1 - r0 < 16 ? M + 1 - r0 : 16; /* row M holds the bias partials */
+        for (int c0 = 0; c0 < N; c0 += 64) {
+            int nc = N - c0 < 64 ? N - c0 : 64;
+            for (int i = 0; i < nr * nc; i++) acc[i] = 0.0;
+            for (int it = 0; it < ni; it++) {
+                const float *pi = j.part + it * per + (size_t)r0 * N + c0;
+                for (int r = 0; r < nr; r++)
+                    for (int c = 0; c < nc; c++) acc[r * nc + c] += pi[(size_t)r * N + c];
+            }
+            for (int r = 0; r < nr; r++)
+                for (int c = 0; c < nc; c++) {
+                    float v = (float)acc[r * nc + c];
+                    if (r0 + r < M) {
+                        if (dw) dw[(size_t)(c0 + c) * M + r0 + r] += v;
+                    } else if (db) {
+                        db[c0 + c] += v;
+                    }
+                }
+        }
+    }
 }

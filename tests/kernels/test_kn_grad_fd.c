@@ -256,6 +256,125 @@ static void conv_case(const char *tag, int cin, int h, int w, int cout, int k, i
     free(c_scr);
 }
 
+/* ---- packed channel-last 3×3 conv (kn_conv3_pk_fwd): weight gradient kn_conv3_pk_wgrad,
+ * input gradient = the same conv on dy with the weight transposed and flipped ---- */
+static int p_h, p_w, p_c, p_n;
+static float *p_x, *p_wt, *p_b, *p_pk, *p_r;
+
+/* packs w[N, Cc, 3, 3] for kn_conv3_pk_fwd; flip: the input-gradient weight [Cc][tap'][N] */
+static void pk_conv3(float *pk, float *r, const float *w, int N, int Cc, int flip)
+{
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < Cc; c++)
+            for (int t = 0; t < 9; t++) {
+                float v = w[((size_t)n * Cc + c) * 9 + t];
+                if (flip) r[(size_t)c * 9 * N + (8 - t) * N + n] = v;
+                else r[(size_t)n * 9 * Cc + t * Cc + c] = v;
+            }
+    if (flip) kn_pack_w(pk, r, Cc, 9 * N);
+    else kn_pack_w(pk, r, N, 9 * Cc);
+}
+
+static void run_conv3pk(float *y)
+{
+    pk_conv3(p_pk, p_r, p_wt, p_n, p_c, 0);
+    kn_conv3_pk_fwd(y, p_n, p_x, p_h, p_w, p_c, 1, 0, p_h, p_pk, p_b, p_n, KN_ACT_NONE);
+}
+
+static void conv3pk_case(int h, int w, int c, int n)
+{
+    p_h = h, p_w = w, p_c = c, p_n = n;
+    size_t nx = (size_t)h * w * c, nw = (size_t)n * c * 9;
+    p_x = kt_alloc(nx);
+    p_wt = kt_alloc(nw);
+    p_b = kt_alloc(n);
+    size_t npk = kn_pack_size(n, 9 * c) > kn_pack_size(c, 9 * n) ? kn_pack_size(n, 9 * c)
+                                                                   : kn_pack_size(c, 9 * n);
+    p_pk = aligned_alloc(64, (npk * sizeof(float) + 63) / 64 * 64);
+    p_r = kt_alloc(nw);
+    kt_fill(p_x, nx, &g_rng, -1, 1);
+    kt_fill(p_wt, nw, &g_rng, -1, 1);
+    kt_fill(p_b, n, &g_rng, -1, 1);
+    setup_out((size_t)h * w * n);
+    float *dx = kt_alloc(nx), *dw = kt_alloc(nw), *db = kt_alloc(n);
+    float *scr = kt_alloc(kn_conv3_pk_wgrad_scratch(h, w, c, n));
+    kn_conv3_pk_wgrad(dw, db, g_r, p_x, h, w, c, n, scr);
+    pk_conv3(p_pk, p_r, p_wt, n, c, 1);
+    kn_conv3_pk_fwd(dx, c, g_r, h, w, n, 1, 0, h, p_pk, NULL, c, KN_ACT_NONE);
+    char nm[80];
+    snprintf(nm, sizeof nm, "conv3_pk %dx%d C%d N%d dx (flipped)", h, w, c, n);
+    fd(nm, p_x, nx, dx, run_conv3pk, 1e-1f, 1e-3);
+    snprintf(nm, sizeof nm, "conv3_pk %dx%d C%d N%d wgrad dw", h, w, c, n);
+    fd(nm, p_wt, nw, dw, run_conv3pk, 1e-1f, 1e-3);
+    snprintf(nm, sizeof nm, "conv3_pk %dx%d C%d N%d wgrad db", h, w, c, n);
+    fd(nm, p_b, n, db, run_conv3pk, 1e-1f, 1e-3);
+    /* accumulates, and the same bits on 2 threads as on 1 */
+    float *dw2 = kt_alloc(nw), *db2 = kt_alloc(n);
+    memcpy(dw2, dw, sizeof(float) * nw);
+    memcpy(db2, db, sizeof(float) * n);
+    kn_set_threads(2);
+    kn_conv3_pk_wgrad(dw2, db2, g_r, p_x, h, w, c, n, scr);
+    kn_set_threads(1);
+    double e = 0;
+    for (size_t i = 0; i < nw; i++) e = fmax(e, fabs(dw2[i] - 2 * dw[i]) / (fabs(dw[i]) + 1e-3));
+    for (int i = 0; i < n; i++) e = fmax(e, fabs(db2[i] - 2 * db[i]) / (fabs(db[i]) + 1e-3));
+    snprintf(nm, sizeof nm, "conv3_pk C%d N%d wgrad accumulates", c, n);
+    kt_check(nm, e, 1e-6);
+    memset(dw2, 0, sizeof(float) * nw);
+    memset(db2, 0, sizeof(float) * n);
+    kn_set_threads(2);
+    kn_conv3_pk_wgrad(dw2, db2, g_r, p_x, h, w, c, n, scr);
+    kn_set_threads(1);
+    int same = !memcmp(dw2, dw, sizeof(float) * nw) && !memcmp(db2, db, sizeof(float) * n);
+    snprintf(nm, sizeof nm, "conv3_pk C%d N%d wgrad 2 threads == 1", c, n);
+    kt_check(nm, same ? 0.0 : 1.0, 0.0);
+    free(dw2), free(db2), free(scr), free(dx), free(dw), free(db);
+    free(p_x), free(p_wt), free(p_b), free(p_pk), free(p_r);
+}
+
+/* ---- fused row LayerNorm + GELU (kn_layernorm_gelu_fast_fwd / kn_layernorm_gelu_bwd) ---- */
+enum { GN = 150, GC = 24 }; /* 3 row blocks, the last partial */
+static float *g_lx, *g_lw, *g_lb;
+static void run_lngelu(float *y)
+{
+    kn_layernorm_gelu_fast_fwd(y, g_lx, g_lw, g_lb, GN, GC, 1e-6f);
+}
+
+static void test_layernorm_gelu(void)
+{
+    g_lx = kt_alloc(GN * GC);
+    g_lw = kt_alloc(GC);
+    g_lb = kt_alloc(GC);
+    kt_fill(g_lx, GN * GC, &g_rng, -2, 2);
+    kt_fill(g_lw, GC, &g_rng, 0.5f, 1.5f);
+    kt_fill(g_lb, GC, &g_rng, -0.5f, 0.5f);
+    setup_out(GN * GC);
+    float *dx = kt_alloc(GN * GC), *dw = kt_alloc(GC), *db = kt_alloc(GC);
+    float *scr = kt_alloc(kn_layernorm_gelu_bwd_scratch(GN, GC));
+    kn_layernorm_gelu_bwd(dx, dw, db, g_r, g_lx, g_lw, g_lb, GN, GC, 1e-6f, scr);
+    fd("layernorm+gelu (rows) dx", g_lx, GN * GC, dx, run_lngelu, 1e-2f, 3e-3);
+    fd("layernorm+gelu (rows) dw", g_lw, GC, dw, run_lngelu, 1e-2f, 1e-3);
+    fd("layernorm+gelu (rows) db", g_lb, GC, db, run_lngelu, 1e-2f, 1e-3);
+    /* dx may alias dy; dw/db accumulate; 2 threads give the same bits */
+    float *dy = kt_alloc(GN * GC), *dw2 = kt_alloc(GC), *db2 = kt_alloc(GC);
+    memcpy(dy, g_r, sizeof(float) * GN * GC);
+    memcpy(dw2, dw, sizeof(float) * GC);
+    memcpy(db2, db, sizeof(float) * GC);
+    kn_set_threads(2);
+    kn_layernorm_gelu_bwd(dy, dw2, db2, dy, g_lx, g_lw, g_lb, GN, GC, 1e-6f, scr);
+    kn_set_threads(1);
+    kt_check("layernorm+gelu dx in place (== dy)",
+             memcmp(dy, dx, sizeof(float) * GN * GC) ? 1.0 : 0.0, 0.0);
+    double e = 0;
+    for (int c = 0; c < GC; c++) {
+        e = fmax(e, fabs(dw2[c] - 2 * dw[c]) / (fabs(dw[c]) + 1e-3));
+        e = fmax(e, fabs(db2[c] - 2 * db[c]) / (fabs(db[c]) + 1e-3));
+    }
+    kt_check("layernorm+gelu dw,db accumulate", e, 1e-6);
+    free(dy), free(dw2), free(db2), free(scr), free(dx), free(dw), free(db);
+    free(g_lx), free(g_lw), free(g_lb);
+}
+
 static int t_cin, t_h, t_w, t_cout;
 static void run_convt(float *y)
 {
@@ -537,6 +656,9 @@ int main(void)
     conv_case("grouped g2 k3 s1 p0", 6, 7, 9, 4, 3, 1, 0, 2);
     conv_case("depthwise k3 s2 p1", 5, 7, 9, 5, 3, 2, 1, 5);
     test_convt();
+    conv3pk_case(7, 9, 5, 4);    /* one partial tile of rows, one partial column panel */
+    conv3pk_case(6, 5, 13, 37);  /* 117 rows (tail tile), two panels (the second partial) */
+    test_layernorm_gelu();
     test_linear();
     test_elementwise();
     test_point_loss();
