@@ -1,7 +1,7 @@
 /* moda bench pipeline — the live pipeline's cost over the bare model loop (issue 7).
  *
  *   moda bench pipeline [--images DIR] [--frames N] [--rounds R] [--latency-frames L]
- *                       [--model M] [--bank B] [--threads T] [--json]
+ *                       [--model M] [--bank B] [--threads T] [--workers W] [--json]
  *
  * In one invocation, on the same model, bank, images and thread count:
  * Steps 1 and 2 alternate R times (bare block, pipeline block) so that both see the same
@@ -53,7 +53,7 @@
 
 static const char *HELP =
     "usage: moda bench pipeline [--images DIR] [--frames N] [--rounds R] [--latency-frames L]\n"
-    "                           [--model M] [--bank B] [--threads T] [--json]\n\n"
+    "                           [--model M] [--bank B] [--threads T] [--workers W] [--json]\n\n"
     "Frames/s through ingest -> moda-infer -> Result versus the bare segmentation loop in this\n"
     "process (same model, bank, images, threads; overhead target <= 5%), end-to-end latency\n"
     "p50/p99 (capture -> Result received, one frame in flight) and the bank swap time\n"
@@ -68,6 +68,8 @@ static const char *HELP =
     "  --model M           weights (default: $MODA_MODEL, else .deps/models/mobile_sam.safetensors)\n"
     "  --bank B            adapter bank (default: a one-domain bank made from the model)\n"
     "  --threads T         CPU threads of the bare loop and of infer's worker (default: all cores)\n"
+    "  --workers W         infer workers (default 1); W > 1 splits the T threads among them\n"
+    "                      (worker_threads = T/W), so W frames run at once on the same cores\n"
     "  --json              one JSON object on stdout instead of the table\n"
     "Exit status: 0 ok, 2 bad arguments, 1 failure (a service did not start, timeouts).\n";
 
@@ -363,7 +365,7 @@ static int parse_pos(const char *opt, const char *v, int lo, int hi, int *out)
 int cmd_bench_pipeline(int argc, char **argv)
 {
     const char *images = NULL, *model = NULL, *bank_path = NULL;
-    int nframes = 4, rounds = 3, nlat = 5, threads = 0, json = 0;
+    int nframes = 4, rounds = 3, nlat = 5, threads = 0, workers = 1, json = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -375,7 +377,7 @@ int cmd_bench_pipeline(int argc, char **argv)
             continue;
         }
         int known = !strcmp(a, "--images") || !strcmp(a, "--frames") || !strcmp(a, "--latency-frames") ||
-                    !strcmp(a, "--rounds") ||
+                    !strcmp(a, "--rounds") || !strcmp(a, "--workers") ||
                     !strcmp(a, "--model") || !strcmp(a, "--bank") || !strcmp(a, "--threads");
         if (!known) {
             fprintf(stderr, "moda bench pipeline: unknown argument '%s' (see --help)\n", a);
@@ -392,6 +394,7 @@ int cmd_bench_pipeline(int argc, char **argv)
         else if (!strcmp(a, "--frames") && parse_pos(a, v, 2, MAX_FRAMES, &nframes)) return 2;
         else if (!strcmp(a, "--latency-frames") && parse_pos(a, v, 1, MAX_FRAMES, &nlat)) return 2;
         else if (!strcmp(a, "--rounds") && parse_pos(a, v, 1, 100, &rounds)) return 2;
+        else if (!strcmp(a, "--workers") && parse_pos(a, v, 1, 64, &workers)) return 2;
         else if (!strcmp(a, "--threads") && parse_pos(a, v, 1, 1024, &threads)) return 2;
     }
     err_t e = {0};
@@ -493,12 +496,15 @@ int cmd_bench_pipeline(int argc, char **argv)
         if (!rc && !(v2 = put_bank(reg_ep, bank2, NULL, &e))) rc = e.code ? e.code : ERR_STATE;
     }
     if (!rc) {
-        char q[32], wt[32];
+        char q[32], wt[32], nw[32];
         snprintf(q, sizeof q, "%d", nall + 8);
-        snprintf(wt, sizeof wt, "%d", threads);
+        /* the same CPU budget in total: T threads split over the workers */
+        int per = workers > 1 ? (nthreads / workers > 0 ? nthreads / workers : 1) : threads;
+        snprintf(wt, sizeof wt, "%d", per);
+        snprintf(nw, sizeof nw, "%d", workers);
         char *ia[] = {infer_bin, "--bind", ctl_ep, "--frames", frames_ep, "--results", results_ep,
                       "--segment", seg_ep, "--model", (char *)model, "--registry", reg_ep,
-                      "--registry_pub", pub_ep, "--queue", q, "--worker_threads", wt,
+                      "--registry_pub", pub_ep, "--queue", q, "--worker_threads", wt, "--workers", nw,
                       "--health_ms", "100", "--log_level", "warn", NULL};
         inf = spawn(ia);
         uint64_t bv = 0;
@@ -593,6 +599,7 @@ int cmd_bench_pipeline(int argc, char **argv)
             json_w_key(&w, "model"); json_w_string(&w, model);
             json_w_key(&w, "bank_domains"); json_w_int(&w, bank->n_domains);
             json_w_key(&w, "threads"); json_w_int(&w, nthreads);
+            json_w_key(&w, "workers"); json_w_int(&w, workers);
             json_w_key(&w, "bare_fps"); json_w_double(&w, bare_fps);
             json_w_key(&w, "pipeline_fps"); json_w_double(&w, pipe_fps);
             json_w_key(&w, "overhead_pct"); json_w_double(&w, overhead);
@@ -615,8 +622,8 @@ int cmd_bench_pipeline(int argc, char **argv)
             else rc = e.code;
             free(s);
         } else {
-            printf("moda bench pipeline: %d rounds x %d frames of %s, %d-domain bank, %d threads\n",
-                   rounds, nframes, images, bank->n_domains, nthreads);
+            printf("moda bench pipeline: %d rounds x %d frames of %s, %d-domain bank, %d threads, "
+                   "%d infer worker(s)\n", rounds, nframes, images, bank->n_domains, nthreads, workers);
             printf("  bare loop (decode + segment + RLE, in process)  %7.3f frames/s\n", bare_fps);
             printf("  ingest -> moda-infer -> Result (loopback TCP)   %7.3f frames/s\n", pipe_fps);
             printf("  service overhead                                %+6.1f %% (target <= 5 %%)\n", overhead);
