@@ -661,21 +661,34 @@ static void rec_attn(tr_attn_t *a, const samdec_t *d, int nq, int r, const float
  * up[co, y, x] = y2t[(s2, co), c] + b[co] for column c0+c = p*4 + s, pixel
  * (4i + 2dy + ey, 4j + 2dx + ex), p = i*64+j, s = dy*2+dx, s2 = ey*2+ex (the layout of the
  * hypernetwork product; the GELU is applied once at the end, the same as kn_gelu_linear_fwd's). */
-static void upscaled_block(float *up, const float *y2t, const float *b, int c0)
+typedef struct up_job {
+    float *up;
+    const float *y2t, *b;
+    int c0;
+} up_job_t;
+
+static void upscaled_item(void *ctx, int co, int tid)
 {
-#pragma omp parallel for schedule(static)
-    for (int co = 0; co < HYP; co++) {
-        float *dst = up + (size_t)co * SAM_LOWRES * SAM_LOWRES;
-        for (int s2 = 0; s2 < 4; s2++) {
-            const float *src = y2t + ((size_t)s2 * HYP + co) * UPB;
-            for (int c = 0; c < UPB; c++) {
-                int r = c0 + c, p = r >> 2, s = r & 3;
-                int y = 4 * (p / SAM_EMB) + 2 * (s >> 1) + (s2 >> 1);
-                int x = 4 * (p % SAM_EMB) + 2 * (s & 1) + (s2 & 1);
-                dst[(size_t)y * SAM_LOWRES + x] = src[c] + b[co];
-            }
+    (void)tid;
+    const up_job_t *j = ctx;
+    float *dst = j->up + (size_t)co * SAM_LOWRES * SAM_LOWRES;
+    for (int s2 = 0; s2 < 4; s2++) {
+        const float *src = j->y2t + ((size_t)s2 * HYP + co) * UPB;
+        for (int c = 0; c < UPB; c++) {
+            int r = j->c0 + c, p = r >> 2, s = r & 3;
+            int y = 4 * (p / SAM_EMB) + 2 * (s >> 1) + (s2 >> 1);
+            int x = 4 * (p % SAM_EMB) + 2 * (s & 1) + (s2 & 1);
+            dst[(size_t)y * SAM_LOWRES + x] = src[c] + j->b[co];
         }
     }
+}
+
+/* channels on the kn_parallel_for pool (an OpenMP region per block left the idle team
+ * spinning through the adapter's pool work that follows) */
+static void upscaled_block(float *up, const float *y2t, const float *b, int c0)
+{
+    up_job_t j = {up, y2t, b, c0};
+    kn_parallel_for(HYP, KN_POOL_ANY, upscaled_item, &j);
 }
 
 /* ---- forward --------------------------------------------------------------------------- */

@@ -28,10 +28,28 @@ void kn_relu_bwd(float *dx, const float *dy, const float *x, size_t n)
     for (size_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
 }
 
+typedef struct {
+    float *y;
+    const float *a, *b;
+    size_t n;
+} add_job_t;
+
+#define ADD_BLK 65536
+
+static void add_item(void *ctx, int blk, int tid)
+{
+    (void)tid;
+    const add_job_t *j = ctx;
+    size_t i0 = (size_t)blk * ADD_BLK, i1 = i0 + ADD_BLK < j->n ? i0 + ADD_BLK : j->n;
+    for (size_t i = i0; i < i1; i++) j->y[i] = j->a[i] + j->b[i];
+}
+
+/* on the kn_parallel_for pool, not an OpenMP region (see transpose.c) */
 void kn_add(float *y, const float *a, const float *b, size_t n)
 {
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+    add_job_t j = {y, a, b, n};
+    if (n <= ADD_BLK) add_item(&j, 0, 0);
+    else kn_parallel_for((int)((n + ADD_BLK - 1) / ADD_BLK), KN_POOL_ANY, add_item, &j);
 }
 
 void kn_softmax_fwd(float *y, const float *x, int rows, int cols)

@@ -12,8 +12,29 @@
 
 #include "fast_exp.h"
 
+typedef struct {
+    float *y;
+    const float *x;
+    size_t n;
+} gf_job_t;
+
+#define GF_BLK 32768
+
+static void gf_item(void *ctx, int blk, int tid)
+{
+    (void)tid;
+    const gf_job_t *j = ctx;
+    size_t i0 = (size_t)blk * GF_BLK, i1 = i0 + GF_BLK < j->n ? i0 + GF_BLK : j->n;
+    float *y = j->y;
+    const float *x = j->x;
+#pragma omp simd
+    for (size_t i = i0; i < i1; i++) y[i] = kn_gelu1_fast(x[i]);
+}
+
+/* blocks on the kn_parallel_for pool (no OpenMP region: see transpose.c) */
 void kn_gelu_fast_fwd(float *y, const float *x, size_t n)
 {
-#pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++) y[i] = kn_gelu1_fast(x[i]);
+    gf_job_t j = {y, x, n};
+    if (n <= GF_BLK) gf_item(&j, 0, 0);
+    else kn_parallel_for((int)((n + GF_BLK - 1) / GF_BLK), KN_POOL_ANY, gf_item, &j);
 }
