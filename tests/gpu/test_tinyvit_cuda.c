@@ -2,7 +2,8 @@
  * (sam_encode) on real images from ../shared/data, encoded together as one batch:
  * embedding and early feature relative L2 ≤ 2e-3 (TF32), and the decoder's mask from the
  * GPU embedding vs from the CPU embedding (same centre-click prompt) IoU ≥ 0.99.
- * Usage: test_tinyvit_cuda MODEL IMAGE... ; exit 77 without a CUDA device. */
+ * Usage: test_tinyvit_cuda MODEL IMAGE... ; exit 77 without a CUDA device or when the model
+ * or an image is missing. */
 #include "kn_cuda.h"
 #include "preprocess.h"
 #include "sam.h"
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static double rel_l2(const float *a, const float *ref, size_t n)
 {
@@ -43,6 +45,12 @@ int main(int argc, char **argv)
         printf("SKIP: no CUDA device (%s)\n", why);
         return 77;
     }
+    for (int i = 1; i < argc; i++)
+        if (access(argv[i], R_OK) != 0) { /* a machine without the model or shared data */
+            printf("SKIP: %s is not readable (model: ./moda.sh setup; images: ../shared/data)\n",
+                   argv[i]);
+            return 77;
+        }
     int B = argc - 2, fails = 0;
     err_t e = {0};
     sam_t *sam = sam_load(argv[1], &e);
