@@ -248,9 +248,9 @@ static int draw_prompt(const train_sample_t *s, const train_cfg_t *c, uint64_t *
 void train_cfg_default(train_cfg_t *c)
 {
     memset(c, 0, sizeof *c);
-    c->epochs = 24;
+    c->epochs = 8;
     c->batch = 4;
-    c->lr = 1e-3f;
+    c->lr = 1e-5f;
     c->decay_epoch = -1;
     c->points = 12544;
     c->oversample = 3;

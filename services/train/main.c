@@ -32,7 +32,7 @@ static const cfg_key_t keys[] = {
      "SAM weights (default: $MODA_MODEL, else <repo>/.deps/models/mobile_sam.safetensors)"},
     {"state_dir", CFG_STRING, "moda-train-state", 0, 3000, "job state folder (state.json), created if missing"},
     {"min_new", CFG_INT, "20", 1, 1e9, "new labels of a domain (train + holdout) that start a job"},
-    {"epochs", CFG_INT, "24", 1, 10000, "adapter training epochs per job"},
+    {"epochs", CFG_INT, "8", 1, 10000, "adapter training epochs per job"},
     {"seed", CFG_INT, "0", 0, 2147483647.0, "training seed (same seed + threads = same bank)"},
     {"replay", CFG_INT, "10", 0, 1000, "labelled samples kept in the bank per domain (selector replay)"},
     {"selector_epochs", CFG_INT, "10", 1, 10000, "selector retraining epochs (banks of >= 2 domains)"},
