@@ -119,6 +119,7 @@ static int bad(const char *ep, const char *cam)
     msg_sockopt_t so;
     msg_sockopt_default(&so);
     so.sndtimeo_ms = 5000;
+    so.linger_ms = 5000; /* the default 0 would discard what is not yet on the wire at close */
     void *p = msg_socket_new(ctx, ZMQ_PUSH, &so, &err);
     if (!p || msg_connect(p, ep, &err)) {
         fprintf(stderr, "e2e_tool bad: %s\n", err.msg);

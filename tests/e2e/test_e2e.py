@@ -17,9 +17,10 @@ What runs (every wait has a deadline; exit 1 on the first failed check, with the
      job; moda-train SIGKILLed during the job -> restarted, the job reruns (jobs_restarted)
      and completes; moda-registry SIGKILLed meanwhile -> restarted, versions intact.
   5. the new version (2: magtile + nuclei) passes the gate and is promoted (policy auto);
-     infer switches; Results carry version 2 and domain nuclei; IoU before/after reported
-     (asserted higher with --require-gain / E2E_REQUIRE_GAIN=1: the tiny recipe does not
-     beat the magtile adapter yet, docs/e2e.md).
+     infer switches; Results carry version 2 and domain nuclei; the mean IoU of the Results
+     on the camera's nuclei images is higher than with version 1 (the gate runs with
+     --gate-min-gain -100 unless E2E_REAL_GATE=1: 1 epoch does not beat zero-shot SAM's
+     box-prompt holdout IoU yet, docs/e2e.md).
   6. faults II: moda-infer SIGKILLed -> restarted, catches up to version 2 (GetAlias);
      moda-ingest SIGKILLed -> restarted, frames flow again.
   7. a second, finite camera `acct` (moda-ingest started here, --loop false) streams while
@@ -47,12 +48,13 @@ import numpy as np
 from PIL import Image
 
 BIN, TOOL, CL, WORK = map(os.path.abspath, sys.argv[1:5])
-REQUIRE_GAIN = "--require-gain" in sys.argv or os.environ.get("E2E_REQUIRE_GAIN") == "1"
+REAL_GATE = "--real-gate" in sys.argv or os.environ.get("E2E_REAL_GATE") == "1"
 MODA = os.path.join(BIN, "moda")
 EPOCHS = os.environ.get("E2E_EPOCHS", "1")
-# 1 epoch on 4 nuclei images does not beat the reference yet (docs/e2e.md): by default the
-# gate accepts any gain (the publishing path is tested) and the IoU numbers are reported;
-# E2E_REQUIRE_GAIN=1 runs the real gate (min gain 0) and asserts IoU after > before.
+# 1 epoch on 4 nuclei images does not beat zero-shot SAM's box-prompt IoU on the holdout yet
+# (the gate's reference, docs/e2e.md): by default the gate accepts any gain (the publishing
+# path is tested; train_gate/train_service_refuse test the rule); E2E_REAL_GATE=1 runs the
+# real gate (min gain 0). The IoU of the Results on the camera images must rise either way.
 T0 = time.time()
 PROCS = []
 RUN_DIR = None
@@ -309,7 +311,7 @@ def main():
          "--registry-args", "--republish-ms 1000",
          "--train-args", "--min-new 6 --epochs %s --replay 1 --selector-epochs 2 --max-holdout 2 --poll-ms 500 "
                          "--retry-ms 1000 --no-fixed-loss --stop-wait-ms 1000 --gate-min-gain %s"
-                         % (EPOCHS, "0" if REQUIRE_GAIN else "-100")],
+                         % (EPOCHS, "0" if REAL_GATE else "-100")],
         stdout=open(os.path.join(WORK, "up.out"), "w"), stderr=subprocess.STDOUT)
     PROCS.append(up)
     sub = subprocess.Popen([TOOL, "sub", ep("infer-results"), "1400", res_file],
@@ -413,7 +415,7 @@ def main():
     NUMBERS["iou_after"] = round(iou_after, 4)
     log("v2 on nuclei: %d Results (domains %s), mean IoU %.4f (before %.4f), %.1f s after promote" %
         (len(rs2), sorted(doms), iou_after, iou_before, time.time() - t_prom))
-    if REQUIRE_GAIN and not iou_after > iou_before:
+    if not iou_after > iou_before:
         fail("IoU on nuclei did not improve: %.4f -> %.4f" % (iou_before, iou_after))
 
     # ---- 6. faults II: infer, ingest
@@ -500,9 +502,12 @@ def main():
     lc0 = counters("label")
     rc, out, err = run([MODA, "label", "submit", "999999", "--mask", mask_png, "--domain", "nuclei",
                         "--endpoint", ep("label")])
-    if rc == 0 or "999999" not in (out + err) or "not" not in (out + err).lower():
+    msg = (out + err).lower()
+    if rc == 0 or "999999" not in msg or not any(w in msg for w in ("no sample", "not found", "unknown")):
         fail("label for an unknown sample not refused clearly: rc %d %s %s" % (rc, out, err))
     lc1 = counters("label")
+    if lc1.get("requests_failed", 0) < lc0.get("requests_failed", 0) + 1 or lc1.get("store_labels") != lc0.get("store_labels"):
+        fail("unknown-sample label: label counters %s -> %s" % (lc0, lc1))
     log("unknown sample refused: %s; label counters %s" % ((out + err).strip().splitlines()[-1],
         {k: (lc0.get(k), lc1.get(k)) for k in lc1 if lc1.get(k) != lc0.get(k) and not k.startswith("uptime")}))
     s = status()
@@ -517,8 +522,9 @@ def main():
         # a hard case leaves the queue only when labelled or rejected; none was
         fail("hard cases acknowledged before the faults are gone: %s" % lost)
     if json.dumps(d2, sort_keys=True) != json.dumps(d_labels, sort_keys=True):
-        # counts per domain may only grow (new hard cases are not labels)
-        log("label domains before faults: %s / now: %s" % (d_labels, d2))
+        # no label was added after the import: every domain's counts must be exactly the same
+        fail("labels changed across the faults: %s -> %s" % (d_labels, d2))
+    log("labels intact across the faults: %s; %d hard cases queued before, all still there" % (d2, len(ids0)))
     txt = run([MODA, "status", "--run-dir", RUN_DIR])[1]
     print(txt)
     pids = [v["pid"] for v in up_state().values()]
