@@ -78,6 +78,7 @@ for _ in $(seq 1 240); do
   kill -0 "$UP" 2>/dev/null || { cat "$DEMO/up.out"; echo "moda up failed (logs: $DEMO/logs)"; exit 1; }
   sleep 0.5
 done
+sleep 1 # the summary lines of moda up
 cat "$DEMO/up.out"
 if [ -n "$LABELS" ]; then
   echo "--- importing 4 train + 2 holdout nuclei labels: moda-train starts a job"
