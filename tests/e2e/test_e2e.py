@@ -250,6 +250,30 @@ def sample_id(it):
     return it.get("sample_id", it.get("id"))
 
 
+def reconcile(cam, sent, captured, ing_dropped):
+    """Exact books of one camera whose ingest is finished: ingest sent = infer in =
+    processed + dropped (bad, failed 0), captured = sent + ingest-dropped, and exactly one Result
+    received per processed frame (no duplicate seq). Returns (numbers, that camera's Results)."""
+    def drained():
+        c = counters("infer") or {}
+        done = sum(c.get(k + "." + cam, 0) for k in ("processed", "dropped", "bad", "failed"))
+        return c if done == c.get("in." + cam, -1) == sent else None
+
+    ci = wait_for("infer to finish the %s frames (ingest sent %d)" % (cam, sent), drained, 120)
+    time.sleep(1.0)  # the last Result reaches the subscriber
+    rs = results(os.path.join(WORK, "results.jsonl"), cam)
+    acc = {"ingest_captured": captured, "ingest_sent": sent, "ingest_dropped": ing_dropped,
+           "infer_in": ci["in." + cam], "infer_processed": ci.get("processed." + cam, 0),
+           "infer_dropped": ci.get("dropped." + cam, 0), "results": len(rs)}
+    NUMBERS["acct." + cam] = acc
+    log("accounting %s:" % cam, acc)
+    if (sent != acc["infer_processed"] + acc["infer_dropped"] or ci.get("bad." + cam, 0)
+            or ci.get("failed." + cam, 0) or captured != sent + ing_dropped
+            or acc["results"] != acc["infer_processed"] or len({r["seq"] for r in rs}) != len(rs)):
+        fail("accounting of camera %s does not reconcile: %s" % (cam, acc))
+    return acc, rs
+
+
 def kill_and_wait(name, extra=None):
     """SIGKILL one child of `moda up`; wait until it is restarted (new pid) and answers Health."""
     st = up_state()
@@ -371,6 +395,13 @@ def main():
         fail("label import: %s %s" % (out, err))
     log("imported nuclei labels:", (out.strip().splitlines() or [""])[-1])
     _, d_labels = label_snapshot()
+    # camera `swap`: streams (looping) from now until version 2 serves, then stops cleanly;
+    # its books must reconcile exactly across the promote's hot swap
+    swapcam = subprocess.Popen([os.path.join(BIN, "moda-ingest"), "--bind", ep("swapcam"), "--connect",
+                                ep("infer-frames"), "--camera-id", "swap", "--source", "folder:" + cam_dir,
+                                "--fps", "0.3"], stdout=open(os.path.join(WORK, "swapcam.log"), "w"),
+                               stderr=subprocess.STDOUT)
+    PROCS.append(swapcam)
     t_job = time.time()
     wait_for("a training job", lambda: (counters("train") or {}).get("job_stage", 0) >= 2, 180)
     time.sleep(2.0)
@@ -422,6 +453,22 @@ def main():
     if not iou_after > iou_before:
         fail("IoU on nuclei did not improve: %.4f -> %.4f" % (iou_before, iou_after))
 
+    # the `swap` camera: once it has a version-2 Result, stop it (SIGTERM: drains, logs its
+    # final books) and reconcile exactly
+    wait_for("a version-2 Result of camera swap", lambda: [r for r in results(res_file, "swap") if r["ver"] == 2], 120)
+    swapcam.send_signal(signal.SIGTERM)
+    if swapcam.wait(timeout=20) != 0:
+        fail("swap camera's moda-ingest exit %s" % swapcam.returncode)
+    done = [l for l in open(os.path.join(WORK, "swapcam.log")) if "event=camera_done" in l and "camera=swap" in l]
+    if not done:
+        fail("no event=camera_done line for camera swap")
+    kv = dict(x.split("=", 1) for x in done[-1].split() if "=" in x)
+    _, rsw = reconcile("swap", int(kv["sent"]), int(kv["captured"]), int(kv["dropped"]))
+    vers = [r["ver"] for r in sorted(rsw, key=lambda r: r["seq"])]
+    if vers != sorted(vers) or not {1, 2} <= set(vers):
+        fail("swap camera Results not version 1 then 2: %s" % vers)
+    log("swap camera spanned the promote: versions by seq %s" % vers)
+
     # ---- 6. faults II: infer, ingest
     kill_and_wait("infer", lambda c: c.get("bank_version") == 2)
     n_before_kill = len(results(res_file, "nuc"))
@@ -451,24 +498,7 @@ def main():
                                           == len(cam_files) else None)(counters("acct")), 60)
     ca = counters("acct")
 
-    def drained():
-        c = counters("infer") or {}
-        done = sum(c.get(k + ".acct", 0) for k in ("processed", "dropped", "bad", "failed"))
-        return c if done == c.get("in.acct", -1) == ca["frames_sent_acct"] else None
-
-    ci = wait_for("infer to finish the acct frames", drained, 120)
-    time.sleep(1.0)
-    racct = results(res_file, "acct")
-    acc = {"ingest_captured": ca["frames_captured_acct"], "ingest_sent": ca["frames_sent_acct"],
-           "ingest_dropped": ca["frames_dropped_acct"], "infer_in": ci["in.acct"],
-           "infer_processed": ci.get("processed.acct", 0), "infer_dropped": ci.get("dropped.acct", 0),
-           "results": len(racct)}
-    NUMBERS["acct"] = acc
-    log("accounting acct:", acc)
-    if (acc["ingest_sent"] != acc["infer_processed"] + acc["infer_dropped"] or ci.get("bad.acct", 0)
-            or ci.get("failed.acct", 0) or acc["results"] != acc["infer_processed"]
-            or len({r["seq"] for r in racct}) != len(racct)):
-        fail("accounting does not reconcile: %s" % acc)
+    reconcile("acct", ca["frames_sent_acct"], ca["frames_captured_acct"], ca["frames_dropped_acct"])
     late = [r for r in results(res_file) if r["cap"] / 1e6 > t_rb + 1.0]
     if any(r["ver"] != 1 for r in late):
         fail("Results captured > 1 s after the rollback with version != 1: %s" %
