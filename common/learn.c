@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "paths.h"
 
@@ -71,6 +72,45 @@ int learn_replay_from_dataset(const dataset_t *ds, int k, abank_replay_t **out, 
     *out = rp;
     *n = k;
     return 0;
+}
+
+/* ---- data ---------------------------------------------------------------------------------- */
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+int learn_load_split(sam_t *sam, const dataset_t *ds, int which, int max_n, train_set_t *ts,
+                     void (*note_fn)(const char *line, void *ctx), void *ctx, err_t *err)
+{
+    int *idx = malloc(sizeof(int) * (size_t)(ds->n > 0 ? ds->n : 1));
+    if (!idx) return err_set(err, ERR_NOMEM, "out of memory");
+    int n = dataset_indices(ds, which, idx);
+    int k = max_n > 0 && max_n < n ? max_n : n;
+    int rc = 0;
+    double t0 = now_s();
+    for (int i = 0; i < k && !rc; i++) {
+        int j = idx[(long)i * n / k];
+        image_t *img;
+        uint8_t *mask;
+        if (!(rc = dataset_load(ds, j, &img, &mask, err))) {
+            if ((rc = train_set_add(ts, sam, img, mask, err)))
+                err_wrap(err, "sample '%s'", ds->s[j].id);
+            image_destroy(&img);
+            free(mask);
+        }
+        if (!rc && note_fn && (i + 1 == k || (i + 1) % 10 == 0)) {
+            char line[128];
+            snprintf(line, sizeof line, "encoded %d/%d %s images (%.1f s)", i + 1, k,
+                     which == DS_TRAIN ? "train" : "test", now_s() - t0);
+            note_fn(line, ctx);
+        }
+    }
+    free(idx);
+    return rc;
 }
 
 /* ---- selector ------------------------------------------------------------------------------ */

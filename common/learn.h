@@ -56,6 +56,13 @@ int learn_replay_from_dataset(const dataset_t *ds, int k, abank_replay_t **out, 
                               err_t *err);
 void learn_replay_free(abank_replay_t **r, int n);
 
+/* Adds split `which` (DS_TRAIN / DS_TEST) of ds to ts, one encoder pass per image (with the
+ * selector taps when ts keeps them). max_n > 0: only max_n images, spread evenly over the
+ * split (index i·n/max_n), so a short run still sees every kind of image. note (may be
+ * NULL) gets a progress line every 10 images. Errors name the sample. */
+int learn_load_split(sam_t *sam, const dataset_t *ds, int which, int max_n, train_set_t *ts,
+                     void (*note)(const char *line, void *ctx), void *ctx, err_t *err);
+
 /* Trains a fresh adapter for `name` on every sample of ts (cfg->train; seed included),
  * puts it into bank with the replay blobs (copied) and metrics (copied; the training
  * statistics are appended as train_* metrics), then retrains the selector when the bank has

@@ -53,8 +53,8 @@ static const char *HELP =
     "  --out FILE       JSON results (default cl-bench.json)\n"
     "  --model M        SAM weights (default: $MODA_MODEL, else .deps/models/mobile_sam.safetensors)\n"
     "  --threads T      CPU threads (default: all cores)\n"
-    "  --max-train N    use only the first N train samples per domain (quick runs)\n"
-    "  --max-test N     evaluate only the first N test samples per domain\n"
+    "  --max-train N    use only N train samples per domain, spread over the split (quick runs)\n"
+    "  --max-test N     evaluate only N test samples per domain, spread over the split\n"
     "  --quiet          no per-epoch progress lines\n";
 
 enum { M_ZS, M_NAIVE, M_JOINT, M_MODA, M_N };
@@ -104,28 +104,6 @@ static int split_list(char *buf, char **out, int max)
         out[n++] = tok;
     }
     return n;
-}
-
-static int load_split(sam_t *sam, const dataset_t *ds, int which, int max_n, train_set_t *ts,
-                      err_t *err)
-{
-    int *idx = malloc(sizeof(int) * (size_t)ds->n);
-    if (!idx) return err_set(err, ERR_NOMEM, "out of memory");
-    int n = dataset_indices(ds, which, idx);
-    if (max_n > 0 && n > max_n) n = max_n;
-    int rc = 0;
-    for (int i = 0; i < n && !rc; i++) {
-        image_t *img;
-        uint8_t *mask;
-        if (!(rc = dataset_load(ds, idx[i], &img, &mask, err))) {
-            if ((rc = train_set_add(ts, sam, img, mask, err)))
-                err_wrap(err, "sample '%s'", ds->s[idx[i]].id);
-            image_destroy(&img);
-            free(mask);
-        }
-    }
-    free(idx);
-    return rc;
 }
 
 /* a[t][i] for i <= t of one adapter (NULL: zero-shot) on test sets 0..t. */
@@ -321,8 +299,8 @@ int cmd_clbench(int argc, char **argv)
         double t0 = now_s();
         if (!(tr[t] = train_set_new(early_c, &e)) || !(te[t] = train_set_new(early_c, &e))) goto fail;
         if (want[M_MODA]) train_set_keep_taps(te[t]);
-        if ((rc = load_split(sam, ds[t], DS_TRAIN, (int)max_train, tr[t], &e)) ||
-            (rc = load_split(sam, ds[t], DS_TEST, (int)max_test, te[t], &e)) ||
+        if ((rc = learn_load_split(sam, ds[t], DS_TRAIN, (int)max_train, tr[t], NULL, NULL, &e)) ||
+            (rc = learn_load_split(sam, ds[t], DS_TEST, (int)max_test, te[t], NULL, NULL, &e)) ||
             (rc = learn_replay_from_dataset(ds[t], lc.replay, &rp[t], &nrp[t], &e))) {
             err_wrap(&e, "domain '%s'", doms[t]);
             goto fail;

@@ -46,8 +46,8 @@ static const char *HELP =
     "  --seed S         RNG seed (default 0); same seed + same --threads = same bank\n"
     "  --model M        SAM weights (default: $MODA_MODEL, else .deps/models/mobile_sam.safetensors)\n"
     "  --threads T      CPU threads (default: all cores)\n"
-    "  --max-train N    use only the first N train samples (default: all)\n"
-    "  --max-test N     evaluate on only the first N test samples (default: all)\n"
+    "  --max-train N    use only N train samples, spread over the split (default: all)\n"
+    "  --max-test N     evaluate on only N test samples, spread over the split (default: all)\n"
     "  --prompts KIND   training prompts: mixed (default: box 40%, points 30%, noisy mask 10%,\n"
     "                   none 20%) or box (box prompts only, the paper's evaluation protocol)\n"
     "  --replay K       labelled samples kept in the bank for selector retraining (default 10)\n"
@@ -87,36 +87,6 @@ static int parse_int(const char *opt, const char *v, long lo, long hi, long *out
     }
     *out = x;
     return 0;
-}
-
-/* Loads split `which` of ds into a train set (encoder once per image). */
-static int load_split(sam_t *sam, const dataset_t *ds, int which, int max_n, int quiet,
-                      train_set_t *ts, err_t *err)
-{
-    int *idx = malloc(sizeof(int) * (size_t)ds->n);
-    if (!idx) return err_set(err, ERR_NOMEM, "out of memory");
-    int n = dataset_indices(ds, which, idx);
-    if (max_n > 0 && n > max_n) n = max_n;
-    int rc = 0;
-    double t0 = now_s();
-    for (int i = 0; i < n && !rc; i++) {
-        image_t *img;
-        uint8_t *mask;
-        rc = dataset_load(ds, idx[i], &img, &mask, err);
-        if (!rc) {
-            rc = train_set_add(ts, sam, img, mask, err);
-            if (rc) err_wrap(err, "sample '%s'", ds->s[idx[i]].id);
-        }
-        image_destroy(&img);
-        free(mask);
-        if (!quiet && (i + 1 == n || (i + 1) % 10 == 0)) {
-            printf("encoded %d/%d %s images (%.1f s)\n", i + 1, n,
-                   which == DS_TRAIN ? "train" : "test", now_s() - t0);
-            fflush(stdout);
-        }
-    }
-    free(idx);
-    return rc;
 }
 
 int cmd_train(int argc, char **argv)
@@ -215,7 +185,9 @@ int cmd_train(int argc, char **argv)
         if (!bank) goto fail;
     }
     if (!(tr = train_set_new(early_c, &e))) goto fail;
-    if ((rc = load_split(sam, ds, DS_TRAIN, (int)max_train, quiet, tr, &e))) goto fail;
+    if ((rc = learn_load_split(sam, ds, DS_TRAIN, (int)max_train, tr, quiet ? NULL : note, NULL,
+                               &e)))
+        goto fail;
     if ((rc = learn_replay_from_dataset(ds, (int)replay, &rp, &nrp, &e))) goto fail;
     learn_cfg_t lc;
     learn_cfg_default(&lc);
@@ -238,7 +210,9 @@ int cmd_train(int argc, char **argv)
     if (!no_eval) {
         if (!(te = train_set_new(early_c, &e))) goto fail;
         if (bank->n_domains > 1) train_set_keep_taps(te);
-        if ((rc = load_split(sam, ds, DS_TEST, (int)max_test, quiet, te, &e))) goto fail;
+        if ((rc = learn_load_split(sam, ds, DS_TEST, (int)max_test, te, quiet ? NULL : note,
+                                   NULL, &e)))
+            goto fail;
         learn_eval_t ev[2];
         double zs[2];
         for (int p = 0; p < 2 && !rc; p++) {
