@@ -10,8 +10,9 @@
 # Then the live pipeline (docs/e2e.md): `moda up` starts the five services, a camera streams
 # (the nuclei test images of ../shared/data/cl when present, else a synthetic camera),
 # `moda status` is shown every MODA_DEMO_STATUS_S (15) seconds; with the data present, 4 + 2
-# nuclei labels are imported so moda-train runs a job (1 epoch) and its gate decision is
-# printed; after MODA_DEMO_SECONDS (180, 0 skips the live part) or when the job ended,
+# nuclei labels are imported so moda-train runs a job (MODA_DEMO_EPOCHS, 8) and its gate
+# decision is printed (and infer's switch to the promoted version); after MODA_DEMO_SECONDS
+# (240, 0 skips the live part) or when the job ended,
 # `moda up` is stopped with SIGTERM (Ctrl-C stops it too). Data and logs: out/moda-demo/.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,7 +35,8 @@ echo "  example_overlay.png  the mask drawn over the image"
 echo "  box_mask.png / box_overlay.png   the same for the box prompt"
 
 # ---- the live pipeline: moda up for a bounded time
-LIVE_S=${MODA_DEMO_SECONDS:-180}
+LIVE_S=${MODA_DEMO_SECONDS:-240}
+EPOCHS=${MODA_DEMO_EPOCHS:-8}
 [ "$LIVE_S" -gt 0 ] || exit 0
 STATUS_S=${MODA_DEMO_STATUS_S:-15}
 DEMO=$OUT/moda-demo
@@ -63,7 +65,7 @@ echo
 echo "--- live pipeline: moda up (camera $CAMERA) for at most ${LIVE_S} s"
 "$BIN/moda" up --data "$DEMO" --run-dir "$RUN" --camera "$CAMERA" --camera-id cam0 --fps 0.5 \
   --infer-args "--min-iou 0.9" \
-  --train-args "--min-new 6 --epochs 1 --replay 2 --selector-epochs 2 --max-holdout 2 --poll-ms 1000 --no-fixed-loss" \
+  --train-args "--min-new 6 --epochs $EPOCHS --replay 2 --selector-epochs 2 --max-holdout 2 --poll-ms 1000 --no-fixed-loss" \
   >"$DEMO/up.out" 2>&1 &
 UP=$!
 stop_up() {
@@ -91,8 +93,17 @@ while [ $SECONDS -lt $T_END ]; do
   "$BIN/moda" status --run-dir "$RUN" --timeout-ms 2000 || true
   if grep -qE "event=(version_put|job_refused|job_failed)" "$DEMO/logs/train.log" 2>/dev/null; then
     echo "--- training decision (moda-train log):"
-    grep -hE "event=(version_put|job_refused|job_failed)" "$DEMO/logs/train.log" | sed 's/^/  /' | cut -c1-400
+    grep -hE "event=(job_passed|version_put|job_refused|job_failed)" "$DEMO/logs/train.log" | sed 's/^/  /' | cut -c1-400
     "$BIN/moda" registry list --endpoint "ipc://$RUN/registry.sock" || true
+    if grep -q "event=version_put" "$DEMO/logs/train.log"; then
+      # infer follows the promote: show the first Results' bank version
+      for _ in $(seq 1 30); do
+        "$BIN/moda" health "ipc://$RUN/infer.sock" --json 2>/dev/null | grep -q '"bank_version": *[1-9]' && break
+        sleep 1
+      done
+      echo "--- moda status after the promote"
+      "$BIN/moda" status --run-dir "$RUN" --timeout-ms 2000 | grep -E "^infer:|^active bank|^  cam0" || true
+    fi
     break
   fi
 done
