@@ -3,36 +3,42 @@
 #
 #   run_train.sh MODA MODEL DATA WORK PYTHON
 #
-# Domain 1 (nuclei) then domain 2 (magtile), 8 train images each (6 test images evaluated), 3 epochs at lr 1e-4 (the
-# paper's 1e-3 overshoots in the first steps; a 6-step run would only show that), box prompts
-# only (with the mixed prompts six steps are too few for the box loss to move reliably), 2 threads.
-# Then `moda segment --bank` (auto and box prompts, unknown domain refused). Checks:
-# both runs succeed; each domain's loss on its train images with exact box prompts (fixed point
-# sampling) is lower after training than before;
-# every tensor of domain 1 (adapter and replay) is byte-identical in the bank written after
-# domain 2 was learned; the same seed and threads give the same adapter (forward passes are
-# bit-identical; the gradients differ between runs at float-rounding level, so the check is
-# max relative difference <= 1e-5 and the bit-identity is printed).
-# Test-split IoU of the adapter vs zero-shot SAM is printed (box and no-prompt modes).
+# Domain 1 (nuclei): 20 train images spread over the split, 6 epochs of the default recipe
+# (lr 1e-5, mixed prompts), 6 test images. Domain 2 (magtile): 8 images, 1 epoch (it only
+# has to exist for the bank checks and the selector). Then `moda segment --bank` (auto and
+# box prompts, the selector's choice, unknown domain refused). Checks:
+# - both runs succeed; nuclei's loss on its train images with exact box prompts (fixed
+#   point sampling) is lower after training than before;
+# - nuclei's test IoU without a prompt (the production mode) is 10 points above zero-shot
+#   SAM's (measured: 48.0 % vs 4.2 %). With box prompts 30 steps are still in the early dip
+#   of the recipe (5.9 % vs 10.2 %); the full recipe gets there (cl-bench: 62.8 % vs 15.0 %);
+# - every tensor of domain 1 (adapter and replay) is byte-identical in the bank written
+#   after domain 2 was learned; the selector exists exactly when the bank has 2 domains and
+#   its test selection accuracy is reported;
+# - the same seed and threads give the same adapter (magtile trained again in a new bank;
+#   max relative difference <= 1e-5, bit-identity printed).
 # Exit 77 when the model file is missing.
 set -euo pipefail
 moda=$1 model=$2 data=$3 work=$4 py=$5
 if [ ! -f "$model" ]; then echo "SKIP: no model at $model"; exit 77; fi
 rm -rf "$work"; mkdir -p "$work"
-common=(--model "$model" --epochs 3 --lr 1e-4 --max-train 8 --max-test 6 --seed 1 --threads 2 --replay 4 --prompts box)
-"$moda" train-domain --out "$work/b1.safetensors" --domain nuclei --data "$data/cl/nuclei" "${common[@]}"
+common=(--model "$model" --max-test 6 --seed 1 --threads 2 --replay 4)
+"$moda" train-domain --out "$work/b1.safetensors" --domain nuclei --data "$data/cl/nuclei" \
+  --max-train 20 --epochs 6 "${common[@]}"
+small=(--max-train 8 --epochs 1 "${common[@]}")
 "$moda" train-domain --bank "$work/b1.safetensors" --out "$work/b2.safetensors" --domain magtile \
-  --data "$data/cl/magtile" "${common[@]}"
-"$moda" train-domain --out "$work/b3.safetensors" --domain nuclei --data "$data/cl/nuclei" \
-  "${common[@]}" --no-eval --quiet
+  --data "$data/cl/magtile" "${small[@]}"
+"$moda" train-domain --out "$work/b3.safetensors" --domain magtile --data "$data/cl/magtile" \
+  "${small[@]}" --no-eval --quiet
 # inference with the bank: a forced domain in auto mode, and a box prompt
 id=$(awk '$2 == "test" { print $1; exit }' "$data/cl/magtile/split.txt")
 img=$(ls "$data/cl/magtile/images/$id".* | head -1)
 "$moda" segment --model "$model" --image "$img" --bank "$work/b2.safetensors" --domain magtile \
   --prompt auto --out "$work/seg_auto.png" --threads 2
-"$moda" segment --model "$model" --image "$img" --bank "$work/b2.safetensors" --domain magtile \
-  --box 5,5,60,60 --out "$work/seg_box.png" --threads 2
+"$moda" segment --model "$model" --image "$img" --bank "$work/b2.safetensors" \
+  --box 5,5,60,60 --out "$work/seg_box.png" --threads 2 | tee "$work/seg_sel.txt"
 test -s "$work/seg_auto.png" && test -s "$work/seg_box.png"
+grep -q "selector probability" "$work/seg_sel.txt"
 if "$moda" segment --model "$model" --image "$img" --bank "$work/b2.safetensors" --domain nope \
      --prompt auto --out "$work/x.png" 2> "$work/err.txt"; then
   echo "FAIL: an unknown --domain was accepted"; exit 1
@@ -56,11 +62,11 @@ same = all(b2.get(k) == v for k, v in d1.items()) and len(d1) > 25
 print(f"domain 1 tensors unchanged after domain 2: {same} ({len(d1)} tensors)")
 fail += not same
 import array
-ad = [k for k in d1 if ".replay." not in k]
-bit = all(b3.get(k) == b1[k] for k in ad)
+ad = [k for k in b2 if k.startswith("domain.magtile.") and ".replay." not in k]
+bit = all(b3.get(k) == b2[k] for k in ad)
 worst = 0.0
 for k in ad:
-    x, y = array.array("f", b1[k]), array.array("f", b3[k])
+    x, y = array.array("f", b2[k]), array.array("f", b3[k])
     m = max(max(abs(v) for v in x), 1e-12)
     worst = max(worst, max(abs(u - v) for u, v in zip(x, y)) / m)
 print(f"same seed, same threads -> same adapter: bit-identical {bit}, max rel diff {worst:.2e}")
@@ -72,8 +78,11 @@ for d in json.loads(m2["moda.domains"]):
           f"{m['train_step_ms']:.0f} ms/step; test IoU box {100*m['test_iou_box']:.1f}% "
           f"(zero-shot {100*m['zeroshot_iou_box']:.1f}%), no prompt {100*m['test_iou_auto']:.1f}% "
           f"(zero-shot {100*m['zeroshot_iou_auto']:.1f}%)")
-    if not m["train_box_loss_after"] < m["train_box_loss_before"]:
-        print(f"FAIL: {d['name']}: loss did not decrease"); fail += 1
+    if d["name"] == "nuclei":
+        if not m["train_box_loss_after"] < m["train_box_loss_before"]:
+            print("FAIL: nuclei: loss did not decrease"); fail += 1
+        if not m["test_iou_auto"] > m["zeroshot_iou_auto"] + 0.10:
+            print("FAIL: nuclei: test IoU (no prompt) not 10 points above zero-shot SAM"); fail += 1
     if "test_selection_accuracy" in m and d["name"] == "magtile":
         print(f"selector (2 domains, trained on the replay buffers): picks magtile for "
               f"{100*m['test_selection_accuracy']:.0f}% of the magtile test images")
