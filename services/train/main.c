@@ -44,7 +44,7 @@ static const cfg_key_t keys[] = {
      "the trained domain must beat the active bank (or zero-shot SAM) by more than this (IoU points)"},
     {"fixed_loss", CFG_BOOL, "true", 0, 0,
      "measure the box-prompt train loss before and after training (two extra passes; metrics)"},
-    {"gate_prompt", CFG_STRING, "box", 0, 8, "prompt of the holdout evaluation: box (GT box) | auto (none)"},
+    {"gate_prompt", CFG_STRING, "auto", 0, 8, "prompt of the holdout evaluation: box (GT box) | auto (none)"},
     {"policy", CFG_STRING, "auto", 0, 8, "auto: promote a passing version to `active`; manual: only put it"},
     {"poll_ms", CFG_INT, "2000", 50, 3600000, "how often the label store is asked for new labels"},
     {"retry_ms", CFG_INT, "10000", 50, 3600000, "first retry delay after a failed job (doubles, at most 16x)"},
