@@ -8,10 +8,10 @@
  * weight gradient as one GEMM; LayerNorm2d + GELU as the row ops kn_layernorm_gelu_fast_fwd
  * / kn_layernorm_gelu_bwd. Gradients nobody needs are skipped (the inputs of the first layer
  * of each branch are constants). Weights are repacked at every call (they change every
- * step; packing costs well under 1% of the head). The kn_ ops reduce in a fixed order (the
- * result does not depend on the thread count); the convT weight gradients go through
- * OpenBLAS (kn_gemm), deterministic for a fixed thread count. Activations of one sample live
- * in an adp_work_t.
+ * step; packing costs well under 1% of the head); the convT weight gradients are
+ * kn_gemm_nn_pk on the unpacked maps. All these ops reduce in a fixed order, so the head's
+ * gradient does not depend on the thread count (the decoder's OpenBLAS GEMMs are
+ * deterministic for a fixed count). Activations of one sample live in an adp_work_t.
  */
 #include "adapter.h"
 
@@ -464,25 +464,25 @@ static void bias_grad_ph(float *db, const float *x, int rows)
 /* Backward of one branch from w->ph (= dfused in phase order): grads of both convTs and
  * the LayerNorm; the input gradient of the first convT is not needed (x is a constant). */
 static void branch_bwd(const adapter_t *a, adp_work_t *w, float *grad, int p0, const float *x,
-                       int Cin, int Cmid, const float *a1, const float *a1g)
+                       int Cin, int Cmid, const float *a1, const float *a1g, const float *phT)
 {
 #define G(i) (grad + a->params[i].off)
-    /* second convT: d a1g = ph · w', dw' += a1gᵀ · ph (bias: once for both, by the caller) */
+    /* second convT: d a1g = ph · w', dw' += phᵀ · a1g (phT = phᵀ [128, MIDN]; the bias
+     * gradient once for both branches, by the caller) */
     pack_convt_dx(w->wp, w->wr, PW(a, p0 + 4), Cmid);
     kn_linear_pk_fwd(w->dA, Cmid, w->ph, 4 * ADP_HYP, w->wp, NULL, NULL, 0, MIDN, Cmid,
                      4 * ADP_HYP, KN_ACT_NONE);
-    kn_gemm(1, 0, Cmid, 4 * ADP_HYP, MIDN, 1.0f, a1g, Cmid, w->ph, 4 * ADP_HYP, 0.0f, w->wr,
-            4 * ADP_HYP);
+    kn_gemm_nn_pk(w->wr, Cmid, phT, MIDN, a1g, Cmid, 4 * ADP_HYP, Cmid, MIDN, 0);
     float *dw = G(p0 + 4);
     for (int ci = 0; ci < Cmid; ci++)
         for (int s = 0; s < 4; s++)
             for (int k = 0; k < ADP_HYP; k++)
-                dw[((size_t)ci * ADP_HYP + k) * 4 + s] += w->wr[(size_t)ci * 4 * ADP_HYP + s * ADP_HYP + k];
+                dw[((size_t)ci * ADP_HYP + k) * 4 + s] += w->wr[(size_t)(s * ADP_HYP + k) * Cmid + ci];
     /* LayerNorm2d + GELU */
     kn_layernorm_gelu_bwd(w->dB, G(p0 + 2), G(p0 + 3), w->dA, a1, PW(a, p0 + 2), PW(a, p0 + 3),
                           MIDN, Cmid, ADP_LN_EPS, w->scratch);
     /* first convT: dw[ci, co, s] += Σ_p x[ci, p] · dB[(p, s), co]; db[co] += Σ dB[., co] */
-    kn_gemm(0, 0, Cin, 4 * Cmid, EN, 1.0f, x, EN, w->dB, 4 * Cmid, 0.0f, w->wr, 4 * Cmid);
+    kn_gemm_nn_pk(w->wr, 4 * Cmid, x, EN, w->dB, 4 * Cmid, Cin, 4 * Cmid, EN, 0);
     dw = G(p0);
     for (int ci = 0; ci < Cin; ci++)
         for (int s = 0; s < 4; s++)
@@ -524,8 +524,10 @@ void adapter_head_bwd(const adapter_t *a, adp_work_t *w, const float *dlogits, f
     kn_parallel_for(SAM_EMB, KN_POOL_ANY, gather_item, &j);
     bias_grad_ph(G(P_E3B), w->ph, MIDN);
     bias_grad_ph(G(P_C3B), w->ph, MIDN);
-    branch_bwd(a, w, grad, P_E0W, w->emb, C, 64, w->e1, w->e1g);
-    branch_bwd(a, w, grad, P_C0W, w->early, a->early_c, C, w->c1, w->c1g);
+    float *phT = w->dfT; /* dfT is consumed: its buffer holds phᵀ for the weight gradients */
+    kn_transpose(phT, w->ph, MIDN, 4 * ADP_HYP);
+    branch_bwd(a, w, grad, P_E0W, w->emb, C, 64, w->e1, w->e1g, phT);
+    branch_bwd(a, w, grad, P_C0W, w->early, a->early_c, C, w->c1, w->c1g, phT);
     /* hq_mlp */
     kn_linear_bwd(dh2, G(P_M2W), G(P_M2B), dhyper, w->h2, PW(a, P_M2W), 1, C, ADP_HYP);
     kn_relu_bwd(dh2, dh2, w->h2, C);

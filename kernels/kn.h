@@ -318,6 +318,12 @@ void kn_conv3_pk_fwd(float *y, int ldy, const float *x, int H, int W, int C, int
 size_t kn_conv3_pk_wgrad_scratch(int H, int W, int C, int N);
 void kn_conv3_pk_wgrad(float *dw, float *db, const float *dy, const float *x, int H, int W,
                        int C, int N, float *scratch);
+/* C[M, N] = A[M, K] · B[K, N] (acc == 0) or C += A · B (acc != 0); A, B, C row-major with
+ * row strides lda, ldb, ldc, read in place (no packing; for long K, e.g. weight gradients
+ * over all pixels). Every C element is summed over K in the same order on any thread
+ * count. No aliasing of C with A or B. */
+void kn_gemm_nn_pk(float *c, int ldc, const float *a, int lda, const float *b, int ldb, int M,
+                   int N, int K, int acc);
 /* Depthwise 3×3 conv, pad 1: y[Ho, Wo, C] = act(b[c] + Σ w9c[ky*3+kx, c] · x[...]),
  * Ho = (H-1)/stride + 1 (same for W). w9c is [9, C] (tap-major); b may be NULL. */
 void kn_dwconv3_nhwc_fwd(float *y, const float *x, const float *w9c, const float *b, int H,

@@ -487,3 +487,69 @@ void kn_conv3_pk_wgrad(float *dw, float *db, const float *dy, const float *x, in
         }
     }
 }
+
+/* ---- plain row-major GEMM on the same tile (weight gradients) ---------------------------
+ * C[M,N] (+)= A[M,K]·B[K,N] with both operands read in place: A rows broadcast, B in
+ * 32-column panels (ldb). Items are blocks of up to 96 rows × 128 columns of C, each owned by
+ * one item and summed over K in blocks of GN_KB in a fixed order. */
+
+#define GN_KB 256
+#define GN_PG 4 /* panels per item */
+
+typedef struct gn_job {
+    float *c;
+    const float *a, *b;
+    int ldc, lda, ldb, M, N, K, acc, nmb;
+} gn_job_t;
+
+static void gn_item(void *ctx, int it, int tid)
+{
+    const gn_job_t *j = ctx;
+    (void)tid;
+    int mb = it % j->nmb, pg = it / j->nmb;
+    int m0 = mb * MB, m1 = m0 + MB < j->M ? m0 + MB : j->M;
+    int p0 = pg * GN_PG, np = (j->N + NR - 1) / NR, p1 = p0 + GN_PG < np ? p0 + GN_PG : np;
+#if KN_HAVE_AVX512
+    __m512 z = _mm512_setzero_ps();
+    for (int k0 = 0; k0 < j->K; k0 += GN_KB) {
+        int kl = j->K - k0 < GN_KB ? j->K - k0 : GN_KB;
+        int first = k0 == 0 && !j->acc;
+        for (int m = m0; m < m1; m += MR) {
+            int mr = m1 - m < MR ? m1 - m : MR;
+            const float *a[MR];
+            for (int i = 0; i < MR; i++) a[i] = j->a + (size_t)(m + (i < mr ? i : mr - 1)) * j->lda + k0;
+            for (int p = p0; p < p1; p++) {
+                int n0 = p * NR, nr = j->N - n0 < NR ? j->N - n0 : NR;
+                __mmask16 q0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
+                __mmask16 q1 = nr >= 32 ? 0xffff : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
+                float *cc = j->c + (size_t)m * j->ldc + n0;
+                tile(cc, j->ldc, a, 1, kl, mr, j->b + (size_t)k0 * j->ldb + n0, j->ldb, z, z, q0,
+                     q1, first ? NULL : cc, j->ldc, KN_ACT_NONE);
+            }
+        }
+    }
+#else
+    for (int m = m0; m < m1; m++)
+        for (int n = p0 * NR; n < p1 * NR && n < j->N; n++) {
+            float s = j->acc ? j->c[(size_t)m * j->ldc + n] : 0.0f;
+            for (int k = 0; k < j->K; k++)
+                s += j->a[(size_t)m * j->lda + k] * j->b[(size_t)k * j->ldb + n];
+            j->c[(size_t)m * j->ldc + n] = s;
+        }
+#endif
+}
+
+void kn_gemm_nn_pk(float *c, int ldc, const float *a, int lda, const float *b, int ldb, int M,
+                   int N, int K, int acc)
+{
+    if (M < 1 || N < 1) return;
+    if (K < 1) {
+        if (!acc)
+            for (int m = 0; m < M; m++) memset(c + (size_t)m * ldc, 0, sizeof(float) * (size_t)N);
+        return;
+    }
+    int nmb = (M + MB - 1) / MB, npg = ((N + NR - 1) / NR + GN_PG - 1) / GN_PG;
+    gn_job_t j = {.c = c, .a = a, .b = b, .ldc = ldc, .lda = lda, .ldb = ldb, .M = M, .N = N,
+                  .K = K, .acc = acc, .nmb = nmb};
+    kn_parallel_for(nmb * npg, KN_POOL_ANY, gn_item, &j);
+}

@@ -375,6 +375,46 @@ static void test_layernorm_gelu(void)
     free(g_lx), free(g_lw), free(g_lb);
 }
 
+/* ---- kn_gemm_nn_pk (the weight-gradient GEMM): against a double loop, odd sizes and
+ * strides, K over several blocks, overwrite and accumulate, 2 threads == 1 ---- */
+static void test_gemm_nn_pk(void)
+{
+    enum { M = 101, N = 70, K = 600, LDA = K + 3, LDB = N + 5, LDC = N + 2 };
+    float *a = kt_alloc((size_t)M * LDA), *b = kt_alloc((size_t)K * LDB);
+    float *c = kt_alloc((size_t)M * LDC), *c2 = kt_alloc((size_t)M * LDC), *ref = kt_alloc((size_t)M * LDC);
+    kt_fill(a, (size_t)M * LDA, &g_rng, -1, 1);
+    kt_fill(b, (size_t)K * LDB, &g_rng, -1, 1);
+    for (size_t i = 0; i < (size_t)M * LDC; i++) c[i] = c2[i] = 7.0f;
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            double acc = 0;
+            for (int k = 0; k < K; k++) acc += (double)a[(size_t)m * LDA + k] * b[(size_t)k * LDB + n];
+            ref[(size_t)m * LDC + n] = (float)acc;
+        }
+    kn_gemm_nn_pk(c, LDC, a, LDA, b, LDB, M, N, K, 0);
+    double e = 0;
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) e = fmax(e, fabs(c[(size_t)m * LDC + n] - ref[(size_t)m * LDC + n]));
+    kt_check("gemm_nn_pk vs double loop (abs, |C|~25)", e, 2e-4);
+    int pad_kept = c[N] == 7.0f && c[(size_t)(M - 1) * LDC + N + 1] == 7.0f;
+    kt_check("gemm_nn_pk leaves the row padding", pad_kept ? 0.0 : 1.0, 0.0);
+    kn_gemm_nn_pk(c, LDC, a, LDA, b, LDB, M, N, K, 1);
+    e = 0;
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++)
+            e = fmax(e, fabs(c[(size_t)m * LDC + n] - 2 * ref[(size_t)m * LDC + n]));
+    kt_check("gemm_nn_pk acc=1 adds", e, 4e-4);
+    kn_set_threads(2);
+    kn_gemm_nn_pk(c2, LDC, a, LDA, b, LDB, M, N, K, 0);
+    kn_set_threads(1);
+    kn_gemm_nn_pk(ref, LDC, a, LDA, b, LDB, M, N, K, 0);
+    int same = 1;
+    for (int m = 0; m < M; m++)
+        same &= !memcmp(c2 + (size_t)m * LDC, ref + (size_t)m * LDC, sizeof(float) * N);
+    kt_check("gemm_nn_pk 2 threads == 1", same ? 0.0 : 1.0, 0.0);
+    free(a), free(b), free(c), free(c2), free(ref);
+}
+
 static int t_cin, t_h, t_w, t_cout;
 static void run_convt(float *y)
 {
@@ -659,6 +699,7 @@ int main(void)
     conv3pk_case(7, 9, 5, 4);    /* one partial tile of rows, one partial column panel */
     conv3pk_case(6, 5, 13, 37);  /* 117 rows (tail tile), two panels (the second partial) */
     test_layernorm_gelu();
+    test_gemm_nn_pk();
     test_linear();
     test_elementwise();
     test_point_loss();
