@@ -76,8 +76,9 @@ static void tile(float *y, int ldy, const float *const *aseg, int nseg, int segl
         const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
         const float *a6 = a[6], *a7 = a[7], *a8 = a[8], *a9 = a[9], *a10 = a[10], *a11 = a[11];
         for (int k = 0; k < seglen; k++) {
-            __m512 w0 = _mm512_loadu_ps(bp + (size_t)k * ldb);
-            __m512 w1 = _mm512_loadu_ps(bp + (size_t)k * ldb + 16);
+            /* masked: an unpacked B (ldb != NR) has no zero padding past column N */
+            __m512 w0 = _mm512_maskz_loadu_ps(m0, bp + (size_t)k * ldb);
+            __m512 w1 = _mm512_maskz_loadu_ps(m1, bp + (size_t)k * ldb + 16);
             __m512 v;
 #define ROW(ai, ca, cb)                                                                    \
     v = _mm512_set1_ps(ai[k]);                                                             \
