@@ -88,8 +88,10 @@ void sam_embedding_free(sam_embedding_t *e)
     memset(e, 0, sizeof *e);
 }
 
-int sam_encode_input(sam_t *s, const float *x, const prep_info_t *info, sam_embedding_t *out,
-                     int want_early, err_t *err)
+/* The one encoder call: buffers for out, then the encoder (with the selector taps when taps
+ * is not NULL: same pass, bit-identical emb/early). */
+static int encode(sam_t *s, const float *x, const prep_info_t *info, sam_embedding_t *out,
+                  int want_early, float *taps, err_t *err)
 {
     memset(out, 0, sizeof *out);
     out->info = *info;
@@ -103,13 +105,21 @@ int sam_encode_input(sam_t *s, const float *x, const prep_info_t *info, sam_embe
         return err_set(err, ERR_NOMEM, "sam: out of memory for the embedding");
     }
     int rc = ERR_UNSUPPORTED;
-    if (s->tinyvit) rc = tinyvit_forward(s->tinyvit, x, out->emb, out->early, err);
+    if (s->tinyvit && taps)
+        rc = tinyvit_forward_taps(s->tinyvit, x, out->emb, out->early, taps, err);
+    else if (s->tinyvit) rc = tinyvit_forward(s->tinyvit, x, out->emb, out->early, err);
     else if (s->vit) rc = vit_forward(s->vit, x, out->emb, out->early, err);
     if (rc) {
         sam_embedding_free(out);
         return err_wrap(err, "image encoder");
     }
     return 0;
+}
+
+int sam_encode_input(sam_t *s, const float *x, const prep_info_t *info, sam_embedding_t *out,
+                     int want_early, err_t *err)
+{
+    return encode(s, x, info, out, want_early, NULL, err);
 }
 
 size_t sam_taps_floats(const sam_t *s) { return s->tinyvit ? (size_t)TINYVIT_TAPS_FLOATS : 0; }
@@ -122,19 +132,12 @@ int sam_encode_taps(sam_t *s, const image_t *img, sam_embedding_t *out, float *t
         return err_set(err, ERR_UNSUPPORTED, "sam: the %s encoder has no MoDA selector support",
                        s->encoder);
     float *x = malloc(sizeof(float) * 3 * SAM_IMG * SAM_IMG);
-    out->emb = malloc(sizeof(float) * EMB_N);
-    out->early_c = s->early_c;
-    out->early = malloc(sizeof(float) * (size_t)s->early_c * SAM_EMB * SAM_EMB);
-    int rc = (!x || !out->emb || !out->early)
-                 ? err_set(err, ERR_NOMEM, "sam: out of memory for the embedding")
-                 : prep_sam_input(img, x, NULL, &out->info, err);
-    if (!rc) rc = tinyvit_forward_taps(s->tinyvit, x, out->emb, out->early, taps, err);
+    prep_info_t info;
+    int rc = !x ? err_set(err, ERR_NOMEM, "sam: out of memory for the encoder input")
+                : prep_sam_input(img, x, NULL, &info, err);
+    if (!rc) rc = encode(s, x, &info, out, 1, taps, err);
     free(x);
-    if (rc) {
-        sam_embedding_free(out);
-        return err_wrap(err, "image encoder");
-    }
-    return 0;
+    return rc;
 }
 
 int sam_encode(sam_t *s, const image_t *img, sam_embedding_t *out, float *x, int want_early,

@@ -104,6 +104,13 @@ int client_health(client_t *c, msg_t **reply, err_t *err)
                    msg_body_name(e->body_case));
 }
 
+int client_help_version(const cfg_t *cfg, int rc)
+{
+    if (rc == CFG_HELP) cfg_write_help(cfg, stdout);
+    else if (rc == CFG_VERSION) printf("moda %s (schema %u)\n", MODA_VERSION, MSG_SCHEMA_VERSION);
+    return rc == CFG_HELP || rc == CFG_VERSION;
+}
+
 int client_read_file(const char *path, unsigned char **out, size_t *len, err_t *err)
 {
     return paths_read_file(path, out, len, err);

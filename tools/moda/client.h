@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 
+#include "cfg.h"
 #include "err.h"
 #include "msg.h"
 
@@ -54,6 +55,11 @@ int client_health(client_t *c, msg_t **reply, err_t *err);
 
 /* Whole file into *out (caller frees; a 1-byte buffer for an empty file). ERR_IO naming the
  * path ("opening P: ...", "P is not a regular file", "short read on P"), ERR_NOMEM. */
+/* After cfg_parse of a subcommand: rc CFG_HELP prints the help, CFG_VERSION the version
+ * (with the message schema), to stdout, and returns 1 (the command then exits 0);
+ * any other rc returns 0. */
+int client_help_version(const cfg_t *cfg, int rc);
+
 int client_read_file(const char *path, unsigned char **out, size_t *len, err_t *err);
 /* Create/truncate path with data. ERR_IO "creating P: ..." / "writing P: ...". */
 int client_write_file(const char *path, const void *data, size_t len, err_t *err);

@@ -93,11 +93,7 @@ int cmd_health(int argc, char **argv)
         return 2;
     }
     int rc = cfg_parse(cfg, argc, argv, &err);
-    if (rc == CFG_HELP || rc == CFG_VERSION) {
-        if (rc == CFG_HELP)
-            cfg_write_help(cfg, stdout);
-        else
-            printf("moda %s (schema %u)\n", MODA_VERSION, MSG_SCHEMA_VERSION);
+    if (client_help_version(cfg, rc)) {
         cfg_destroy(&cfg);
         return 0;
     }

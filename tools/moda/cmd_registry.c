@@ -752,9 +752,7 @@ int cmd_registry(int argc, char **argv)
         return 2;
     }
     int rc = cfg_parse(c.cfg, argc, argv, &err);
-    if (rc == CFG_HELP || rc == CFG_VERSION) {
-        if (rc == CFG_HELP) cfg_write_help(c.cfg, stdout);
-        else printf("moda %s (schema %u)\n", MODA_VERSION, MSG_SCHEMA_VERSION);
+    if (client_help_version(c.cfg, rc)) {
         cfg_destroy(&c.cfg);
         return 0;
     }

@@ -378,11 +378,7 @@ int cmd_up(int argc, char **argv)
         return 2;
     }
     int rc = cfg_parse(cfg, argc, argv, &err);
-    if (rc == CFG_HELP || rc == CFG_VERSION) {
-        if (rc == CFG_HELP)
-            cfg_write_help(cfg, stdout);
-        else
-            printf("moda %s\n", MODA_VERSION);
+    if (client_help_version(cfg, rc)) {
         cfg_destroy(&cfg);
         return 0;
     }
