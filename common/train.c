@@ -344,6 +344,8 @@ int train_adapter(sam_t *sam, const train_set_t *ts, adapter_t *a, const train_c
     if (ts->early_c != a->early_c)
         return err_set(err, ERR_INVALID, "train: samples have %d early channels, adapter %d",
                        ts->early_c, a->early_c);
+    if (c->device != KN_DEV_CPU)
+        return err_set(err, ERR_UNSUPPORTED, "train: no GPU training step yet");
     trainer_t t;
     int rc = trainer_init(&t, sam, a, c->points, c->oversample, err);
     if (rc) return rc;

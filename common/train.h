@@ -33,6 +33,7 @@
 #include "adapter.h"
 #include "err.h"
 #include "image.h"
+#include "kn.h"
 #include "sam.h"
 
 /* One cached labelled sample. */
@@ -87,6 +88,7 @@ typedef struct train_cfg {
     float importance;  /* 0.75 */
     float share_box, share_points, share_mask; /* 0.4, 0.3, 0.1; the rest: no prompt */
     int fixed_loss;    /* 1: measure train_fixed_loss before and after (stats) */
+    kn_device_t device; /* KN_DEV_CPU; KN_DEV_CUDA: the step runs on CUDA device 0 */
     void (*progress)(const train_progress_t *p, void *ctx); /* after every epoch, or NULL */
     void *ctx;
 } train_cfg_t;

@@ -228,6 +228,13 @@ int kcu_bce_dice_loss(kcu_ctx_t *ctx, float *out3, float *dlogits, const float *
  * out[B] (device) losses, dlogits[B, K] written when not NULL. */
 int kcu_cross_entropy_loss(kcu_ctx_t *ctx, float *out, float *dlogits, const float *logits,
                            int B, int K, const int *labels, float weight);
+/* kn_uncertain_points on the device: logits[H, W] (device) → pts[P, 2] (device, overwritten).
+ * The random numbers come from the HOST rng, drawn in exactly kn_uncertain_points's order
+ * (2·M candidate coordinates, M = P·oversample, then 2·(P − n_imp) fresh ones) and uploaded,
+ * so for the same rng state the GPU picks the same points as the CPU (up to candidates whose
+ * logits differ only by rounding). ERR_INVALID for the arguments kn_uncertain_points refuses. */
+int kcu_uncertain_points(kcu_ctx_t *ctx, float *pts, const float *logits, int H, int W, int P,
+                         int oversample, float importance, uint64_t *rng);
 /* kn_adam_step on device p, g, m, v. */
 int kcu_adam_step(kcu_ctx_t *ctx, float *p, const float *g, float *m, float *v, size_t n,
                   float lr, float beta1, float beta2, float eps, float weight_decay, int step);
