@@ -575,18 +575,3 @@ int selector_load_from_bank(selector_t *s, const abank_t *b, err_t *err)
     for (int i = 0; i < 5; i++) memcpy(s->p + off[i], src[i]->data, sizeof(float) * src[i]->n);
     return 0;
 }
-
-int selector_encode(tinyvit_t *enc, const image_t *img, float *taps, float *emb, float *early,
-                    err_t *err)
-{
-    if (!enc || !img || !taps) return err_set(err, ERR_INVALID, "selector_encode: NULL argument");
-    float *x = malloc(sizeof(float) * 3 * SAM_IMG * SAM_IMG);
-    float *e2 = emb ? NULL : malloc(sizeof(float) * SAM_EMB_C * SAM_EMB * SAM_EMB);
-    int rc = 0;
-    if (!x || (!emb && !e2)) rc = err_set(err, ERR_NOMEM, "selector_encode: out of memory");
-    else if (!(rc = prep_sam_input(img, x, NULL, NULL, err)))
-        rc = tinyvit_forward_taps(enc, x, emb ? emb : e2, early, taps, err);
-    free(x);
-    free(e2);
-    return rc;
-}

@@ -71,13 +71,6 @@ const selector_cfg_t *selector_config(const selector_t *s);
 /* Floats of one taps buffer for this configuration. */
 size_t selector_taps_floats(const selector_t *s);
 
-/* One TinyViT encoder pass on an image (any size; SAM preprocessing) that fills taps
- * (caller-allocated, TINYVIT_TAPS_FLOATS floats). emb [256,64,64] and early [160,64,64]
- * may be NULL (then not returned); when given they are exactly tinyvit_forward's output,
- * so one pass yields the image features and the selector input. enc borrowed. */
-int selector_encode(tinyvit_t *enc, const image_t *img, float *taps, float *emb, float *early,
-                    err_t *err);
-
 /* Fresh parameters for n_domains (>= 1) classes from seed: tokens N(0, 1), merge and keys
  * weights U(±1/sqrt(fan_in)) (PyTorch Linear default), biases 0. Resets Adam state. */
 int selector_init(selector_t *s, uint64_t seed, int n_domains, err_t *err);

@@ -18,6 +18,7 @@
 #include "image.h"
 #include "kn.h"
 #include "preprocess.h"
+#include "sam.h"
 #include "sam_parts.h"
 #include "selector.h"
 #include "wts.h"
@@ -245,7 +246,8 @@ static int test_real(const char *model, const char *cl, int ndom, char **doms)
     wts_t *w = wts_open(model, &e);
     tinyvit_t *enc = w ? tinyvit_new(w, &e) : NULL;
     selector_t *s = w ? selector_new(w, &e) : NULL;
-    EXPECT(enc && s, "setup: %s", e.msg);
+    sam_t *sam = sam_load(model, &e);
+    EXPECT(enc && s && sam, "setup: %s", e.msg);
     if (!enc || !s) return 1;
     EXPECT(selector_taps_floats(s) == TINYVIT_TAPS_FLOATS, "taps size");
     enum { PER = 2 };
@@ -271,13 +273,17 @@ static int test_real(const char *model, const char *cl, int ndom, char **doms)
             double t0 = now_s();
             EXPECT(tinyvit_forward_taps(enc, x, emb, early, taps[n], &e) == 0, "enc: %s", e.msg);
             t_enc_taps += now_s() - t0;
-            if (n == 1) { /* the helper gives the same taps */
+            if (n == 1) { /* the model-level call gives the same taps */
                 float *t2 = malloc(sizeof(float) * TINYVIT_TAPS_FLOATS);
                 image_t *im2 = image_load(paths[i], &e);
-                EXPECT(im2 && selector_encode(enc, im2, t2, NULL, NULL, &e) == 0, "encode: %s",
-                       e.msg);
+                sam_embedding_t se = {0};
+                EXPECT(sam && sam_taps_floats(sam) == TINYVIT_TAPS_FLOATS,
+                       "sam_taps_floats");
+                EXPECT(im2 && sam && sam_encode_taps(sam, im2, &se, t2, &e) == 0,
+                       "encode: %s", e.msg);
                 EXPECT(!memcmp(t2, taps[n], sizeof(float) * TINYVIT_TAPS_FLOATS),
-                       "selector_encode taps differ");
+                       "sam_encode_taps taps differ");
+                sam_embedding_free(&se);
                 image_destroy(&im2);
                 free(t2);
             }
@@ -328,6 +334,7 @@ static int test_real(const char *model, const char *cl, int ndom, char **doms)
     selector_destroy(&s);
     tinyvit_destroy(&enc);
     wts_destroy(&w);
+    sam_destroy(&sam);
     return g_fail ? 1 : 0;
 }
 
@@ -382,10 +389,9 @@ static int bench(void)
 static int heldout(const char *model, const char *cl, int ntr, int nte, int ndom, char **doms)
 {
     err_t e = {0};
-    wts_t *w = wts_open(model, &e);
-    tinyvit_t *enc = w ? tinyvit_new(w, &e) : NULL;
-    selector_t *s = w ? selector_new(w, &e) : NULL;
-    if (!enc || !s) {
+    sam_t *sam = sam_load(model, &e);
+    selector_t *s = sam ? selector_new(sam_weights(sam), &e) : NULL;
+    if (!s) {
         fprintf(stderr, "setup: %s\n", e.msg);
         return 1;
     }
@@ -403,10 +409,12 @@ static int heldout(const char *model, const char *cl, int ntr, int nte, int ndom
                 image_t *im = image_load(paths[i], &e);
                 if (!im) continue;
                 float *t = malloc(sizeof(float) * TINYVIT_TAPS_FLOATS);
-                if (selector_encode(enc, im, t, NULL, NULL, &e)) {
+                sam_embedding_t se = {0};
+                if (sam_encode_taps(sam, im, &se, t, &e)) {
                     fprintf(stderr, "encode: %s\n", e.msg);
                     return 1;
                 }
+                sam_embedding_free(&se);
                 image_destroy(&im);
                 taps[sp][n[sp]] = t;
                 lab[sp][n[sp]++] = d;
@@ -437,8 +445,7 @@ static int heldout(const char *model, const char *cl, int ntr, int nte, int ndom
     }
     free(paths);
     selector_destroy(&s);
-    tinyvit_destroy(&enc);
-    wts_destroy(&w);
+    sam_destroy(&sam);
     return 0;
 }
 
