@@ -7,6 +7,8 @@
 
 #include <math.h>
 
+#include "ln_row.h"
+
 #define RB 64
 
 typedef struct {
@@ -25,15 +27,7 @@ static void la_item(void *ctx, int blk, int tid)
     for (int n = n0; n < n1; n++) {
         const float *xr = j->x + (size_t)n * C;
         float *yr = j->y + (size_t)n * C;
-        float s = 0;
-#pragma omp simd reduction(+ : s)
-        for (int c = 0; c < C; c++) s += xr[c];
-        float m = s / (float)C, ss = 0;
-#pragma omp simd reduction(+ : ss)
-        for (int c = 0; c < C; c++) ss += (xr[c] - m) * (xr[c] - m);
-        float r = 1.0f / sqrtf(ss / (float)C + j->eps);
-#pragma omp simd
-        for (int c = 0; c < C; c++) yr[c] = (xr[c] - m) * r * w[c] + b[c];
+        ln_row_fwd(yr, xr, w, b, C, j->eps);
         if (j->y2) {
             const float *ar = j->a + (size_t)n * C;
             float *y2r = j->y2 + (size_t)n * C;

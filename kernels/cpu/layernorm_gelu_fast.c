@@ -10,6 +10,8 @@
 
 #include <math.h>
 
+#include "ln_row.h"
+
 #include "fast_exp.h"
 
 #define RB 64 /* rows per item: LayerNorm row by row, then GELU over the block flat */
@@ -30,15 +32,7 @@ static void lg_item(void *ctx, int blk, int tid)
     for (int n = n0; n < n1; n++) {
         const float *xr = j->x + (size_t)n * C;
         float *yr = j->y + (size_t)n * C;
-        float s = 0;
-#pragma omp simd reduction(+ : s)
-        for (int c = 0; c < C; c++) s += xr[c];
-        float m = s / (float)C, ss = 0;
-#pragma omp simd reduction(+ : ss)
-        for (int c = 0; c < C; c++) ss += (xr[c] - m) * (xr[c] - m);
-        float r = 1.0f / sqrtf(ss / (float)C + j->eps);
-#pragma omp simd
-        for (int c = 0; c < C; c++) yr[c] = (xr[c] - m) * r * w[c] + b[c];
+        ln_row_fwd(yr, xr, w, b, C, j->eps);
     }
     float *yb = j->y + (size_t)n0 * C;
     size_t len = (size_t)(n1 - n0) * C;
@@ -86,13 +80,7 @@ static void lgb_item(void *ctx, int blk, int tid)
     for (int n = n0; n < n1; n++) {
         const float *xr = j->x + (size_t)n * C, *dyr = j->dy + (size_t)n * C;
         float *dxr = j->dx + (size_t)n * C;
-        float s = 0;
-#pragma omp simd reduction(+ : s)
-        for (int c = 0; c < C; c++) s += xr[c];
-        float m = s / (float)C, ss = 0;
-#pragma omp simd reduction(+ : ss)
-        for (int c = 0; c < C; c++) ss += (xr[c] - m) * (xr[c] - m);
-        float r = 1.0f / sqrtf(ss / (float)C + j->eps);
+        float m, r = ln_row_stats(xr, C, j->eps, &m);
         float s1 = 0, s2 = 0;
 #pragma omp simd reduction(+ : s1, s2)
         for (int c = 0; c < C; c++) {
