@@ -111,6 +111,12 @@ int client_help_version(const cfg_t *cfg, int rc)
     return rc == CFG_HELP || rc == CFG_VERSION;
 }
 
+void client_run_dir(const cfg_t *cfg, char *out, size_t n)
+{
+    if (*cfg_str(cfg, "run_dir")) snprintf(out, n, "%s", cfg_str(cfg, "run_dir"));
+    else snprintf(out, n, "/tmp/moda-%u", (unsigned)getuid());
+}
+
 int client_read_file(const char *path, unsigned char **out, size_t *len, err_t *err)
 {
     return paths_read_file(path, out, len, err);

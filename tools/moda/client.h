@@ -59,6 +59,9 @@ int client_health(client_t *c, msg_t **reply, err_t *err);
  * (with the message schema), to stdout, and returns 1 (the command then exits 0);
  * any other rc returns 0. */
 int client_help_version(const cfg_t *cfg, int rc);
+/* The run directory of `moda up` / `moda status`: the configured value (the cfg key
+ * `run_dir`) when not empty, else /tmp/moda-<uid> (short, for ipc:// socket paths). */
+void client_run_dir(const cfg_t *cfg, char *out, size_t n);
 
 int client_read_file(const char *path, unsigned char **out, size_t *len, err_t *err);
 /* Create/truncate path with data. ERR_IO "creating P: ..." / "writing P: ...". */

@@ -388,10 +388,7 @@ int cmd_status(int argc, char **argv)
         return 2;
     }
     char run_dir[256], state_path[300];
-    if (*cfg_str(cfg, "run_dir"))
-        snprintf(run_dir, sizeof run_dir, "%s", cfg_str(cfg, "run_dir"));
-    else
-        snprintf(run_dir, sizeof run_dir, "/tmp/moda-%u", (unsigned)getuid());
+    client_run_dir(cfg, run_dir, sizeof run_dir);
     int json = cfg_bool(cfg, "json"), timeout = (int)cfg_int(cfg, "timeout_ms");
     double watch = cfg_double(cfg, "watch");
     if (watch > 0) {

@@ -389,10 +389,7 @@ int cmd_up(int argc, char **argv)
     }
 
     char run_dir[128], data[UP_PATH], bindir[UP_PATH], state[UP_PATH];
-    if (*cfg_str(cfg, "run_dir"))
-        snprintf(run_dir, sizeof run_dir, "%s", cfg_str(cfg, "run_dir"));
-    else
-        snprintf(run_dir, sizeof run_dir, "/tmp/moda-%u", (unsigned)getuid());
+    client_run_dir(cfg, run_dir, sizeof run_dir);
     if (cfg_str(cfg, "data")[0] == '/') {
         snprintf(data, sizeof data, "%s", cfg_str(cfg, "data"));
     } else {
