@@ -10,18 +10,7 @@
 #include <stdlib.h>
 
 #include "kn.h"
-
-static int fails;
-
-#define EXPECT(cond, ...)                                                                  \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                           \
-            fprintf(stderr, __VA_ARGS__);                                                  \
-            fprintf(stderr, "\n");                                                         \
-            fails++;                                                                       \
-        }                                                                                  \
-    } while (0)
+#include "expect.h"
 
 static void test_gelu(void)
 {
@@ -41,19 +30,19 @@ static void test_gelu(void)
             wi = i;
         }
     }
-    EXPECT(worst <= 2e-7, "gelu_fast: error %.3g at x=%g (bound 2e-7·max(1,|x|))", worst,
-           (double)x[wi]);
-    EXPECT(y[n - 6] == 0.0f && y[n - 2] == 1e4f && y[n - 1] == 0.0f,
-           "gelu_fast special values: %g %g %g", (double)y[n - 6], (double)y[n - 2],
-           (double)y[n - 1]);
+    EXPECTF(worst <= 2e-7, "gelu_fast: error %.3g at x=%g (bound 2e-7·max(1,|x|))", worst,
+            (double)x[wi]);
+    EXPECTF(y[n - 6] == 0.0f && y[n - 2] == 1e4f && y[n - 1] == 0.0f,
+            "gelu_fast special values: %g %g %g", (double)y[n - 6], (double)y[n - 2],
+            (double)y[n - 1]);
     /* in place gives the same bits */
     kn_gelu_fast_fwd(x, x, n);
     size_t diff = 0;
     for (size_t i = 0; i < n; i++) diff += x[i] != y[i];
-    EXPECT(diff == 0, "gelu_fast in place differs in %zu elements", diff);
+    EXPECTF(diff == 0, "gelu_fast in place differs in %zu elements", diff);
     float nan = NAN, out;
     kn_gelu_fast_fwd(&out, &nan, 1);
-    EXPECT(isnan(out), "gelu_fast(NaN) = %g", (double)out);
+    EXPECTF(isnan(out), "gelu_fast(NaN) = %g", (double)out);
     printf("gelu_fast: max error %.3g (relative to max(1,|x|))\n", worst);
     free(x);
     free(y);
@@ -108,8 +97,8 @@ static void test_softmax(void)
             }
             /* float sums: the bound grows with the reduction length */
             double tol = 1e-6 + 1e-10 * inner;
-            EXPECT(worst <= tol, "softmax%s %dx%d: relative error %.3g (bound %.3g)",
-                   dim0 ? "_dim0" : "", R, Cc, worst, tol);
+            EXPECTF(worst <= tol, "softmax%s %dx%d: relative error %.3g (bound %.3g)",
+                    dim0 ? "_dim0" : "", R, Cc, worst, tol);
         }
         /* in place gives the same bits */
         kn_softmax_fast_fwd(y, x, R, Cc);
@@ -118,7 +107,7 @@ static void test_softmax(void)
         kn_softmax_fast_fwd(z, z, R, Cc);
         size_t diff = 0;
         for (size_t i = 0; i < n; i++) diff += z[i] != y[i];
-        EXPECT(diff == 0, "softmax in place differs (%dx%d)", R, Cc);
+        EXPECTF(diff == 0, "softmax in place differs (%dx%d)", R, Cc);
         free(x), free(y), free(z);
     }
 }
@@ -146,11 +135,11 @@ static void test_layernorm_gelu(void)
         }
     }
     /* float accumulation: the error grows with |mean| / std, here up to ~100 */
-    EXPECT(worst <= 5e-5, "layernorm_gelu: max abs error %.3g", worst);
+    EXPECTF(worst <= 5e-5, "layernorm_gelu: max abs error %.3g", worst);
     kn_layernorm_gelu_fast_fwd(x, x, w, b, N, Cc, 1e-6f); /* in place */
     size_t diff = 0;
     for (int i = 0; i < N * Cc; i++) diff += x[i] != y[i];
-    EXPECT(diff == 0, "layernorm_gelu in place differs in %zu elements", diff);
+    EXPECTF(diff == 0, "layernorm_gelu in place differs in %zu elements", diff);
     free(x), free(y);
 }
 
@@ -178,12 +167,12 @@ static void test_layernorm_add(void)
             worst2 = fmax(worst2, fabs((double)y[k] + a[k] - y2[k]));
         }
     }
-    EXPECT(worst <= 5e-6, "layernorm_add: max abs error %.3g", worst);
-    EXPECT(worst2 <= 1e-6, "layernorm_add: y2 != y + a (%.3g)", worst2);
+    EXPECTF(worst <= 5e-6, "layernorm_add: max abs error %.3g", worst);
+    EXPECTF(worst2 <= 1e-6, "layernorm_add: y2 != y + a (%.3g)", worst2);
     kn_layernorm_add_fast_fwd(x, NULL, NULL, x, w, b, N, Cc, 1e-5f); /* in place, no y2 */
     size_t diff = 0;
     for (size_t i = 0; i < n; i++) diff += x[i] != y[i];
-    EXPECT(diff == 0, "layernorm_add in place differs in %zu elements", diff);
+    EXPECTF(diff == 0, "layernorm_add in place differs in %zu elements", diff);
     free(x), free(y), free(y2), free(a), free(w), free(b);
 }
 
@@ -208,11 +197,11 @@ static void test_gelu_linear(void)
                     double e = fabs(acc - y[((size_t)g * O + o) * N + c]);
                     if (!(e <= worst)) worst = e;
                 }
-        EXPECT(worst <= 1e-5, "gelu_linear (bias %d): max abs error %.3g", withb, worst);
+        EXPECTF(worst <= 1e-5, "gelu_linear (bias %d): max abs error %.3g", withb, worst);
     }
     float one = 0.7f, w1 = 2.0f, out = 0; /* G = K = N = O = 1 */
     kn_gelu_linear_fwd(&out, &one, NULL, &w1, 1, 1, 1, 1);
-    EXPECT(fabs(out - 2.0 * gelu_d(0.7)) <= 1e-6, "gelu_linear 1x1x1: %g", (double)out);
+    EXPECTF(fabs(out - 2.0 * gelu_d(0.7)) <= 1e-6, "gelu_linear 1x1x1: %g", (double)out);
     free(x), free(y);
 }
 
@@ -227,7 +216,7 @@ static void test_transpose(void)
         int bad = 0;
         for (int i = 0; i < r; i++)
             for (int j = 0; j < c; j++) bad += y[(size_t)j * r + i] != x[(size_t)i * c + j];
-        EXPECT(bad == 0, "transpose %dx%d: %d wrong elements", r, c, bad);
+        EXPECTF(bad == 0, "transpose %dx%d: %d wrong elements", r, c, bad);
         free(x);
         free(y);
     }
@@ -241,7 +230,8 @@ int main(void)
     test_gelu_linear();
     test_layernorm_add();
     test_transpose();
-    if (fails) fprintf(stderr, "%d failure(s)\n", fails);
+    if (expect_failures)
+        fprintf(stderr, "%d failure(s)\n", expect_failures);
     else printf("all decoder op tests passed\n");
-    return fails ? 1 : 0;
+    return expect_failures ? 1 : 0;
 }

@@ -17,18 +17,7 @@
 
 #include "sam_parts.h"
 #include "wts.h"
-
-static int fails;
-
-#define EXPECT(cond, ...)                                                                  \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                           \
-            fprintf(stderr, __VA_ARGS__);                                                  \
-            fprintf(stderr, "\n");                                                         \
-            fails++;                                                                       \
-        }                                                                                  \
-    } while (0)
+#include "expect.h"
 
 #define NLR (SAM_LOWRES * SAM_LOWRES)
 #define NEMB (SAM_EMB_C * SAM_EMB * SAM_EMB)
@@ -219,27 +208,27 @@ static void test_weights_rejected(void)
             wts_t *w = make_wts(mode == 0 ? names[i] : NULL, mode == 1 ? names[i] : NULL, 0);
             err_t err = {0};
             samdec_t *d = samdec_new(w, &err);
-            EXPECT(d == NULL, "samdec_new accepted weights with %s %s", names[i],
-                   mode ? "mis-shaped" : "missing");
-            EXPECT(strstr(err.msg, names[i]) != NULL, "error does not name %s: '%s'", names[i],
-                   err.msg);
+            EXPECTF(d == NULL, "samdec_new accepted weights with %s %s", names[i],
+                    mode ? "mis-shaped" : "missing");
+            EXPECTF(strstr(err.msg, names[i]) != NULL, "error does not name %s: '%s'", names[i],
+                    err.msg);
             samdec_destroy(&d);
             wts_destroy(&w);
         }
     }
     err_t err = {0};
-    EXPECT(samdec_new(NULL, &err) == NULL && err.code == ERR_INVALID, "NULL weights accepted");
+    EXPECTF(samdec_new(NULL, &err) == NULL && err.code == ERR_INVALID, "NULL weights accepted");
 }
 
 static void test_pick_single(void)
 {
     float a[4] = {0.9f, 0.5f, 0.8f, 0.7f};
-    EXPECT(samdec_pick_single(a, 2) == 2, "2 points: mask 0 must be penalised");
-    EXPECT(samdec_pick_single(a, 3) == 0, "3 points: mask 0 must be preferred");
+    EXPECTF(samdec_pick_single(a, 2) == 2, "2 points: mask 0 must be penalised");
+    EXPECTF(samdec_pick_single(a, 3) == 0, "3 points: mask 0 must be preferred");
     float b[4] = {0.1f, 0.6f, 0.6f, 0.2f};
-    EXPECT(samdec_pick_single(b, 1) == 1, "ties resolve to the first index");
+    EXPECTF(samdec_pick_single(b, 1) == 1, "ties resolve to the first index");
     float c[4] = {0.1f, 0.2f, 0.3f, 0.4f};
-    EXPECT(samdec_pick_single(c, 4) == 0, "4 points: mask 0");
+    EXPECTF(samdec_pick_single(c, 4) == 0, "4 points: mask 0");
 }
 
 int main(void)
@@ -251,7 +240,7 @@ int main(void)
     wts_t *w = make_wts(NULL, NULL, 1);
     err_t err = {0};
     samdec_t *d = samdec_new(w, &err);
-    EXPECT(d != NULL, "samdec_new: %s", err.msg);
+    EXPECTF(d != NULL, "samdec_new: %s", err.msg);
     if (!d) return 1;
 
     float *embA = malloc(sizeof(float) * NEMB), *embB = malloc(sizeof(float) * NEMB);
@@ -266,83 +255,84 @@ int main(void)
 
     /* bad prompts */
     sam_point_t bad[2] = {{10, 10, 4.0f}, {0, 0, -1}};
-    EXPECT(samdec_forward(d, embA, bad, 2, NULL, o1, i1, &err) == ERR_INVALID, "label 4");
+    EXPECTF(samdec_forward(d, embA, bad, 2, NULL, o1, i1, &err) == ERR_INVALID, "label 4");
     bad[0].label = 0.5f;
-    EXPECT(samdec_forward(d, embA, bad, 2, NULL, o1, i1, &err) == ERR_INVALID, "label 0.5");
+    EXPECTF(samdec_forward(d, embA, bad, 2, NULL, o1, i1, &err) == ERR_INVALID, "label 0.5");
     bad[0].label = 1.0f, bad[0].x = NAN;
-    EXPECT(samdec_forward(d, embA, bad, 2, NULL, o1, i1, &err) == ERR_INVALID, "NaN x");
-    EXPECT(samdec_forward(d, embA, pts, -1, NULL, o1, i1, &err) == ERR_RANGE, "n = -1");
-    EXPECT(samdec_forward(d, embA, pts, 1 << 20, NULL, o1, i1, &err) == ERR_RANGE, "n huge");
-    EXPECT(samdec_forward(d, NULL, pts, 2, NULL, o1, i1, &err) == ERR_INVALID, "NULL emb");
-    EXPECT(samdec_forward(d, embA, NULL, 2, NULL, o1, i1, &err) == ERR_INVALID, "NULL pts");
+    EXPECTF(samdec_forward(d, embA, bad, 2, NULL, o1, i1, &err) == ERR_INVALID, "NaN x");
+    EXPECTF(samdec_forward(d, embA, pts, -1, NULL, o1, i1, &err) == ERR_RANGE, "n = -1");
+    EXPECTF(samdec_forward(d, embA, pts, 1 << 20, NULL, o1, i1, &err) == ERR_RANGE, "n huge");
+    EXPECTF(samdec_forward(d, NULL, pts, 2, NULL, o1, i1, &err) == ERR_INVALID, "NULL emb");
+    EXPECTF(samdec_forward(d, embA, NULL, 2, NULL, o1, i1, &err) == ERR_INVALID, "NULL pts");
 
     /* first prompt on an embedding runs layer 0 re-associated, the second fills the
      * layer-0 cache and runs plain attention on it: same math, rounding-level apart */
     float *o4 = malloc(sizeof(float) * nout), i4[4];
-    EXPECT(samdec_forward(d, embA, pts, 2, NULL, o1, i1, &err) == 0, "forward: %s", err.msg);
-    EXPECT(samdec_forward(d, embA, pts, 2, NULL, o2, i2, &err) == 0, "forward: %s", err.msg);
+    EXPECTF(samdec_forward(d, embA, pts, 2, NULL, o1, i1, &err) == 0, "forward: %s", err.msg);
+    EXPECTF(samdec_forward(d, embA, pts, 2, NULL, o2, i2, &err) == 0, "forward: %s", err.msg);
     float scale = 0;
     for (size_t k = 0; k < nout; k++) scale = fmaxf(scale, fabsf(o1[k]));
     float e = maxdiff(o1, o2, nout), ie = maxdiff(i1, i2, 4);
-    EXPECT(e <= 1e-4f * fmaxf(1.0f, scale) && ie <= 1e-5f,
-           "first (re-associated) vs cached call: max diff %g (logits up to %g), iou %g",
-           (double)e, (double)scale, (double)ie);
+    EXPECTF(e <= 1e-4f * fmaxf(1.0f, scale) && ie <= 1e-5f,
+            "first (re-associated) vs cached call: max diff %g (logits up to %g), iou %g",
+            (double)e, (double)scale, (double)ie);
     printf("re-associated vs cached layer 0: max diff %.3g (logits up to %.3g), iou diff %.3g\n",
            (double)e, (double)scale, (double)ie);
     int finite = 1;
     for (size_t k = 0; k < nout; k++) finite &= isfinite(o1[k]) != 0 && isfinite(o2[k]) != 0;
-    EXPECT(finite, "non-finite logits");
-    EXPECT(maxdiff(o2, o2 + NLR, NLR) > 0, "mask 0 and mask 1 are identical");
+    EXPECTF(finite, "non-finite logits");
+    EXPECTF(maxdiff(o2, o2 + NLR, NLR) > 0, "mask 0 and mask 1 are identical");
 
     /* determinism on the cached path */
     samdec_forward(d, embA, pts, 2, NULL, o3, i3, &err);
-    EXPECT(memcmp(o2, o3, sizeof(float) * nout) == 0 && memcmp(i2, i3, sizeof i2) == 0,
-           "two cached calls differ");
+    EXPECTF(memcmp(o2, o3, sizeof(float) * nout) == 0 && memcmp(i2, i3, sizeof i2) == 0,
+            "two cached calls differ");
 
     /* a padding point's coordinates do not matter */
     sam_point_t pts2[2] = {pts[0], {777.0f, 12.0f, -1.0f}};
     samdec_forward(d, embA, pts2, 2, NULL, o3, i3, &err);
-    EXPECT(memcmp(o2, o3, sizeof(float) * nout) == 0, "padding point coordinates changed output");
+    EXPECTF(memcmp(o2, o3, sizeof(float) * nout) == 0, "padding point coordinates changed output");
 
     /* a new embedding invalidates the cache: B on this decoder equals B on a fresh one,
      * and A afterwards is A's first-call answer again */
     samdec_forward(d, embB, pts, 2, NULL, o3, i3, &err);
     samdec_t *d2 = samdec_new(w, &err);
     samdec_forward(d2, embB, pts, 2, NULL, o4, i4, &err);
-    EXPECT(memcmp(o3, o4, sizeof(float) * nout) == 0, "decoder after A differs from fresh on B");
-    EXPECT(maxdiff(o1, o3, nout) > 1e-3f, "embedding B gave embedding A's answer");
+    EXPECTF(memcmp(o3, o4, sizeof(float) * nout) == 0, "decoder after A differs from fresh on B");
+    EXPECTF(maxdiff(o1, o3, nout) > 1e-3f, "embedding B gave embedding A's answer");
     samdec_forward(d2, embB, pts, 2, NULL, o4, i4, &err); /* cached on B */
-    EXPECT(maxdiff(o3, o4, nout) <= 1e-4f * fmaxf(1.0f, scale), "B: cached vs first call");
+    EXPECTF(maxdiff(o3, o4, nout) <= 1e-4f * fmaxf(1.0f, scale), "B: cached vs first call");
     samdec_forward(d, embA, pts, 2, NULL, o3, i3, &err);
-    EXPECT(memcmp(o1, o3, sizeof(float) * nout) == 0, "A after B differs from A's first call");
+    EXPECTF(memcmp(o1, o3, sizeof(float) * nout) == 0, "A after B differs from A's first call");
 
     /* mask path (re-associated layer 0 on emb + dense(mask)) vs the cached path: the
      * synthetic mask_downscaling.6 makes any mask embed exactly like no mask */
     samdec_forward(d, embA, pts, 2, mask, o3, i3, &err);
     e = maxdiff(o2, o3, nout), ie = maxdiff(i2, i3, 4);
-    EXPECT(e <= 1e-4f * fmaxf(1.0f, scale) && ie <= 1e-5f,
-           "mask path vs cached path: max diff %g (logits up to %g), iou diff %g", (double)e,
-           (double)scale, (double)ie);
-    EXPECT(maxdiff(o1, o3, nout) <= 1e-6f * fmaxf(1.0f, scale),
-           "mask path vs first no-mask call (same code path): %g", (double)maxdiff(o1, o3, nout));
+    EXPECTF(e <= 1e-4f * fmaxf(1.0f, scale) && ie <= 1e-5f,
+            "mask path vs cached path: max diff %g (logits up to %g), iou diff %g", (double)e,
+            (double)scale, (double)ie);
+    EXPECTF(maxdiff(o1, o3, nout) <= 1e-6f * fmaxf(1.0f, scale),
+            "mask path vs first no-mask call (same code path): %g", (double)maxdiff(o1, o3, nout));
 
     /* token buffers grow and shrink: 40 points, then 0, then 2 again (cached path) */
     sam_point_t many[40];
     for (int k = 0; k < 40; k++)
         many[k] = (sam_point_t){(float)(k * 25), (float)(1000 - k * 20), (float)(k % 4)};
-    EXPECT(samdec_forward(d, embA, many, 40, NULL, o3, i3, &err) == 0, "40 points: %s", err.msg);
-    EXPECT(samdec_forward(d, embA, NULL, 0, NULL, o3, i3, &err) == 0, "0 points: %s", err.msg);
+    EXPECTF(samdec_forward(d, embA, many, 40, NULL, o3, i3, &err) == 0, "40 points: %s", err.msg);
+    EXPECTF(samdec_forward(d, embA, NULL, 0, NULL, o3, i3, &err) == 0, "0 points: %s", err.msg);
     samdec_forward(d, embA, pts, 2, NULL, o3, i3, &err);
-    EXPECT(memcmp(o2, o3, sizeof(float) * nout) == 0, "after growing, 2 points differ");
+    EXPECTF(memcmp(o2, o3, sizeof(float) * nout) == 0, "after growing, 2 points differ");
     free(o4);
 
     samdec_destroy(&d2);
     samdec_destroy(&d);
-    EXPECT(d == NULL, "samdec_destroy does not NULL the handle");
+    EXPECTF(d == NULL, "samdec_destroy does not NULL the handle");
     samdec_destroy(&d); /* NULL-safe */
     wts_destroy(&w);
     free(embA), free(embB), free(mask), free(o1), free(o2), free(o3);
-    if (fails) fprintf(stderr, "%d failure(s)\n", fails);
+    if (expect_failures)
+        fprintf(stderr, "%d failure(s)\n", expect_failures);
     else printf("all decoder unit tests passed\n");
-    return fails ? 1 : 0;
+    return expect_failures ? 1 : 0;
 }

@@ -8,18 +8,7 @@
 #include <string.h>
 
 #include "sam_parts.h"
-
-static int g_fail;
-
-#define EXPECT(cond, ...)                                                                  \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                    \
-            printf(__VA_ARGS__);                                                           \
-            printf("\n");                                                                  \
-            g_fail = 1;                                                                    \
-        }                                                                                  \
-    } while (0)
+#include "expect.h"
 
 /* A weights file holding one F32 tensor of the given shape (zeros). */
 static wts_t *one_tensor(const char *name, int ndim, const int64_t *shape)
@@ -45,7 +34,7 @@ static wts_t *one_tensor(const char *name, int ndim, const int64_t *shape)
 int main(void)
 {
     err_t err = {0};
-    EXPECT(tinyvit_new(NULL, &err) == NULL && err.code == ERR_INVALID, "NULL weights accepted");
+    EXPECTF(tinyvit_new(NULL, &err) == NULL && err.code == ERR_INVALID, "NULL weights accepted");
 
     /* First tensor present with a wrong shape: named in the message. */
     int64_t bad[4] = {32, 3, 5, 5};
@@ -53,9 +42,9 @@ int main(void)
     if (!w) return 1;
     err_clear(&err);
     tinyvit_t *e = tinyvit_new(w, &err);
-    EXPECT(e == NULL, "wrong shape accepted");
-    EXPECT(err.code == ERR_FORMAT, "code %d, want ERR_FORMAT", err.code);
-    EXPECT(strstr(err.msg, "patch_embed.seq.0.c.weight") != NULL, "message '%s'", err.msg);
+    EXPECTF(e == NULL, "wrong shape accepted");
+    EXPECTF(err.code == ERR_FORMAT, "code %d, want ERR_FORMAT", err.code);
+    EXPECTF(strstr(err.msg, "patch_embed.seq.0.c.weight") != NULL, "message '%s'", err.msg);
     printf("wrong shape -> %s\n", err.msg);
     wts_destroy(&w);
 
@@ -65,18 +54,18 @@ int main(void)
     if (!w) return 1;
     err_clear(&err);
     e = tinyvit_new(w, &err);
-    EXPECT(e == NULL && err.code == ERR_NOTFOUND, "missing bias: code %d", err.code);
-    EXPECT(strstr(err.msg, "patch_embed.seq.0.c.bias") != NULL, "message '%s'", err.msg);
+    EXPECTF(e == NULL && err.code == ERR_NOTFOUND, "missing bias: code %d", err.code);
+    EXPECTF(strstr(err.msg, "patch_embed.seq.0.c.bias") != NULL, "message '%s'", err.msg);
     printf("missing tensor -> %s\n", err.msg);
     wts_destroy(&w);
 
     /* Forward argument checks. */
     float x = 0, y = 0;
     err_clear(&err);
-    EXPECT(tinyvit_forward(NULL, &x, &y, NULL, &err) == ERR_INVALID, "NULL encoder accepted");
+    EXPECTF(tinyvit_forward(NULL, &x, &y, NULL, &err) == ERR_INVALID, "NULL encoder accepted");
     tinyvit_destroy(&e); /* NULL-safe */
     char buf[64];
-    EXPECT(tinyvit_profile_text(NULL, buf, sizeof buf) == ERR_INVALID, "profile NULL");
-    printf("%s\n", g_fail ? "tinyvit unit: FAILED" : "tinyvit unit: all passed");
-    return g_fail;
+    EXPECTF(tinyvit_profile_text(NULL, buf, sizeof buf) == ERR_INVALID, "profile NULL");
+    printf("%s\n", expect_failures ? "tinyvit unit: FAILED" : "tinyvit unit: all passed");
+    return expect_failures;
 }

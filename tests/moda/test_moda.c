@@ -26,18 +26,7 @@
 #include "image.h"
 #include "kn.h"
 #include "sam.h"
-
-static int fails;
-
-#define EXPECT(cond, ...)                                                                  \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                           \
-            fprintf(stderr, __VA_ARGS__);                                                  \
-            fprintf(stderr, "\n");                                                         \
-            fails++;                                                                       \
-        }                                                                                  \
-    } while (0)
+#include "expect.h"
 
 #define LRN (SAM_LOWRES * SAM_LOWRES)
 #define EMBN (SAM_EMB_C * SAM_EMB * SAM_EMB)
@@ -78,12 +67,12 @@ static abank_t *make_bank(uint64_t seed)
         }
         abank_metric_t m[2] = {{"test_iou_box", 0.1 * (d + 1) + 1e-17}, {"epochs", 24}};
         int rc = abank_put_domain(b, names[d], &a, rp, 3, m, 2, "2026-11-29T09:00:00Z", &e);
-        EXPECT(rc == 0 && !a, "put_domain: %s", e.msg);
+        EXPECTF(rc == 0 && !a, "put_domain: %s", e.msg);
     }
     float sel[10 * 16];
     fill(sel, 160, &rng, 1.0f);
     int64_t sh[2] = {10, 16};
-    EXPECT(abank_put_selector(b, "tokens", 2, sh, sel, &e) == 0, "put_selector: %s", e.msg);
+    EXPECTF(abank_put_selector(b, "tokens", 2, sh, sel, &e) == 0, "put_selector: %s", e.msg);
     return b;
 }
 
@@ -93,45 +82,46 @@ static int test_bank(void)
     abank_t *b = make_bank(7);
     void *m1, *m2;
     size_t l1, l2;
-    EXPECT(abank_to_memory(b, &m1, &l1, &e) == 0, "to_memory: %s", e.msg);
+    EXPECTF(abank_to_memory(b, &m1, &l1, &e) == 0, "to_memory: %s", e.msg);
     abank_t *c = abank_from_memory(m1, l1, "m1", HASH_A, 16, &e);
-    EXPECT(c, "from_memory: %s", e.msg);
+    EXPECTF(c, "from_memory: %s", e.msg);
     if (!c) return 1;
-    EXPECT(c->n_domains == 2 && !strcmp(c->domains[0].name, "bsdata"), "domains after load");
-    EXPECT(c->domains[1].n_replay == 3 && c->domains[1].replay[1].image.size == 39, "replay kept");
-    EXPECT(abank_to_memory(c, &m2, &l2, &e) == 0, "to_memory 2: %s", e.msg);
-    EXPECT(l1 == l2 && !memcmp(m1, m2, l1), "save -> load -> save is not byte-identical");
-    EXPECT(!memcmp(abank_find(b, "bsdata")->adapter->data, abank_find(c, "bsdata")->adapter->data,
-                   sizeof(float) * b->domains[0].adapter->size), "adapter tensors differ after load");
+    EXPECTF(c->n_domains == 2 && !strcmp(c->domains[0].name, "bsdata"), "domains after load");
+    EXPECTF(c->domains[1].n_replay == 3 && c->domains[1].replay[1].image.size == 39, "replay kept");
+    EXPECTF(abank_to_memory(c, &m2, &l2, &e) == 0, "to_memory 2: %s", e.msg);
+    EXPECTF(l1 == l2 && !memcmp(m1, m2, l1), "save -> load -> save is not byte-identical");
+    EXPECTF(!memcmp(abank_find(b, "bsdata")->adapter->data, abank_find(c, "bsdata")->adapter->data,
+                    sizeof(float) * b->domains[0].adapter->size),
+            "adapter tensors differ after load");
     /* file round trip */
     char path[] = "/tmp/test_moda_bankXXXXXX";
     int fd = mkstemp(path);
     close(fd);
-    EXPECT(abank_save(c, path, &e) == 0, "save: %s", e.msg);
+    EXPECTF(abank_save(c, path, &e) == 0, "save: %s", e.msg);
     abank_t *d = abank_load(path, HASH_A, 0, &e);
-    EXPECT(d, "load: %s", e.msg);
+    EXPECTF(d, "load: %s", e.msg);
     abank_destroy(&d);
     /* wrong base model */
     err_clear(&e);
     d = abank_load(path, HASH_B, 0, &e);
-    EXPECT(!d && e.code == ERR_VERSION && strstr(e.msg, "base model"), "wrong base model: %d %s",
-           e.code, e.msg);
+    EXPECTF(!d && e.code == ERR_VERSION && strstr(e.msg, "base model"), "wrong base model: %d %s",
+            e.code, e.msg);
     abank_destroy(&d);
     /* wrong early channels */
     err_clear(&e);
     d = abank_from_memory(m1, l1, "m1", HASH_A, 160, &e);
-    EXPECT(!d && e.code == ERR_VERSION && strstr(e.msg, "early"), "early channels: %s", e.msg);
+    EXPECTF(!d && e.code == ERR_VERSION && strstr(e.msg, "early"), "early channels: %s", e.msg);
     /* corrupt: truncated, and a broken header */
     err_clear(&e);
     d = abank_from_memory(m1, l1 - 7, "cut", HASH_A, 0, &e);
-    EXPECT(!d && e.code != 0 && strstr(e.msg, "cut"), "truncated: %s", e.msg);
+    EXPECTF(!d && e.code != 0 && strstr(e.msg, "cut"), "truncated: %s", e.msg);
     printf("truncated bank -> %s\n", e.msg);
     uint8_t *bad = malloc(l1);
     memcpy(bad, m1, l1);
     bad[12] = '#';
     err_clear(&e);
     d = abank_from_memory(bad, l1, "bad", HASH_A, 0, &e);
-    EXPECT(!d && e.code == ERR_FORMAT, "corrupt header: %d %s", e.code, e.msg);
+    EXPECTF(!d && e.code == ERR_FORMAT, "corrupt header: %d %s", e.code, e.msg);
     printf("corrupt bank -> %s\n", e.msg);
     free(bad);
     /* missing tensor: rebuild a bank without domain.bsdata.compress.3.bias */
@@ -149,16 +139,17 @@ static int test_bank(void)
     wts_writer_to_memory(wr, &m3, &l3, &e);
     err_clear(&e);
     d = abank_from_memory(m3, l3, "m3", HASH_A, 0, &e);
-    EXPECT(!d && e.code == ERR_FORMAT && strstr(e.msg, "domain.bsdata.compress.3.bias") &&
-               strstr(e.msg, "missing"), "missing tensor: %s", e.msg);
+    EXPECTF(!d && e.code == ERR_FORMAT && strstr(e.msg, "domain.bsdata.compress.3.bias") &&
+                strstr(e.msg, "missing"),
+            "missing tensor: %s", e.msg);
     printf("missing tensor -> %s\n", e.msg);
     free(m3);
     wts_writer_destroy(&wr);
     wts_destroy(&w);
     /* bad domain name */
     adapter_t *a = adapter_new(16, &e);
-    EXPECT(abank_put_domain(c, "Bad Name", &a, NULL, 0, NULL, 0, NULL, &e) == ERR_INVALID,
-           "bad name accepted");
+    EXPECTF(abank_put_domain(c, "Bad Name", &a, NULL, 0, NULL, 0, NULL, &e) == ERR_INVALID,
+            "bad name accepted");
     adapter_destroy(&a);
     unlink(path);
     free(m1);
@@ -204,22 +195,24 @@ static int test_dataset(const char *work)
     /* missing mask for b */
     write_text(p, "a train\nb test\n");
     dataset_t *ds = dataset_open(d, &e);
-    EXPECT(!ds && e.code == ERR_NOTFOUND && strstr(e.msg, "masks/b.png"), "missing mask: %s", e.msg);
+    EXPECTF(!ds && e.code == ERR_NOTFOUND && strstr(e.msg, "masks/b.png"), "missing mask: %s",
+            e.msg);
     printf("missing mask -> %s\n", e.msg);
     /* size mismatch */
     snprintf(p, sizeof p, "%s/masks/b.png", d), write_png(p, 21, 10, 1, 0, 255);
     snprintf(p, sizeof p, "%s/split.txt", d);
     ds = dataset_open(d, &e);
-    EXPECT(ds && ds->n == 2 && ds->n_train == 1, "open: %s", e.msg);
+    EXPECTF(ds && ds->n == 2 && ds->n_train == 1, "open: %s", e.msg);
     image_t *im;
     uint8_t *m;
-    EXPECT(ds && dataset_load(ds, 0, &im, &m, &e) == 0 && m[100] == 1 && m[0] == 0,
-           "load a: %s", e.msg);
+    EXPECTF(ds && dataset_load(ds, 0, &im, &m, &e) == 0 && m[100] == 1 && m[0] == 0, "load a: %s",
+            e.msg);
     image_destroy(&im);
     free(m);
     err_clear(&e);
-    EXPECT(ds && dataset_load(ds, 1, &im, &m, &e) == ERR_FORMAT && strstr(e.msg, "masks/b.png") &&
-               strstr(e.msg, "21x10"), "size mismatch: %s", e.msg);
+    EXPECTF(ds && dataset_load(ds, 1, &im, &m, &e) == ERR_FORMAT && strstr(e.msg, "masks/b.png") &&
+                strstr(e.msg, "21x10"),
+            "size mismatch: %s", e.msg);
     printf("size mismatch -> %s\n", e.msg);
     dataset_close(&ds);
     /* non-binary */
@@ -227,29 +220,30 @@ static int test_dataset(const char *work)
     snprintf(p, sizeof p, "%s/split.txt", d);
     ds = dataset_open(d, &e);
     err_clear(&e);
-    EXPECT(ds && dataset_load(ds, 1, &im, &m, &e) == ERR_FORMAT && strstr(e.msg, "not binary") &&
-               strstr(e.msg, "masks/b.png"), "non-binary: %s", e.msg);
+    EXPECTF(ds && dataset_load(ds, 1, &im, &m, &e) == ERR_FORMAT && strstr(e.msg, "not binary") &&
+                strstr(e.msg, "masks/b.png"),
+            "non-binary: %s", e.msg);
     printf("non-binary mask -> %s\n", e.msg);
     dataset_close(&ds);
     /* empty split, bad line */
     write_text(p, "a train\nb train\n");
     err_clear(&e);
     ds = dataset_open(d, &e);
-    EXPECT(!ds && e.code == ERR_INVALID && strstr(e.msg, "split.txt") && strstr(e.msg, "0 test"),
-           "empty split: %s", e.msg);
+    EXPECTF(!ds && e.code == ERR_INVALID && strstr(e.msg, "split.txt") && strstr(e.msg, "0 test"),
+            "empty split: %s", e.msg);
     printf("empty split -> %s\n", e.msg);
     write_text(p, "\n");
     err_clear(&e);
     ds = dataset_open(d, &e);
-    EXPECT(!ds && e.code == ERR_INVALID, "empty file: %s", e.msg);
+    EXPECTF(!ds && e.code == ERR_INVALID, "empty file: %s", e.msg);
     write_text(p, "a train\nb validation\n");
     err_clear(&e);
     ds = dataset_open(d, &e);
-    EXPECT(!ds && e.code == ERR_FORMAT && strstr(e.msg, "line 2"), "bad line: %s", e.msg);
+    EXPECTF(!ds && e.code == ERR_FORMAT && strstr(e.msg, "line 2"), "bad line: %s", e.msg);
     printf("bad split line -> %s\n", e.msg);
     err_clear(&e);
     ds = dataset_open("/nonexistent/dir", &e);
-    EXPECT(!ds && e.code == ERR_NOTFOUND, "missing dir");
+    EXPECTF(!ds && e.code == ERR_NOTFOUND, "missing dir");
     return 0;
 }
 
@@ -285,11 +279,11 @@ static int test_zeroshot(const char *model, const char *data)
     if (!model_ok(model)) return 77;
     err_t e = {0};
     sam_t *sam = sam_load(model, &e);
-    EXPECT(sam, "load: %s", e.msg);
+    EXPECTF(sam, "load: %s", e.msg);
     if (!sam) return 1;
     int ec = sam_early_channels(sam);
     adapter_t *a = adapter_new(ec, &e);
-    EXPECT(adapter_init_from_sam(a, sam_weights(sam), 1, &e) == 0, "init: %s", e.msg);
+    EXPECTF(adapter_init_from_sam(a, sam_weights(sam), 1, &e) == 0, "init: %s", e.msg);
     adp_work_t *w = adp_work_new(ec, &e);
     samdec_t *dec = samdec_new(sam_weights(sam), &e);
     float *lr_a = malloc(sizeof(float) * 4 * LRN), *lr_b = malloc(sizeof(float) * 4 * LRN);
@@ -300,13 +294,13 @@ static int test_zeroshot(const char *model, const char *data)
         char dir[4096];
         snprintf(dir, sizeof dir, "%s/cl/%s", data, doms[di]);
         dataset_t *ds = dataset_open(dir, &e);
-        EXPECT(ds, "dataset: %s", e.msg);
+        EXPECTF(ds, "dataset: %s", e.msg);
         if (!ds) continue;
         image_t *im;
         uint8_t *m;
         dataset_load(ds, 0, &im, &m, &e);
         sam_embedding_t emb = {0};
-        EXPECT(sam_encode(sam, im, &emb, NULL, 1, &e) == 0, "encode: %s", e.msg);
+        EXPECTF(sam_encode(sam, im, &emb, NULL, 1, &e) == 0, "encode: %s", e.msg);
         float sx = (float)emb.info.new_w / im->w, sy = (float)emb.info.new_h / im->h;
         sam_point_t box[2] = {{10 * sx, 12 * sy, 2}, {(im->w - 5) * sx, (im->h - 9) * sy, 3}};
         sam_point_t pts[3] = {{im->w * 0.5f * sx, im->h * 0.4f * sy, 1},
@@ -320,7 +314,7 @@ static int test_zeroshot(const char *model, const char *data)
             float iou_a[4], iou_b[4];
             int rc = adapter_forward(a, dec, w, emb.emb, emb.early, cs[c].p, cs[c].n, cs[c].mi,
                                      logits, lr_a, iou_a, 1, &e);
-            EXPECT(rc == 0, "forward: %s", e.msg);
+            EXPECTF(rc == 0, "forward: %s", e.msg);
             rc = samdec_forward(dec, emb.emb, cs[c].p, cs[c].n, cs[c].mi, lr_b, iou_b, &e);
             double d = 0, ds_ = 0, mx = 0;
             for (int i = 0; i < LRN; i++) { /* same run: the hq row vs the mask-0 row */
@@ -342,8 +336,8 @@ static int test_zeroshot(const char *model, const char *data)
     }
     /* the SAM rows go through GEMMs with one more row when the hq token is present, so
      * OpenBLAS may block them differently: equal up to float rounding, not bit for bit */
-    EXPECT(worst <= 1e-5, "fresh adapter differs from SAM mask 0 by %.3g (tol 1e-5)", worst);
-    EXPECT(worst_sam <= 1e-4, "SAM outputs changed by the hq token (%.3g, tol 1e-4)", worst_sam);
+    EXPECTF(worst <= 1e-5, "fresh adapter differs from SAM mask 0 by %.3g (tol 1e-5)", worst);
+    EXPECTF(worst_sam <= 1e-4, "SAM outputs changed by the hq token (%.3g, tol 1e-4)", worst_sam);
     free(lr_a), free(lr_b), free(logits), free(mask_in);
     samdec_destroy(&dec);
     adp_work_destroy(&w);
@@ -373,7 +367,7 @@ static int test_fd(const char *model)
     fill(G, LRN, &rng, 1.0f / 256);
     sam_point_t pts[3] = {{300, 410, 1}, {620, 200, 0}, {0, 0, -1}};
     adapter_forward(a, dec, w, emb, early, pts, 3, NULL, logits, NULL, NULL, 1, &e);
-    EXPECT(adapter_backward(a, dec, w, G, grad, &e) == 0, "backward: %s", e.msg);
+    EXPECTF(adapter_backward(a, dec, w, G, grad, &e) == 0, "backward: %s", e.msg);
     struct { const char *p; size_t i; } probes[] = {
         {"hq_token", 3}, {"hq_token", 200}, {"hq_mlp.layers.1.weight", 4321},
         {"hq_mlp.layers.2.bias", 5}, {"mask_feature.0.weight", 77}, {"mask_feature.1.bias", 9},
@@ -400,7 +394,7 @@ static int test_fd(const char *model)
                fd, rel);
         worst = fmax(worst, rel);
     }
-    EXPECT(worst <= 2e-2, "finite differences: worst relative error %.3g (tol 2e-2)", worst);
+    EXPECTF(worst <= 2e-2, "finite differences: worst relative error %.3g (tol 2e-2)", worst);
     free(emb), free(early), free(G), free(logits), free(grad);
     samdec_destroy(&dec);
     adp_work_destroy(&w);
@@ -433,9 +427,9 @@ static int test_grad(const char *model, const char *py, const char *script, cons
     sam_point_t pts[4];
     for (int i = 0; i < 4; i++) pts[i] = (sam_point_t){ptsf[i][0], ptsf[i][1], ptsf[i][2]};
     float iou[4];
-    EXPECT(adapter_forward(a, dec, w, emb, early, pts, 4, NULL, logits, lr, iou, 1, &e) == 0,
-           "forward: %s", e.msg);
-    EXPECT(adapter_backward(a, dec, w, G, grad, &e) == 0, "backward: %s", e.msg);
+    EXPECTF(adapter_forward(a, dec, w, emb, early, pts, 4, NULL, logits, lr, iou, 1, &e) == 0,
+            "forward: %s", e.msg);
+    EXPECTF(adapter_backward(a, dec, w, G, grad, &e) == 0, "backward: %s", e.msg);
     mkdir(work, 0755);
     char in[4200], out[4200], cmd[13000];
     snprintf(in, sizeof in, "%s/grad_in.safetensors", work);
@@ -452,12 +446,12 @@ static int test_grad(const char *model, const char *py, const char *script, cons
         wts_writer_add(wr, n, WTS_F32, a->params[p].ndim, a->params[p].shape,
                        a->data + a->params[p].off, &e);
     }
-    EXPECT(wts_writer_save(wr, in, &e) == 0, "write: %s", e.msg);
+    EXPECTF(wts_writer_save(wr, in, &e) == 0, "write: %s", e.msg);
     wts_writer_destroy(&wr);
     snprintf(cmd, sizeof cmd, "%s %s grad %s %s %s", py, script, model, in, out);
-    EXPECT(system(cmd) == 0, "python failed: %s", cmd);
+    EXPECTF(system(cmd) == 0, "python failed: %s", cmd);
     wts_t *r = wts_open(out, &e);
-    EXPECT(r, "read torch output: %s", e.msg);
+    EXPECTF(r, "read torch output: %s", e.msg);
     if (r) {
         const float *tl = wts_f32(r, "logits", &e, 2, 256, 256);
         const float *t0 = wts_f32(r, "sam0", &e, 2, 256, 256);
@@ -469,14 +463,14 @@ static int test_grad(const char *model, const char *py, const char *script, cons
         }
         printf("logits vs torch: max abs %.3g (max |logit| %.2f); SAM mask 0 vs torch %.3g\n", d,
                m, d0);
-        EXPECT(tl && d / m <= 1e-3, "adapter logits differ from torch: %.3g", d / m);
-        EXPECT(t0 && d0 / m <= 1e-3, "SAM mask 0 differs from torch: %.3g", d0);
+        EXPECTF(tl && d / m <= 1e-3, "adapter logits differ from torch: %.3g", d / m);
+        EXPECTF(t0 && d0 / m <= 1e-3, "SAM mask 0 differs from torch: %.3g", d0);
         for (int p = 0; p < ADP_NPARAM; p++) {
             char n[80];
             const adp_param_t *pp = &a->params[p];
             snprintf(n, sizeof n, "grad.%s", pp->name);
             const wts_tensor_t *t = wts_find(r, n);
-            EXPECT(t && t->nbytes == pp->n * sizeof(float), "no %s in torch output", n);
+            EXPECTF(t && t->nbytes == pp->n * sizeof(float), "no %s in torch output", n);
             if (!t) continue;
             const float *tg = t->data;
             const float *cg = grad + pp->off;
@@ -486,7 +480,7 @@ static int test_grad(const char *model, const char *py, const char *script, cons
                 mm = fmax(mm, fabs(tg[i]));
             }
             printf("grad %-28s max |torch| %.3e  rel err %.2e\n", pp->name, mm, dd / mm);
-            EXPECT(dd / mm <= 2e-3, "gradient of %s differs from torch: %.3g", pp->name, dd / mm);
+            EXPECTF(dd / mm <= 2e-3, "gradient of %s differs from torch: %.3g", pp->name, dd / mm);
         }
         wts_destroy(&r);
     }
@@ -512,8 +506,8 @@ int main(int argc, char **argv)
         return 2;
     }
     if (rc == 77) return 77;
-    if (fails) {
-        fprintf(stderr, "%d check(s) failed\n", fails);
+    if (expect_failures) {
+        fprintf(stderr, "%d check(s) failed\n", expect_failures);
         return 1;
     }
     printf("all checks passed\n");

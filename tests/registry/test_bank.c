@@ -14,15 +14,7 @@
 #include "json.h"
 #include "sha256.h"
 #include "wts.h"
-
-static int failures;
-#define EXPECT(c)                                                                          \
-    do {                                                                                   \
-        if (!(c)) {                                                                        \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #c);                   \
-            failures++;                                                                    \
-        }                                                                                  \
-    } while (0)
+#include "expect.h"
 
 static const char *BASE = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
@@ -237,14 +229,14 @@ static void malformed(void)
         bad_t *c = &cases[i];
         if (hand_bank(c->doms, c->names, c->n, c->kind, c->fmt, c->base, &b, &n)) {
             fprintf(stderr, "FAIL case '%s': could not build\n", c->why);
-            failures++;
+            expect_failures++;
             continue;
         }
         bank_split_t s;
         int rc = bank_split(b, n, &s, &err);
         if (rc != c->code || !err.msg[0]) {
             fprintf(stderr, "FAIL case '%s': rc %d (want %d) msg '%s'\n", c->why, rc, c->code, err.msg);
-            failures++;
+            expect_failures++;
         }
         bank_split_clear(&s);
         /* every truncation of a valid bank is refused without a crash */
@@ -278,8 +270,8 @@ int main(void)
     roundtrip_synth();
     canonical_form();
     malformed();
-    if (failures) {
-        fprintf(stderr, "test_bank: %d failures\n", failures);
+    if (expect_failures) {
+        fprintf(stderr, "test_bank: %d failures\n", expect_failures);
         return 1;
     }
     printf("test_bank: all checks passed\n");

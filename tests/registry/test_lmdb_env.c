@@ -13,17 +13,7 @@
 #include <unistd.h>
 
 #include "lmdb_env.h"
-
-static int fails;
-#define EXPECT(c, ...)                                                       \
-    do {                                                                    \
-        if (!(c)) {                                                         \
-            fails++;                                                        \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #c);    \
-            fprintf(stderr, __VA_ARGS__);                                   \
-            fputc('\n', stderr);                                            \
-        }                                                                   \
-    } while (0)
+#include "expect.h"
 
 #define VAL_LEN 1500
 
@@ -94,12 +84,12 @@ int main(int argc, char **argv)
     err_t err = {0};
     MDB_dbi da, db;
     lenv_t *e = open_env(dir, &da, &db, &err);
-    EXPECT(e, "open: %s", err.msg);
+    EXPECTF(e, "open: %s", err.msg);
     if (!e) return 1;
     lenv_stats_t st;
     lenv_stats(e, &st);
-    EXPECT(st.map_size == 64 << 10, "initial map %llu", (unsigned long long)st.map_size);
-    EXPECT(st.map_grows == 0, "grows %llu", (unsigned long long)st.map_grows);
+    EXPECTF(st.map_size == 64 << 10, "initial map %llu", (unsigned long long)st.map_size);
+    EXPECTF(st.map_grows == 0, "grows %llu", (unsigned long long)st.map_grows);
 
     /* many writes through a 64 KiB map: ~600 KiB of values */
     int total_calls = 0;
@@ -108,43 +98,47 @@ int main(int argc, char **argv)
         put_arg_t a = {e, da, i, BATCH, 0, 0};
         lenv_set_pending(e, BATCH * VAL_LEN);
         int rc = lenv_write(e, put_fn, &a, &err);
-        EXPECT(rc == 0, "write %u: %s", i, err.msg);
+        EXPECTF(rc == 0, "write %u: %s", i, err.msg);
         total_calls += a.calls;
     }
     lenv_stats(e, &st);
-    EXPECT(st.map_grows > 0, "no growth");
-    EXPECT(st.map_size > (64u << 10) + N * VAL_LEN / 2, "map %llu too small", (unsigned long long)st.map_size);
-    EXPECT(total_calls == (int)(N / BATCH + st.map_grows), "bodies run %d, expected %u + grows %llu", total_calls,
-          N / BATCH, (unsigned long long)st.map_grows);
+    EXPECTF(st.map_grows > 0, "no growth");
+    EXPECTF(st.map_size > (64u << 10) + N * VAL_LEN / 2, "map %llu too small",
+            (unsigned long long)st.map_size);
+    EXPECTF(total_calls == (int)(N / BATCH + st.map_grows),
+            "bodies run %d, expected %u + grows %llu", total_calls, N / BATCH,
+            (unsigned long long)st.map_grows);
     MDB_envinfo info;
     mdb_env_info(lenv_mdb(e), &info);
-    EXPECT(info.me_mapsize == st.map_size, "lmdb map %zu vs stats %llu", info.me_mapsize,
-          (unsigned long long)st.map_size);
+    EXPECTF(info.me_mapsize == st.map_size, "lmdb map %zu vs stats %llu", info.me_mapsize,
+            (unsigned long long)st.map_size);
 
     /* everything reads back */
     MDB_txn *t;
-    EXPECT(lenv_read_begin(e, &t, &err) == 0, "read begin: %s", err.msg);
+    EXPECTF(lenv_read_begin(e, &t, &err) == 0, "read begin: %s", err.msg);
     unsigned char ref[VAL_LEN];
     MDB_stat ms;
     mdb_stat(t, da, &ms);
-    EXPECT(ms.ms_entries == N, "entries %zu", ms.ms_entries);
+    EXPECTF(ms.ms_entries == N, "entries %zu", ms.ms_entries);
     for (unsigned i = 0; i < N; i++) {
         unsigned key = i;
         MDB_val k = {sizeof key, &key}, v;
         int rc = mdb_get(t, da, &k, &v);
         fill(ref, i);
-        EXPECT(rc == 0 && v.mv_size == VAL_LEN && !memcmp(v.mv_data, ref, VAL_LEN), "value %u differs (rc %d)", i, rc);
+        EXPECTF(rc == 0 && v.mv_size == VAL_LEN && !memcmp(v.mv_data, ref, VAL_LEN),
+                "value %u differs (rc %d)", i, rc);
     }
     mdb_txn_abort(t);
 
     /* a body's own error comes back unchanged, run once */
     int calls = 0;
-    EXPECT(lenv_write(e, fail_fn, &calls, &err) == ERR_RANGE && calls == 1, "fail body: calls %d", calls);
-    EXPECT(strstr(err.msg, "body refused"), "msg '%s'", err.msg);
+    EXPECTF(lenv_write(e, fail_fn, &calls, &err) == ERR_RANGE && calls == 1, "fail body: calls %d",
+            calls);
+    EXPECTF(strstr(err.msg, "body refused"), "msg '%s'", err.msg);
 
     /* MDB_KEYEXIST -> ERR_EXISTS */
     put_arg_t dup = {e, da, 3, 1, MDB_NOOVERWRITE, 0};
-    EXPECT(lenv_write(e, put_fn, &dup, &err) == ERR_EXISTS, "dup put");
+    EXPECTF(lenv_write(e, put_fn, &dup, &err) == ERR_EXISTS, "dup put");
 
     /* guard refuses growth: the write fails with the guard's code, map unchanged */
     int guard_calls = 0;
@@ -153,20 +147,23 @@ int main(int argc, char **argv)
     uint64_t before = st.map_size, grows_before = st.map_grows;
     unsigned big = (unsigned)(st.map_size / VAL_LEN) + 10; /* cannot fit in the current map */
     put_arg_t g = {e, db, 0, big, 0, 0};
-    EXPECT(lenv_write(e, put_fn, &g, &err) == ERR_STATE && guard_calls == 1, "guard: calls %d", guard_calls);
-    EXPECT(strstr(err.msg, "growth refused"), "msg '%s'", err.msg);
+    EXPECTF(lenv_write(e, put_fn, &g, &err) == ERR_STATE && guard_calls == 1, "guard: calls %d",
+            guard_calls);
+    EXPECTF(strstr(err.msg, "growth refused"), "msg '%s'", err.msg);
     lenv_stats(e, &st);
-    EXPECT(st.map_size == before && st.map_grows == grows_before, "map changed under a refusing guard");
+    EXPECTF(st.map_size == before && st.map_grows == grows_before,
+            "map changed under a refusing guard");
     lenv_set_grow_guard(e, NULL, NULL);
     g.calls = 0;
-    EXPECT(lenv_write(e, put_fn, &g, &err) == 0 && g.calls > 1, "after guard removed: %s", err.msg);
+    EXPECTF(lenv_write(e, put_fn, &g, &err) == 0 && g.calls > 1, "after guard removed: %s",
+            err.msg);
 
     /* lenv_err keeps LMDB's text */
-    EXPECT(lenv_err(&err, MDB_NOTFOUND, "thing") == ERR_DB && strstr(err.msg, "thing") &&
-              strstr(err.msg, mdb_strerror(MDB_NOTFOUND)),
-          "lenv_err '%s'", err.msg);
+    EXPECTF(lenv_err(&err, MDB_NOTFOUND, "thing") == ERR_DB && strstr(err.msg, "thing") &&
+                strstr(err.msg, mdb_strerror(MDB_NOTFOUND)),
+            "lenv_err '%s'", err.msg);
     lenv_close(&e);
-    EXPECT(e == NULL, "close leaves pointer");
+    EXPECTF(e == NULL, "close leaves pointer");
     lenv_close(&e); /* NULL-safe */
 
     /* stale reader: a child killed while holding a read transaction. LMDB resets the reader
@@ -190,7 +187,7 @@ int main(int argc, char **argv)
     close(ready[1]);
     close(hold[0]);
     char hc = 0;
-    EXPECT(read(ready[0], &hc, 1) == 1 && hc == 'y', "holder did not open the environment");
+    EXPECTF(read(ready[0], &hc, 1) == 1 && hc == 'y', "holder did not open the environment");
     pid_t pid = fork();
     if (pid == 0) {
         MDB_dbi a, b;
@@ -202,27 +199,30 @@ int main(int argc, char **argv)
     }
     int ws = 0;
     waitpid(pid, &ws, 0);
-    EXPECT(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL, "child status %d", ws);
+    EXPECTF(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL, "child status %d", ws);
     e = open_env(dir, &da, &db, &err);
-    EXPECT(e, "reopen: %s", err.msg);
+    EXPECTF(e, "reopen: %s", err.msg);
     if (e) {
         lenv_stats(e, &st);
-        EXPECT(st.stale_readers >= 1, "stale readers %llu", (unsigned long long)st.stale_readers);
-        EXPECT(st.map_size > (64u << 10), "reopen did not adopt the grown map: %llu", (unsigned long long)st.map_size);
-        EXPECT(st.map_grows == 0, "grows on reopen %llu", (unsigned long long)st.map_grows);
+        EXPECTF(st.stale_readers >= 1, "stale readers %llu", (unsigned long long)st.stale_readers);
+        EXPECTF(st.map_size > (64u << 10), "reopen did not adopt the grown map: %llu",
+                (unsigned long long)st.map_size);
+        EXPECTF(st.map_grows == 0, "grows on reopen %llu", (unsigned long long)st.map_grows);
         lenv_close(&e);
     }
     close(hold[1]); /* lets the holder go */
     close(ready[0]);
     waitpid(holder, &ws, 0);
-    EXPECT(WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "holder status %d", ws);
+    EXPECTF(WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "holder status %d", ws);
 
     /* open errors */
-    EXPECT(!lenv_open("", NULL, 0, NULL, NULL, NULL, &err) && err.code == ERR_INVALID, "empty dir");
-    EXPECT(!lenv_open("/nonexistent/h16/x", NULL, 0, NULL, NULL, NULL, &err) && err.code == ERR_IO,
-          "missing dir: %d %s", err.code, err.msg);
+    EXPECTF(!lenv_open("", NULL, 0, NULL, NULL, NULL, &err) && err.code == ERR_INVALID,
+            "empty dir");
+    EXPECTF(!lenv_open("/nonexistent/h16/x", NULL, 0, NULL, NULL, NULL, &err) && err.code == ERR_IO,
+            "missing dir: %d %s", err.code, err.msg);
 
-    if (fails) fprintf(stderr, "test_lmdb_env: %d check(s) failed\n", fails);
+    if (expect_failures)
+        fprintf(stderr, "test_lmdb_env: %d check(s) failed\n", expect_failures);
     else printf("test_lmdb_env: ok\n");
-    return fails ? 1 : 0;
+    return expect_failures ? 1 : 0;
 }

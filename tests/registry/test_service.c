@@ -23,15 +23,7 @@
 #include "msg.h"
 #include "sha256.h"
 #include "wts.h"
-
-static int failures;
-#define EXPECT(c)                                                                          \
-    do {                                                                                   \
-        if (!(c)) {                                                                        \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #c);                   \
-            failures++;                                                                    \
-        }                                                                                  \
-    } while (0)
+#include "expect.h"
 
 static const char *BASE = "aa55aa55aa55aa55aa55aa55aa55aa55aa55aa55aa55aa55aa55aa55aa55aa55";
 static char ep[600], pub_ep[600];
@@ -571,8 +563,8 @@ int main(int argc, char **argv)
     waitpid(pid, &st, 0);
     EXPECT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     zmq_ctx_term(ctx);
-    if (failures) {
-        fprintf(stderr, "test_service: %d failures\n", failures);
+    if (expect_failures) {
+        fprintf(stderr, "test_service: %d failures\n", expect_failures);
         return 1;
     }
     printf("test_service: all checks passed\n");

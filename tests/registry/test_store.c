@@ -18,24 +18,17 @@
 #include <lmdb.h>
 
 #include "store.h"
+#include "expect.h"
 
-static int failures;
-#define EXPECT(c)                                                                          \
-    do {                                                                                   \
-        if (!(c)) {                                                                        \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #c);                   \
-            failures++;                                                                    \
-        }                                                                                  \
-    } while (0)
-#define OK(call)                                                                           \
-    do {                                                                                   \
-        err_t e_ = {0};                                                                    \
-        (void)e_;                                                                          \
-        int r_ = (call);                                                                   \
-        if (r_) {                                                                          \
-            fprintf(stderr, "FAIL %s:%d: %s -> %d\n", __FILE__, __LINE__, #call, r_);      \
-            failures++;                                                                    \
-        }                                                                                  \
+#define OK(call)                                                                                   \
+    do {                                                                                           \
+        err_t e_ = {0};                                                                            \
+        (void)e_;                                                                                  \
+        int r_ = (call);                                                                           \
+        if (r_) {                                                                                  \
+            fprintf(stderr, "FAIL %s:%d: %s -> %d\n", __FILE__, __LINE__, #call, r_);              \
+            expect_failures++;                                                                     \
+        }                                                                                          \
     } while (0)
 
 static void fake_hash(int seed, char out[65])
@@ -319,8 +312,8 @@ int main(int argc, char **argv)
         close(pfd[0]);
         close(pfd[1]);
     }
-    if (failures) {
-        fprintf(stderr, "test_store: %d failures\n", failures);
+    if (expect_failures) {
+        fprintf(stderr, "test_store: %d failures\n", expect_failures);
         return 1;
     }
     rm_rf(work);

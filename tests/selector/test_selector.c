@@ -22,17 +22,7 @@
 #include "sam_parts.h"
 #include "selector.h"
 #include "wts.h"
-
-static int g_fail;
-#define EXPECT(c, ...)                                                                     \
-    do {                                                                                   \
-        if (!(c)) {                                                                        \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                           \
-            fprintf(stderr, __VA_ARGS__);                                                  \
-            fprintf(stderr, "\n");                                                         \
-            g_fail++;                                                                      \
-        }                                                                                  \
-    } while (0)
+#include "expect.h"
 
 static double now_s(void)
 {
@@ -101,27 +91,27 @@ static int test_fd(void)
     small_make(&sm, 42);
     err_t e = {0};
     selector_t *s = selector_new_custom(&sm.cfg, sm.bw, &e);
-    EXPECT(s, "new: %s", e.msg);
+    EXPECTF(s, "new: %s", e.msg);
     if (!s) return 1;
-    EXPECT(selector_taps_floats(s) == sm.ntaps, "taps floats %zu vs %zu",
-           selector_taps_floats(s), sm.ntaps);
+    EXPECTF(selector_taps_floats(s) == sm.ntaps, "taps floats %zu vs %zu", selector_taps_floats(s),
+            sm.ntaps);
     float pr[3];
-    EXPECT(selector_forward(s, sm.taps, pr, &e) == ERR_STATE, "forward before init must fail");
-    EXPECT(selector_init(s, 7, 3, &e) == 0, "init: %s", e.msg);
-    EXPECT(selector_grad(s, sm.taps, 3, 1, NULL, &e) == ERR_RANGE, "label 3 must be refused");
+    EXPECTF(selector_forward(s, sm.taps, pr, &e) == ERR_STATE, "forward before init must fail");
+    EXPECTF(selector_init(s, 7, 3, &e) == 0, "init: %s", e.msg);
+    EXPECTF(selector_grad(s, sm.taps, 3, 1, NULL, &e) == ERR_RANGE, "label 3 must be refused");
     size_t np;
     float *p = selector_params(s, &np);
     selector_zero_grad(s);
     float loss;
-    EXPECT(selector_grad(s, sm.taps, 1, 1.0f, &loss, &e) == 0, "grad: %s", e.msg);
+    EXPECTF(selector_grad(s, sm.taps, 1, 1.0f, &loss, &e) == 0, "grad: %s", e.msg);
     float *g = malloc(sizeof(float) * np);
     memcpy(g, selector_grads(s, NULL), sizeof(float) * np);
     /* accumulation: a second call with weight 0.5 adds half */
-    EXPECT(selector_grad(s, sm.taps, 1, 0.5f, NULL, &e) == 0, "grad2: %s", e.msg);
+    EXPECTF(selector_grad(s, sm.taps, 1, 0.5f, NULL, &e) == 0, "grad2: %s", e.msg);
     const float *g2 = selector_grads(s, NULL);
     double accerr = 0;
     for (size_t i = 0; i < np; i++) accerr = fmax(accerr, fabs(g2[i] - 1.5 * g[i]));
-    EXPECT(accerr < 1e-5, "accumulation error %g", accerr);
+    EXPECTF(accerr < 1e-5, "accumulation error %g", accerr);
     /* central differences on every parameter */
     const double eps = 1e-2;
     double worst = 0, gmax = 0, tokmax = 0;
@@ -149,12 +139,12 @@ static int test_fd(void)
     printf("fd: params %zu loss %.5f max|grad| %.4g max|grad tokens| %.4g worst scaled err %.3f "
            "(param %zu)\n",
            np, loss, gmax, tokmax, worst, worst_i);
-    EXPECT(worst <= 1.0, "gradient mismatch at param %zu (scaled err %.3f)", worst_i, worst);
-    EXPECT(tokmax > 1e-4, "token gradients vanish (%g)", tokmax);
+    EXPECTF(worst <= 1.0, "gradient mismatch at param %zu (scaled err %.3f)", worst_i, worst);
+    EXPECTF(tokmax > 1e-4, "token gradients vanish (%g)", tokmax);
     free(g);
     selector_destroy(&s);
     free(sm.mem);
-    return g_fail ? 1 : 0;
+    return expect_failures ? 1 : 0;
 }
 
 static int test_bank(void)
@@ -167,36 +157,36 @@ static int test_bank(void)
     memset(hash, 'a', 64);
     hash[64] = 0;
     abank_t *bank = abank_new(hash, &e);
-    EXPECT(a && b && bank, "setup: %s", e.msg);
+    EXPECTF(a && b && bank, "setup: %s", e.msg);
     if (!a || !b || !bank) return 1;
-    EXPECT(selector_load_from_bank(b, bank, &e) == ERR_NOTFOUND, "empty bank must be NOTFOUND");
-    EXPECT(selector_init(a, 99, 4, &e) == 0, "init: %s", e.msg);
-    EXPECT(selector_save_to_bank(a, bank, &e) == 0, "save: %s", e.msg);
+    EXPECTF(selector_load_from_bank(b, bank, &e) == ERR_NOTFOUND, "empty bank must be NOTFOUND");
+    EXPECTF(selector_init(a, 99, 4, &e) == 0, "init: %s", e.msg);
+    EXPECTF(selector_save_to_bank(a, bank, &e) == 0, "save: %s", e.msg);
     adapter_t *ad = adapter_new(160, &e); /* a bank file needs one domain */
-    EXPECT(ad && abank_put_domain(bank, "d0", &ad, NULL, 0, NULL, 0, "", &e) == 0, "domain: %s",
-           e.msg);
+    EXPECTF(ad && abank_put_domain(bank, "d0", &ad, NULL, 0, NULL, 0, "", &e) == 0, "domain: %s",
+            e.msg);
     adapter_destroy(&ad);
     void *buf = NULL;
     size_t len = 0;
-    EXPECT(abank_to_memory(bank, &buf, &len, &e) == 0, "to_memory: %s", e.msg);
+    EXPECTF(abank_to_memory(bank, &buf, &len, &e) == 0, "to_memory: %s", e.msg);
     abank_t *back = buf ? abank_from_memory(buf, len, "test", NULL, 0, &e) : NULL;
-    EXPECT(back, "from_memory: %s", e.msg);
+    EXPECTF(back, "from_memory: %s", e.msg);
     if (back) {
-        EXPECT(selector_load_from_bank(b, back, &e) == 0, "load: %s", e.msg);
+        EXPECTF(selector_load_from_bank(b, back, &e) == 0, "load: %s", e.msg);
         size_t na, nb;
         float *pa = selector_params(a, &na), *pb = selector_params(b, &nb);
-        EXPECT(na == nb && selector_n_domains(b) == 4 && memcmp(pa, pb, sizeof(float) * na) == 0,
-               "parameters differ after round trip");
+        EXPECTF(na == nb && selector_n_domains(b) == 4 && memcmp(pa, pb, sizeof(float) * na) == 0,
+                "parameters differ after round trip");
         float qa[4], qb[4];
         selector_forward(a, sm.taps, qa, &e);
         selector_forward(b, sm.taps, qb, &e);
-        EXPECT(memcmp(qa, qb, sizeof qa) == 0, "probabilities differ after round trip");
+        EXPECTF(memcmp(qa, qb, sizeof qa) == 0, "probabilities differ after round trip");
         abank_clear_selector(back);
         int64_t sh[2] = {2, 3};
         float junk[6] = {0};
         abank_put_selector(back, "keys.weight", 2, sh, junk, &e);
-        EXPECT(selector_load_from_bank(b, back, &e) == ERR_FORMAT && strstr(e.msg, "keys.weight"),
-               "misshapen keys.weight must be ERR_FORMAT naming it (%s)", e.msg);
+        EXPECTF(selector_load_from_bank(b, back, &e) == ERR_FORMAT && strstr(e.msg, "keys.weight"),
+                "misshapen keys.weight must be ERR_FORMAT naming it (%s)", e.msg);
         abank_destroy(&back);
     }
     free(buf);
@@ -204,8 +194,8 @@ static int test_bank(void)
     selector_destroy(&a);
     selector_destroy(&b);
     free(sm.mem);
-    printf("bank: %s\n", g_fail ? "FAIL" : "ok");
-    return g_fail ? 1 : 0;
+    printf("bank: %s\n", expect_failures ? "FAIL" : "ok");
+    return expect_failures ? 1 : 0;
 }
 
 /* First k images of split `which` of domain dir (paths to out[k][512]); returns count. */
@@ -247,9 +237,9 @@ static int test_real(const char *model, const char *cl, int ndom, char **doms)
     tinyvit_t *enc = w ? tinyvit_new(w, &e) : NULL;
     selector_t *s = w ? selector_new(w, &e) : NULL;
     sam_t *sam = sam_load(model, &e);
-    EXPECT(enc && s && sam, "setup: %s", e.msg);
+    EXPECTF(enc && s && sam, "setup: %s", e.msg);
     if (!enc || !s) return 1;
-    EXPECT(selector_taps_floats(s) == TINYVIT_TAPS_FLOATS, "taps size");
+    EXPECTF(selector_taps_floats(s) == TINYVIT_TAPS_FLOATS, "taps size");
     enum { PER = 2 };
     int n = 0, labels[64];
     float *taps[64];
@@ -261,39 +251,38 @@ static int test_real(const char *model, const char *cl, int ndom, char **doms)
         char dir[1024], paths[PER][512];
         snprintf(dir, sizeof dir, "%s/%s", cl, doms[d]);
         int k = split_images(dir, "train", PER, paths);
-        EXPECT(k == PER, "domain %s: %d train images found", doms[d], k);
+        EXPECTF(k == PER, "domain %s: %d train images found", doms[d], k);
         for (int i = 0; i < k; i++) {
             image_t *im = image_load(paths[i], &e);
-            EXPECT(im, "load %s: %s", paths[i], e.msg);
+            EXPECTF(im, "load %s: %s", paths[i], e.msg);
             if (!im) continue;
-            EXPECT(prep_sam_input(im, x, NULL, NULL, &e) == 0, "prep: %s", e.msg);
+            EXPECTF(prep_sam_input(im, x, NULL, NULL, &e) == 0, "prep: %s", e.msg);
             image_destroy(&im);
             taps[n] = malloc(sizeof(float) * TINYVIT_TAPS_FLOATS);
             labels[n] = d;
             double t0 = now_s();
-            EXPECT(tinyvit_forward_taps(enc, x, emb, early, taps[n], &e) == 0, "enc: %s", e.msg);
+            EXPECTF(tinyvit_forward_taps(enc, x, emb, early, taps[n], &e) == 0, "enc: %s", e.msg);
             t_enc_taps += now_s() - t0;
             if (n == 1) { /* the model-level call gives the same taps */
                 float *t2 = malloc(sizeof(float) * TINYVIT_TAPS_FLOATS);
                 image_t *im2 = image_load(paths[i], &e);
                 sam_embedding_t se = {0};
-                EXPECT(sam && sam_taps_floats(sam) == TINYVIT_TAPS_FLOATS,
-                       "sam_taps_floats");
-                EXPECT(im2 && sam && sam_encode_taps(sam, im2, &se, t2, &e) == 0,
-                       "encode: %s", e.msg);
-                EXPECT(!memcmp(t2, taps[n], sizeof(float) * TINYVIT_TAPS_FLOATS),
-                       "sam_encode_taps taps differ");
+                EXPECTF(sam && sam_taps_floats(sam) == TINYVIT_TAPS_FLOATS, "sam_taps_floats");
+                EXPECTF(im2 && sam && sam_encode_taps(sam, im2, &se, t2, &e) == 0, "encode: %s",
+                        e.msg);
+                EXPECTF(!memcmp(t2, taps[n], sizeof(float) * TINYVIT_TAPS_FLOATS),
+                        "sam_encode_taps taps differ");
                 sam_embedding_free(&se);
                 image_destroy(&im2);
                 free(t2);
             }
             if (n == 0) {
                 t0 = now_s();
-                EXPECT(tinyvit_forward(enc, x, emb2, early2, &e) == 0, "enc: %s", e.msg);
+                EXPECTF(tinyvit_forward(enc, x, emb2, early2, &e) == 0, "enc: %s", e.msg);
                 t_enc = now_s() - t0;
-                EXPECT(!memcmp(emb, emb2, sizeof(float) * 256 * 4096) &&
-                           !memcmp(early, early2, sizeof(float) * 160 * 4096),
-                       "embedding with taps differs from plain forward");
+                EXPECTF(!memcmp(emb, emb2, sizeof(float) * 256 * 4096) &&
+                            !memcmp(early, early2, sizeof(float) * 160 * 4096),
+                        "embedding with taps differs from plain forward");
                 printf("real: taps invariance: embedding and early bit-identical\n");
             }
             n++;
@@ -301,7 +290,7 @@ static int test_real(const char *model, const char *cl, int ndom, char **doms)
     }
     printf("real: %d images, encoder with taps %.2f s/img, plain %.2f s\n", n, t_enc_taps / n,
            t_enc);
-    EXPECT(selector_init(s, 1, ndom, &e) == 0, "init: %s", e.msg);
+    EXPECTF(selector_init(s, 1, ndom, &e) == 0, "init: %s", e.msg);
     float pr[8];
     double t0 = now_s();
     for (int r = 0; r < 5; r++) selector_forward(s, taps[0], pr, &e);
@@ -311,8 +300,8 @@ static int test_real(const char *model, const char *cl, int ndom, char **doms)
     selector_grad(s, taps[0], 0, 1.0f, NULL, &e);
     double t_grad = now_s() - t0;
     selector_stats_t st = {0};
-    EXPECT(selector_train(s, (const float *const *)taps, labels, n, 10, 4, 1e-3f, 3, &st, &e) == 0,
-           "train: %s", e.msg);
+    EXPECTF(selector_train(s, (const float *const *)taps, labels, n, 10, 4, 1e-3f, 3, &st, &e) == 0,
+            "train: %s", e.msg);
     printf("real: selector forward %.1f ms, forward+backward %.1f ms; train 10 epochs: %d steps "
            "%.2f s, CE %.4f -> %.4f, train acc %.0f%%\n",
            1e3 * t_fwd, 1e3 * t_grad, st.steps, st.seconds, st.ce_first, st.ce_last,
@@ -323,8 +312,8 @@ static int test_real(const char *model, const char *cl, int ndom, char **doms)
         for (int d = 0; d < ndom; d++) printf(" %.3f", pr[d]);
         printf("\n");
     }
-    EXPECT(st.ce_last < st.ce_first, "CE did not fall (%g -> %g)", st.ce_first, st.ce_last);
-    EXPECT(st.train_acc == 1.0, "training accuracy %.2f < 1", st.train_acc);
+    EXPECTF(st.ce_last < st.ce_first, "CE did not fall (%g -> %g)", st.ce_first, st.ce_last);
+    EXPECTF(st.train_acc == 1.0, "training accuracy %.2f < 1", st.train_acc);
     for (int i = 0; i < n; i++) free(taps[i]);
     free(x);
     free(emb);
@@ -335,7 +324,7 @@ static int test_real(const char *model, const char *cl, int ndom, char **doms)
     tinyvit_destroy(&enc);
     wts_destroy(&w);
     sam_destroy(&sam);
-    return g_fail ? 1 : 0;
+    return expect_failures ? 1 : 0;
 }
 
 /* Timing on a TinyViT-sized configuration with random weights and taps. */

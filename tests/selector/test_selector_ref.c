@@ -20,17 +20,7 @@
 
 #include "kn.h"
 #include "selector.h"
-
-static int g_fail;
-#define EXPECT(c, ...)                                                                     \
-    do {                                                                                   \
-        if (!(c)) {                                                                        \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                           \
-            fprintf(stderr, __VA_ARGS__);                                                  \
-            fprintf(stderr, "\n");                                                         \
-            g_fail++;                                                                      \
-        }                                                                                  \
-    } while (0)
+#include "expect.h"
 
 enum { NPATCH = 37, NTOK = 3, HD = 4, DIM0 = 8, DIM1 = 12, DEP0 = 2, DEP1 = 1, NDOM = 3 };
 enum { NBLK = DEP0 + DEP1, NCASE = 3 };
@@ -116,16 +106,16 @@ static int run(const char *py, const char *script, const char *work)
 
     err_t e = {0};
     selector_t *s = selector_new_custom(&cfg, bw, &e);
-    EXPECT(s, "new: %s", e.msg);
+    EXPECTF(s, "new: %s", e.msg);
     if (!s) return 1;
-    EXPECT(selector_taps_floats(s) == ntaps, "taps floats %zu vs %zu", selector_taps_floats(s),
-           ntaps);
-    EXPECT(selector_init(s, 3, NDOM, &e) == 0, "init: %s", e.msg);
+    EXPECTF(selector_taps_floats(s) == ntaps, "taps floats %zu vs %zu", selector_taps_floats(s),
+            ntaps);
+    EXPECTF(selector_init(s, 3, NDOM, &e) == 0, "init: %s", e.msg);
     size_t np;
     float *p = selector_params(s, &np);
     size_t o_mw = (size_t)NTOK * DIM0, o_mb = o_mw + (size_t)DIM1 * DIM0, o_kw = o_mb + DIM1,
            o_kb = o_kw + (size_t)NDOM * DIM1;
-    EXPECT(np == o_kb + NDOM, "parameter count %zu vs %zu", np, o_kb + NDOM);
+    EXPECTF(np == o_kb + NDOM, "parameter count %zu vs %zu", np, o_kb + NDOM);
     /* non-zero biases and larger keys so the probabilities are not all near 1/3 */
     for (size_t i = o_mb; i < o_kw; i++) p[i] = 0.3f * gauss(&r);
     for (size_t i = o_kw; i < o_kb; i++) p[i] *= 3.0f;
@@ -136,16 +126,16 @@ static int run(const char *py, const char *script, const char *work)
     char path[4200], cmd[13000];
     snprintf(path, sizeof path, "%s/cfg.txt", work);
     FILE *f = fopen(path, "w");
-    EXPECT(f, "cannot write %s", path);
+    EXPECTF(f, "cannot write %s", path);
     if (!f) return 1;
     fprintf(f, "%d %d %d %d %d %d %d %d %d\n", NPATCH, NTOK, HD, DIM0, DIM1, DEP0, DEP1, NDOM,
             NCASE);
     for (int c = 0; c < NCASE; c++) fprintf(f, "%d %.9g\n", case_label[c], case_weight[c]);
     fclose(f);
-    EXPECT(write_raw(work, "blocks.bin", wmem, nw) == 0 &&
-               write_raw(work, "taps.bin", taps, ntaps) == 0 &&
-               write_raw(work, "params.bin", p, np) == 0,
-           "cannot write inputs into %s", work);
+    EXPECTF(write_raw(work, "blocks.bin", wmem, nw) == 0 &&
+                write_raw(work, "taps.bin", taps, ntaps) == 0 &&
+                write_raw(work, "params.bin", p, np) == 0,
+            "cannot write inputs into %s", work);
     snprintf(path, sizeof path, "%s/out.bin", work);
     unlink(path);
     snprintf(cmd, sizeof cmd, "%s %s %s", py, script, work);
@@ -156,14 +146,14 @@ static int run(const char *py, const char *script, const char *work)
         free(wmem), free(taps);
         return 77;
     }
-    EXPECT(st == 0, "python failed (status %d): %s", st, cmd);
+    EXPECTF(st == 0, "python failed (status %d): %s", st, cmd);
 
     size_t per = 1 + NDOM + np, nout = per * NCASE;
     float *ref = malloc(sizeof(float) * (nout + 1));
     f = fopen(path, "rb");
     size_t got = f ? fread(ref, sizeof(float), nout + 1, f) : 0;
     if (f) fclose(f);
-    EXPECT(got == nout, "torch output %s: %zu floats, expected %zu", path, got, nout);
+    EXPECTF(got == nout, "torch output %s: %zu floats, expected %zu", path, got, nout);
     if (got != nout) {
         free(ref);
         selector_destroy(&s);
@@ -178,10 +168,10 @@ static int run(const char *py, const char *script, const char *work)
     for (int c = 0; c < NCASE; c++) {
         const float *tr = ref + per * (size_t)c;
         float probs[NDOM], loss = 0;
-        EXPECT(selector_forward(s, taps, probs, &e) == 0, "forward: %s", e.msg);
+        EXPECTF(selector_forward(s, taps, probs, &e) == 0, "forward: %s", e.msg);
         selector_zero_grad(s);
-        EXPECT(selector_grad(s, taps, case_label[c], case_weight[c], &loss, &e) == 0, "grad: %s",
-               e.msg);
+        EXPECTF(selector_grad(s, taps, case_label[c], case_weight[c], &loss, &e) == 0, "grad: %s",
+                e.msg);
         const float *g = selector_grads(s, NULL);
         double dl = fabs((double)loss - tr[0]) / fmax(fabs((double)tr[0]), 1e-30);
         worst_l = fmax(worst_l, dl);
@@ -193,26 +183,25 @@ static int run(const char *py, const char *script, const char *work)
             printf(" %.5f", tr[1 + k]);
         }
         printf("\n");
-        EXPECT(dl <= 1e-5, "case %d: loss %.8g vs torch %.8g", c, loss, tr[0]);
+        EXPECTF(dl <= 1e-5, "case %d: loss %.8g vs torch %.8g", c, loss, tr[0]);
         for (int b = 0; b < 5; b++) {
             double m;
             double d = rel_block(g + boff[b], tr + 1 + NDOM + boff[b], boff[b + 1] - boff[b], &m);
             worst_g[b] = fmax(worst_g[b], d);
             printf("  grad %-12s (%3zu) max |torch| %.3e  rel err %.2e\n", bname[b],
                    boff[b + 1] - boff[b], m, d);
-            EXPECT(m > 1e-6, "case %d: torch gradient of %s vanishes (%g)", c, bname[b], m);
-            EXPECT(d <= 1e-4, "case %d: gradient of %s differs from torch: %.3g", c, bname[b],
-                   d);
+            EXPECTF(m > 1e-6, "case %d: torch gradient of %s vanishes (%g)", c, bname[b], m);
+            EXPECTF(d <= 1e-4, "case %d: gradient of %s differs from torch: %.3g", c, bname[b], d);
         }
     }
     printf("summary: worst rel err probs %.2e loss %.2e grads tokens %.2e merge.w %.2e "
            "merge.b %.2e keys.w %.2e keys.b %.2e\n",
            worst_p, worst_l, worst_g[0], worst_g[1], worst_g[2], worst_g[3], worst_g[4]);
-    EXPECT(worst_p <= 1e-5, "probabilities differ from torch: %.3g", worst_p);
+    EXPECTF(worst_p <= 1e-5, "probabilities differ from torch: %.3g", worst_p);
     free(ref);
     selector_destroy(&s);
     free(wmem), free(taps);
-    return g_fail ? 1 : 0;
+    return expect_failures ? 1 : 0;
 }
 
 int main(int argc, char **argv)
@@ -228,7 +217,7 @@ int main(int argc, char **argv)
         return 2;
     }
     int rc = run(argv[1], argv[2], argv[3]);
-    if (rc == 0 && g_fail) rc = 1;
+    if (rc == 0 && expect_failures) rc = 1;
     printf("selector_grad_ref: %s\n", rc == 0 ? "ok" : rc == 77 ? "skip" : "FAIL");
     return rc;
 }

@@ -13,15 +13,7 @@
 #include <string.h>
 
 #include "pth.h"
-
-static int fails;
-#define EXPECT(c)                                                                          \
-    do {                                                                                   \
-        if (!(c)) {                                                                        \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #c);                   \
-            fails++;                                                                       \
-        }                                                                                  \
-    } while (0)
+#include "expect.h"
 
 static void *slurp(const char *path, size_t *n)
 {
@@ -51,7 +43,7 @@ static void check_f32(pth_t *p, const char *name, int ndim, const int64_t *shape
     for (int k = 0; k < n; k++)
         if (!(got[k] == want[k] || (isinf(want[k]) && isinf(got[k])))) {
             fprintf(stderr, "FAIL %s[%d] = %g want %g\n", name, k, got[k], want[k]);
-            fails++;
+            expect_failures++;
         }
 }
 
@@ -156,8 +148,14 @@ int main(int argc, char **argv)
                 raw[at] = pass ? (unsigned char)(old + 1) : (unsigned char)(old ^ 0xFF);
                 err_t ee = {0};
                 pth_t *q = pth_from_memory(raw, n, &ee);
-                if (q) { parsed++; exercise(q); pth_destroy(&q); }
-                else { failed++; if (!(ee.code < 0 && ee.msg[0])) { fprintf(stderr, "FAIL no message at %zu\n", at); fails++; } }
+                if (q) { parsed++; exercise(q); pth_destroy(&q);
+                } else {
+                    failed++;
+                    if (!(ee.code < 0 && ee.msg[0])) {
+                        fprintf(stderr, "FAIL no message at %zu\n", at);
+                        expect_failures++;
+                    }
+                }
                 raw[at] = old;
             }
         }
@@ -165,7 +163,10 @@ int main(int argc, char **argv)
     }
     printf("mutations: %d parsed, %d rejected with a message\n", parsed, failed);
     EXPECT(pth_open("/nonexistent/x.pth", &e) == NULL && e.code == ERR_IO);
-    if (fails) { fprintf(stderr, "%d failures\n", fails); return 1; }
+    if (expect_failures) {
+        fprintf(stderr, "%d failures\n", expect_failures);
+        return 1;
+    }
     printf("test_pth: ok\n");
     return 0;
 }

@@ -16,16 +16,9 @@
 
 #include "kn.h"
 #include "pth.h"
+#include "expect.h"
 
-static int fails;
 static const char *dir;
-#define EXPECT(c)                                                                          \
-    do {                                                                                   \
-        if (!(c)) {                                                                        \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #c);                   \
-            fails++;                                                                       \
-        }                                                                                  \
-    } while (0)
 
 static const char *fx(const char *name)
 {
@@ -51,14 +44,21 @@ static wts_t *convert(const char *name, pth_sam_info_t *si)
 {
     err_t e = {0};
     pth_t *p = pth_open(fx(name), &e);
-    if (!p) { fprintf(stderr, "FAIL open %s: %s\n", name, e.msg); fails++; return NULL; }
+    if (!p) {
+        fprintf(stderr, "FAIL open %s: %s\n", name, e.msg);
+        expect_failures++;
+        return NULL;
+    }
     wts_writer_t *wr = wts_writer_new();
     void *mem = NULL;
     size_t len = 0;
     wts_t *w = NULL;
     if (pth_convert_sam(p, wr, name, si, &e) == 0 && wts_writer_to_memory(wr, &mem, &len, &e) == 0)
         w = wts_from_memory(mem, len, &e);
-    if (!w) { fprintf(stderr, "FAIL convert %s: %s\n", name, e.msg); fails++; }
+    if (!w) {
+        fprintf(stderr, "FAIL convert %s: %s\n", name, e.msg);
+        expect_failures++;
+    }
     free(mem);
     wts_writer_destroy(&wr);
     pth_destroy(&p);
@@ -79,13 +79,20 @@ static void check_small(void)
     for (int i = 0; p && i < pth_count(p); i++) {
         const pth_tensor_t *t = pth_at(p, i);
         const wts_tensor_t *o = wts_find(w, t->name);
-        if (!o) { fprintf(stderr, "FAIL missing %s\n", t->name); fails++; continue; }
+        if (!o) {
+            fprintf(stderr, "FAIL missing %s\n", t->name);
+            expect_failures++;
+            continue;
+        }
         int same = o->ndim == t->ndim && o->dtype == WTS_F32;
         for (int d = 0; same && d < t->ndim; d++) same = o->shape[d] == t->shape[d];
         float *buf = malloc((size_t)t->numel * 4);
         same = same && pth_read_f32(p, i, buf, &e) == 0 && memcmp(buf, o->data, (size_t)t->numel * 4) == 0;
         free(buf);
-        if (!same) { fprintf(stderr, "FAIL %s differs\n", t->name); fails++; }
+        if (!same) {
+            fprintf(stderr, "FAIL %s differs\n", t->name);
+            expect_failures++;
+        }
     }
     pth_destroy(&p);
     wts_destroy(&w);
@@ -125,7 +132,7 @@ static void compare(const char *what, const float *got, const float *ref, size_t
     }
     int ok = mx / (mref > 0 ? mref : 1) <= tol;
     printf("%-34s max|err| %.3g max|ref| %.3g %s\n", what, mx, mref, ok ? "ok" : "FAIL");
-    if (!ok) fails++;
+    if (!ok) expect_failures++;
 }
 
 static void check_tinyvit(void)
@@ -137,7 +144,10 @@ static void check_tinyvit(void)
     EXPECT(!strcmp(wts_meta(w, "moda.encoder"), "tinyvit_5m"));
     for (int i = 0; i < wts_count(w); i++) {
         const char *n = wts_at(w, i)->name;
-        if (strstr(n, ".bn.") || strstr(n, "idxs") || strstr(n, "num_batches")) { fprintf(stderr, "FAIL kept %s\n", n); fails++; }
+        if (strstr(n, ".bn.") || strstr(n, "idxs") || strstr(n, "num_batches")) {
+            fprintf(stderr, "FAIL kept %s\n", n);
+            expect_failures++;
+        }
     }
     EXPECT(wts_count(w) == 6);
     err_t e = {0};
@@ -146,7 +156,12 @@ static void check_tinyvit(void)
     const float *w1 = wts_f32(w, "image_encoder.layers.0.blocks.0.conv1.c.weight", &e, 4, 32, 16, 1, 1);
     const float *b1 = wts_f32(w, "image_encoder.layers.0.blocks.0.conv1.c.bias", &e, 1, 32);
     EXPECT(wts_find(w, "image_encoder.layers.1.blocks.0.attn.attention_biases") != NULL);
-    if (!w0 || !b0 || !w1 || !b1) { fprintf(stderr, "FAIL folded tensors: %s\n", e.msg); fails++; wts_destroy(&w); return; }
+    if (!w0 || !b0 || !w1 || !b1) {
+        fprintf(stderr, "FAIL folded tensors: %s\n", e.msg);
+        expect_failures++;
+        wts_destroy(&w);
+        return;
+    }
     float *x = load("tv_x.bin", 3 * 32 * 32), *y0 = load("tv_y0.bin", 16 * 16 * 16), *y1 = load("tv_y1.bin", 32 * 16 * 16);
     float *got = malloc(32 * 16 * 16 * sizeof(float));
     float *scr = malloc(kn_conv2d_scratch(3, 32, 32, 3, 2, 1, 1) * sizeof(float) + 64);
@@ -164,7 +179,7 @@ static void expect_reject(const char *name, int code, const char *needle)
     pth_t *p = pth_open(fx(name), &e);
     int ok = !p && e.code == code && strstr(e.msg, needle);
     printf("%-20s -> %s: %s\n", name, ok ? "rejected" : "FAIL", e.msg);
-    if (!ok) fails++;
+    if (!ok) expect_failures++;
     pth_destroy(&p);
 }
 
@@ -182,7 +197,10 @@ int main(int argc, char **argv)
     expect_reject("bad_evil.pth", ERR_UNSUPPORTED, "refused");
     expect_reject("bad_view.pth", ERR_FORMAT, "exceeds storage");
     expect_reject("does_not_exist.pth", ERR_IO, "cannot open");
-    if (fails) { fprintf(stderr, "%d failures\n", fails); return 1; }
+    if (expect_failures) {
+        fprintf(stderr, "%d failures\n", expect_failures);
+        return 1;
+    }
     printf("test_pth_ref: ok\n");
     return 0;
 }

@@ -15,15 +15,7 @@
 
 #include "kn.h"
 #include "sam_vit.h"
-
-static int fails;
-#define EXPECT(c)                                                                          \
-    do {                                                                                   \
-        if (!(c)) {                                                                        \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #c);                   \
-            fails++;                                                                       \
-        }                                                                                  \
-    } while (0)
+#include "expect.h"
 
 /* embed dim and head dim of the synthetic model (64/64 = one head; 160/80 = ViT-H-like) */
 static int C = 64, HD = 64;
@@ -44,7 +36,10 @@ static void add(wts_writer_t *wr, const char *name, float s, float c, int nd, in
     float *b = malloc(n * sizeof(float));
     for (size_t i = 0; i < n; i++) b[i] = s != 0 ? s * urand() : c;
     err_t e = {0};
-    if (wts_writer_add(wr, name, WTS_F32, nd, sh, b, &e) < 0) { fprintf(stderr, "FAIL add %s: %s\n", name, e.msg); fails++; }
+    if (wts_writer_add(wr, name, WTS_F32, nd, sh, b, &e) < 0) {
+        fprintf(stderr, "FAIL add %s: %s\n", name, e.msg);
+        expect_failures++;
+    }
     free(b);
 }
 
@@ -87,7 +82,10 @@ static wts_t *make(const char *skip, int relh_rows, int qkv_rows)
     err_t e = {0};
     wts_t *w = NULL;
     if (wts_writer_to_memory(wr, &mem, &len, &e) == 0) w = wts_from_memory(mem, len, &e);
-    if (!w) { fprintf(stderr, "FAIL make weights: %s\n", e.msg); fails++; }
+    if (!w) {
+        fprintf(stderr, "FAIL make weights: %s\n", e.msg);
+        expect_failures++;
+    }
     free(mem);
     wts_writer_destroy(&wr);
     return w;
@@ -99,7 +97,7 @@ static void expect_refused(const char *what, wts_t *w, const char *needle)
     vit_t *v = w ? vit_new(w, &e) : NULL;
     int ok = w && !v && e.code < 0 && strstr(e.msg, needle);
     printf("%-28s -> %s: %s\n", what, ok ? "refused" : "FAIL", e.msg);
-    if (!ok) fails++;
+    if (!ok) expect_failures++;
     vit_destroy(&v);
     wts_destroy(&w);
 }
@@ -163,7 +161,7 @@ int main(void)
         kn_relpos_attention_fwd(o2, qkv, rel, rel + d, nwin, S, heads, d, 0.17f, scr, 3);
         int same = memcmp(o1, o2, no * sizeof(float)) == 0;
         printf("relpos attention S=%d on 1 vs 3 threads: %s\n", S, same ? "bit-identical" : "FAIL differs");
-        if (!same) fails++;
+        if (!same) expect_failures++;
         free(qkv); free(rel); free(o1); free(o2); free(scr);
     }
 
@@ -180,8 +178,10 @@ int main(void)
     HD = 80;
     w = make(NULL, 0, 0);
     v = w ? vit_new(w, &e) : NULL;
-    if (!v) { fprintf(stderr, "FAIL vit_new (C 160): %s\n", e.msg); fails++; }
-    else {
+    if (!v) {
+        fprintf(stderr, "FAIL vit_new (C 160): %s\n", e.msg);
+        expect_failures++;
+    } else {
         vit_get_info(v, &inf);
         printf("C 160, 80-wide tables: %d heads of %d\n", inf.heads, inf.head_dim);
         EXPECT(inf.heads == 2 && inf.head_dim == 80);
@@ -195,7 +195,10 @@ int main(void)
     HD = 48; /* does not divide 160 */
     expect_refused("head dim not dividing C", make(NULL, 0, 0), "does not divide");
     free(img); free(emb1); free(emb2); free(early);
-    if (fails) { fprintf(stderr, "%d failures\n", fails); return 1; }
+    if (expect_failures) {
+        fprintf(stderr, "%d failures\n", expect_failures);
+        return 1;
+    }
     printf("test_vit_unit: ok\n");
     return 0;
 }

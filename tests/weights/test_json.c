@@ -5,15 +5,7 @@
 #include <string.h>
 
 #include "json.h"
-
-static int g_fail;
-#define EXPECT(c)                                                                  \
-    do {                                                                           \
-        if (!(c)) {                                                                \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #c);           \
-            g_fail++;                                                              \
-        }                                                                          \
-    } while (0)
+#include "expect.h"
 
 static json_t *P(const char *s, err_t *e) { return json_parse(s, strlen(s), e); }
 
@@ -23,17 +15,17 @@ static void expect_bad(const char *s, const char *msg_part)
     json_t *j = P(s, &e);
     if (j) {
         fprintf(stderr, "FAIL: accepted bad JSON: %s\n", s);
-        g_fail++;
+        expect_failures++;
         json_free(&j);
         return;
     }
     if (msg_part && !strstr(e.msg, msg_part)) {
         fprintf(stderr, "FAIL: for %s: message '%s' lacks '%s'\n", s, e.msg, msg_part);
-        g_fail++;
+        expect_failures++;
     }
     if (!strstr(e.msg, "byte ") && !strstr(e.msg, "limit")) {
         fprintf(stderr, "FAIL: for %s: message '%s' has no byte offset\n", s, e.msg);
-        g_fail++;
+        expect_failures++;
     }
 }
 
@@ -280,8 +272,8 @@ int main(void)
     test_parse_bad();
     test_writer();
     test_fuzz(50000);
-    if (g_fail) {
-        fprintf(stderr, "test_json: %d failure(s)\n", g_fail);
+    if (expect_failures) {
+        fprintf(stderr, "test_json: %d failure(s)\n", expect_failures);
         return 1;
     }
     printf("test_json: ok\n");

@@ -10,15 +10,7 @@
 
 #include "onnx.pb-c.h"
 #include "onnx_import.h"
-
-static int g_fail;
-#define EXPECT(c)                                                                  \
-    do {                                                                           \
-        if (!(c)) {                                                                \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #c);           \
-            g_fail++;                                                              \
-        }                                                                          \
-    } while (0)
+#include "expect.h"
 
 /* ---- a tiny graph builder ------------------------------------------------------------------ */
 
@@ -188,7 +180,7 @@ static void expect_msg(const char *label, int rc, const err_t *e, const char *pa
 {
     if (rc >= 0 || !strstr(e->msg, part)) {
         fprintf(stderr, "FAIL %s: rc %d, message '%s' lacks '%s'\n", label, rc, e->msg, part);
-        g_fail++;
+        expect_failures++;
     } else {
         printf("  %-18s %s\n", label, e->msg);
     }
@@ -271,7 +263,7 @@ int main(int argc, char **argv)
         if (rc < 0 && fe.msg[0]) clean++;
         else {
             fprintf(stderr, "FAIL fuzz iteration %d: rc %d, message '%s'\n", it, rc, fe.msg);
-            g_fail++;
+            expect_failures++;
         }
     }
     printf("fuzz: %d mutated encoders, %d clean errors\n", iters, clean);
@@ -280,8 +272,8 @@ int main(int argc, char **argv)
     unlink(mut);
     unlink(enc);
     unlink(dec);
-    if (g_fail) {
-        fprintf(stderr, "test_onnx_import: %d failure(s)\n", g_fail);
+    if (expect_failures) {
+        fprintf(stderr, "test_onnx_import: %d failure(s)\n", expect_failures);
         return 1;
     }
     printf("test_onnx_import: ok\n");

@@ -9,15 +9,7 @@
 
 #include "err.h"
 #include "paths.h"
-
-static int g_fail;
-#define EXPECT(c)                                                                  \
-    do {                                                                           \
-        if (!(c)) {                                                                \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #c);           \
-            g_fail++;                                                              \
-        }                                                                          \
-    } while (0)
+#include "expect.h"
 
 int main(int argc, char **argv)
 {
@@ -48,7 +40,7 @@ int main(int argc, char **argv)
         EXPECT(!strcmp(buf, "./" PATHS_MODEL_REL));
     }
     printf("default model: %s\n", buf);
-    if (g_fail) return 1;
+    if (expect_failures) return 1;
     printf("test_paths: ok\n");
     return 0;
 }

@@ -7,15 +7,7 @@
 #include <unistd.h>
 
 #include "wts.h"
-
-static int g_fail;
-#define EXPECT(c)                                                                  \
-    do {                                                                           \
-        if (!(c)) {                                                                \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #c);           \
-            g_fail++;                                                              \
-        }                                                                          \
-    } while (0)
+#include "expect.h"
 
 /* Builds u64 length + header + data. Caller frees. */
 static unsigned char *mk(const char *hdr, const void *data, size_t dlen, size_t *len)
@@ -35,14 +27,14 @@ static void expect_reject(const char *label, const unsigned char *b, size_t len,
     wts_t *w = wts_from_memory(b, len, &e);
     if (w) {
         fprintf(stderr, "FAIL %s: accepted\n", label);
-        g_fail++;
+        expect_failures++;
         wts_destroy(&w);
         return;
     }
     if ((part1 && !strstr(e.msg, part1)) || (part2 && !strstr(e.msg, part2)) || e.code >= 0) {
         fprintf(stderr, "FAIL %s: message '%s' (code %d) lacks '%s' / '%s'\n", label, e.msg, e.code,
                 part1 ? part1 : "", part2 ? part2 : "");
-        g_fail++;
+        expect_failures++;
     } else {
         printf("  rejected %-22s %s\n", label, e.msg);
     }
@@ -264,8 +256,8 @@ int main(int argc, char **argv)
     const char *dir = argc > 1 ? argv[1] : ".";
     test_roundtrip(dir);
     test_rejects(dir);
-    if (g_fail) {
-        fprintf(stderr, "test_wts: %d failure(s)\n", g_fail);
+    if (expect_failures) {
+        fprintf(stderr, "test_wts: %d failure(s)\n", expect_failures);
         return 1;
     }
     printf("test_wts: ok\n");
