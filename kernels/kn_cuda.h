@@ -211,6 +211,13 @@ int kcu_winattn_fwd(kcu_ctx_t *ctx, float *out, int ldo, const float *qkv, const
 int kcu_relpos_attention_fwd(kcu_ctx_t *ctx, float *out, const float *qkv, const float *rel_h,
                              const float *rel_w, int nwin, int S, int heads, int d,
                              float scale);
+/* kn_window_partition for B maps: x[B, H*W, C] -> win[B*nwy*nwx, S*S, C] (zero pad tokens;
+ * the windows of map b after those of map b−1). kernels/cuda/window.cu. */
+int kcu_window_partition(kcu_ctx_t *ctx, float *win, const float *x, int B, int H, int W, int C,
+                         int S);
+/* kn_window_unpartition_add for B maps: x[B, H*W, C] += the real tokens of win. */
+int kcu_window_unpartition_add(kcu_ctx_t *ctx, float *x, const float *win, int B, int H, int W,
+                               int C, int S);
 
 /* ---- training: point sampling, losses, optimiser ---------------------------------------- */
 

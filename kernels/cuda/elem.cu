@@ -477,6 +477,9 @@ extern "C" int kcu_gelu_linear_fwd(kcu_ctx_t *ctx, float *y, const float *x, con
 }
 
 /* ---- point sampling (detectron2 point_sample, align_corners=False, zero padding) ----------- */
+/* Written with __fmul_rn/__fadd_rn so nvcc forms no FMA: the sampled values are then bit-equal
+ * to kn_point_sample_fwd's (built without contraction), which kcu_uncertain_points needs to
+ * pick the CPU's points (points.cu). */
 
 struct bilin {
     int idx[4];
@@ -486,7 +489,8 @@ struct bilin {
 __device__ bilin make_bilin(float px, float py, int H, int W)
 {
     bilin b;
-    float fx = px * (float)W - 0.5f, fy = py * (float)H - 0.5f;
+    float fx = __fsub_rn(__fmul_rn(px, (float)W), 0.5f);
+    float fy = __fsub_rn(__fmul_rn(py, (float)H), 0.5f);
     float flx = floorf(fx), fly = floorf(fy), ax = fx - flx, ay = fy - fly;
     int x0 = (int)flx, y0 = (int)fly;
     int vx0 = x0 >= 0 && x0 < W, vx1 = x0 + 1 >= 0 && x0 + 1 < W;
@@ -513,8 +517,9 @@ __global__ void k_point_sample(float *out, const float *x, const float *pts, int
         int c = (int)(i / P), p = (int)(i % P);
         bilin b = make_bilin(pts[2 * p], pts[2 * p + 1], H, W);
         const float *xc = x + (size_t)c * H * W;
-        out[i] = b.w[0] * xc[b.idx[0]] + b.w[1] * xc[b.idx[1]] + b.w[2] * xc[b.idx[2]] +
-                 b.w[3] * xc[b.idx[3]];
+        float s = __fadd_rn(__fmul_rn(b.w[0], xc[b.idx[0]]), __fmul_rn(b.w[1], xc[b.idx[1]]));
+        s = __fadd_rn(s, __fmul_rn(b.w[2], xc[b.idx[2]]));
+        out[i] = __fadd_rn(s, __fmul_rn(b.w[3], xc[b.idx[3]]));
     }
 }
 

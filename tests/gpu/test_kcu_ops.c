@@ -658,6 +658,43 @@ static void t_attn(void)
 
 /* ---- training: point sampling, losses, Adam ----------------------------------------------------- */
 
+/* kcu_uncertain_points vs kn_uncertain_points from the same rng state: the same points bit for
+ * bit and the same rng state after. Maps: 0 random logits; 1 all zero (every candidate ties);
+ * 2 8x8 blocks of logits quantised to 0.5 steps (at 256x256 the threshold is −0.5: ~1700 of
+ * ~6200 tied candidates taken after ~7700 above it); 3 random with NaN and −inf blocks and
+ * pixels (a finite threshold); 4 mostly NaN (the threshold is −inf: ~5200 of ~33000 ties). */
+static void t_uncertain_case(int H, int W, int P, int over, float imp, int kind)
+{
+    size_t n = (size_t)H * W;
+    float *lg = hrand(n, -4, 4), *pts = hzero(2 * (size_t)P);
+    for (size_t i = 0; i < n; i++) {
+        unsigned blk = (unsigned)((i / W / 8) * 977 + (i % W / 8)) * 2654435761u % 10;
+        if (kind == 1) lg[i] = 0;
+        if (kind == 2) lg[i] = (float)(blk % 5) * 0.5f;
+        if (kind >= 3 && (blk < (kind == 3 ? 5u : 8u) || i % 13 == 0))
+            lg[i] = blk == 4 ? -INFINITY : NAN;
+    }
+    float *sc = hzero(kn_uncertain_points_scratch(P, over));
+    uint64_t r_cpu = rng, r_gpu = rng;
+    kn_uncertain_points(pts, lg, H, W, P, over, imp, &r_cpu, sc);
+    float *pd = dalloc(2 * (size_t)P);
+    int rc = kcu_uncertain_points(ctx, pd, dup_(lg, n), H, W, P, over, imp, &r_gpu);
+    char name[96];
+    snprintf(name, sizeof name, "uncertain_points %dx%d P%d x%d imp %.2f map %d", H, W, P, over,
+             imp, kind);
+    if (rc) printf("FAIL %s: rc %d (%s)\n", name, rc, kcu_errmsg(ctx));
+    check(name, pd, pts, 2 * (size_t)P, 0);
+    checks++;
+    if (rc || r_gpu != r_cpu) {
+        printf("FAIL %-40s rng state after the call differs\n", name);
+        failures++;
+    }
+    rng = r_cpu;
+    free(lg);
+    free(pts);
+    free(sc);
+}
+
 static void t_train(void)
 {
     int C = 3, H = 9, W = 13, P = 50;
@@ -712,6 +749,26 @@ static void t_train(void)
     check("adam_step x3 p", pd2, p, n, TOL_EL);
     check("adam_step x3 m", md, m, n, TOL_EL);
     check("adam_step x3 v", vd, v, n, TOL_EL);
+
+    t_uncertain_case(256, 256, 12544, 3, 0.75f, 0); /* the training setting */
+    t_uncertain_case(256, 256, 12544, 3, 0.75f, 2);
+    t_uncertain_case(256, 256, 12544, 3, 0.75f, 3);
+    t_uncertain_case(256, 256, 12544, 3, 0.75f, 4);
+    t_uncertain_case(48, 64, 37, 3, 0.75f, 0);
+    t_uncertain_case(33, 17, 37, 2, 0.0f, 0);
+    t_uncertain_case(33, 17, 101, 3, 1.0f, 2);
+    t_uncertain_case(64, 64, 500, 3, 0.75f, 1);
+    t_uncertain_case(64, 64, 501, 3, 0.75f, 4);
+    t_uncertain_case(1, 1, 5, 1, 1.0f, 0);
+    uint64_t r0 = rng;
+    expect_rc("uncertain_points importance 1.5",
+              kcu_uncertain_points(ctx, pd2, pd2, 8, 8, 4, 3, 1.5f, &rng), ERR_INVALID);
+    kcu_sync(ctx, &e);
+    checks++;
+    if (rng != r0) {
+        printf("FAIL uncertain_points: a refused call advanced the rng\n");
+        failures++;
+    }
     free(x);
     free(pts);
     free(out);

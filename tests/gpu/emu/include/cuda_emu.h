@@ -95,6 +95,21 @@ static inline float atomicAdd(float *p, float v)
 {
     return std::atomic_ref<float>(*p).fetch_add(v);
 }
+static inline unsigned atomicAdd(unsigned *p, unsigned v)
+{
+    return std::atomic_ref<unsigned>(*p).fetch_add(v);
+}
+static inline unsigned __float_as_uint(float x)
+{
+    unsigned u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+/* IEEE round-to-nearest ops that CUDA never contracts into an FMA (the host build of the
+ * emulation has no FMA contraction at all) */
+static inline float __fmul_rn(float a, float b) { return a * b; }
+static inline float __fadd_rn(float a, float b) { return a + b; }
+static inline float __fsub_rn(float a, float b) { return a - b; }
 
 static void emu_fiber_entry()
 {
