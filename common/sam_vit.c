@@ -7,6 +7,7 @@
  * from rel_pos_h's width, window size (and global-ness) from rel_pos_h's length 2S−1, so
  * B, L, H and small test configurations share this code. Only tables of exactly 2S−1 rows
  * are supported (the official code would interpolate other lengths; we refuse them).
+ * Shapes and weights are read by vit_weights_get (shared with the GPU encoder, vit_cuda.c).
  * The vit_t borrows the wts_t; activations live in one arena allocated at vit_new. The
  * four linear layers of every block run on panel-packed copies of their weights
  * (kn_linear_pk_fwd: fused bias, GELU and residual), made once at vit_new: that doubles
@@ -24,20 +25,14 @@
 #define GRID SAM_EMB /* 64 tokens per side */
 #define LN_EPS 1e-6f
 
-typedef struct vblock {
-    const float *n1w, *n1b, *qkvw, *qkvb, *projw, *projb, *rph, *rpw;
-    const float *n2w, *n2b, *l1w, *l1b, *l2w, *l2b;
-    float *pk_qkv, *pk_proj, *pk_l1, *pk_l2; /* kn_pack_w copies (owned by the vit_t) */
-    int S;    /* window side (GRID for global blocks) */
-    int nwin; /* windows per side */
-} vblock_t;
+typedef struct vpack {
+    float *qkv, *proj, *l1, *l2; /* kn_pack_w copies (owned by the vit_t) */
+} vpack_t;
 
 struct vit {
-    const wts_t *w;
-    vit_info_t info;
-    const float *pw, *pb, *pos;
-    const float *neck0, *neck1w, *neck1b, *neck2, *neck3w, *neck3b;
-    vblock_t *blk;
+    vit_weights_t wt; /* info, borrowed weight pointers, per-block window sides */
+    vit_info_t info;  /* = wt.info */
+    vpack_t *pk;      /* [depth] */
     /* arena */
     float *mem;
     float *x, *win, *qkv, *att, *hid, *col, *ascr;
@@ -61,11 +56,10 @@ static const float *get(const wts_t *w, err_t *err, const char *fmt, int i, int 
 #define GET1(fmt, i, a) get(w, err, fmt, i, 1, a, 0, 0, 0)
 #define GET2(fmt, i, a, b) get(w, err, fmt, i, 2, a, b, 0, 0)
 
-static int load_block(vit_t *v, int i, err_t *err)
+static int load_block(const wts_t *w, vit_weights_t *vw, int i, err_t *err)
 {
-    const wts_t *w = v->w;
-    vblock_t *b = &v->blk[i];
-    int C = v->info.embed_dim;
+    vit_block_w_t *b = &vw->blk[i];
+    int C = vw->info.embed_dim;
     char name[128];
     snprintf(name, sizeof name, "image_encoder.blocks.%d.attn.rel_pos_h", i);
     const wts_tensor_t *t = wts_find(w, name);
@@ -73,15 +67,15 @@ static int load_block(vit_t *v, int i, err_t *err)
     if (t->ndim != 2 || t->shape[0] < 1 || t->shape[0] % 2 == 0 || t->shape[1] < 1 || t->shape[1] > C)
         return err_set(err, ERR_FORMAT, "vit: '%s' should be [2S-1, head_dim]", name);
     int hd = (int)t->shape[1], S = (int)(t->shape[0] + 1) / 2;
-    if (i == 0) v->info.head_dim = hd;
-    if (hd != v->info.head_dim || C % hd != 0)
+    if (i == 0) vw->info.head_dim = hd;
+    if (hd != vw->info.head_dim || C % hd != 0)
         return err_set(err, ERR_FORMAT, "vit: '%s' head dim %d does not divide C=%d or differs from block 0", name, hd, C);
     if (S > GRID)
         return err_set(err, ERR_UNSUPPORTED, "vit: '%s' has %lld rows; only 2S-1 rows with S <= 64 are supported "
                        "(the official code would interpolate)", name, (long long)t->shape[0]);
     b->S = S;
     b->nwin = (GRID + S - 1) / S;
-    int M = v->info.mlp_dim;
+    int M = vw->info.mlp_dim;
     if (!(b->n1w = GET1("image_encoder.blocks.%d.norm1.weight", i, C)) ||
         !(b->n1b = GET1("image_encoder.blocks.%d.norm1.bias", i, C)) ||
         !(b->qkvw = GET2("image_encoder.blocks.%d.attn.qkv.weight", i, 3 * C, C)) ||
@@ -97,69 +91,95 @@ static int load_block(vit_t *v, int i, err_t *err)
         !(b->l2w = GET2("image_encoder.blocks.%d.mlp.lin2.weight", i, C, M)) ||
         !(b->l2b = GET1("image_encoder.blocks.%d.mlp.lin2.bias", i, C)))
         return err ? err->code : ERR_FORMAT;
-    struct { float **dst; const float *w; int n, k; } pk[4] = {
-        {&b->pk_qkv, b->qkvw, 3 * C, C}, {&b->pk_proj, b->projw, C, C},
-        {&b->pk_l1, b->l1w, M, C}, {&b->pk_l2, b->l2w, C, M}};
-    for (int j = 0; j < 4; j++) {
-        size_t n = kn_pack_size(pk[j].n, pk[j].k) * sizeof(float);
-        *pk[j].dst = aligned_alloc(64, (n + 63) / 64 * 64);
-        if (!*pk[j].dst) return err_set(err, ERR_NOMEM, "vit: out of memory packing block %d weights", i);
-        kn_pack_w(*pk[j].dst, pk[j].w, pk[j].n, pk[j].k);
-    }
     if (S == GRID) {
-        if (i < 64) v->info.global_mask |= 1ull << i;
-        if (v->info.first_global < 0) v->info.first_global = i;
+        if (i < 64) vw->info.global_mask |= 1ull << i;
+        if (vw->info.first_global < 0) vw->info.first_global = i;
     }
     return 0;
 }
 
-vit_t *vit_new(const wts_t *w, err_t *err)
+int vit_weights_get(const wts_t *w, vit_weights_t *vw, err_t *err)
 {
+    memset(vw, 0, sizeof *vw);
+    if (!w) return err_set(err, ERR_INVALID, "vit: no weights");
     const wts_tensor_t *pe = wts_find(w, "image_encoder.patch_embed.proj.weight");
     if (!pe || pe->ndim != 4 || pe->shape[1] != 3 || pe->shape[2] != PATCH || pe->shape[3] != PATCH ||
-        pe->shape[0] < 1 || pe->shape[0] > 8192) {
-        err_set(err, pe ? ERR_FORMAT : ERR_NOTFOUND,
-                "vit: image_encoder.patch_embed.proj.weight %s (expected [C,3,16,16])", pe ? "has a bad shape" : "missing");
-        return NULL;
-    }
-    vit_t *v = calloc(1, sizeof *v);
-    if (!v) { err_set(err, ERR_NOMEM, "vit: out of memory"); return NULL; }
-    v->w = w;
+        pe->shape[0] < 1 || pe->shape[0] > 8192)
+        return err_set(err, pe ? ERR_FORMAT : ERR_NOTFOUND,
+                       "vit: image_encoder.patch_embed.proj.weight %s (expected [C,3,16,16])",
+                       pe ? "has a bad shape" : "missing");
+    vit_info_t *in = &vw->info;
     int C = (int)pe->shape[0];
-    v->info.embed_dim = C;
-    v->info.first_global = -1;
+    in->embed_dim = C;
+    in->first_global = -1;
     char name[128];
-    while (v->info.depth < 1000) {
-        snprintf(name, sizeof name, "image_encoder.blocks.%d.norm1.weight", v->info.depth);
+    while (in->depth < 1000) {
+        snprintf(name, sizeof name, "image_encoder.blocks.%d.norm1.weight", in->depth);
         if (!wts_find(w, name)) break;
-        v->info.depth++;
+        in->depth++;
     }
     const wts_tensor_t *l1 = wts_find(w, "image_encoder.blocks.0.mlp.lin1.weight");
-    if (v->info.depth == 0 || !l1 || l1->ndim != 2 || l1->shape[0] < 1 || l1->shape[0] > 16 * C) {
-        err_set(err, ERR_FORMAT, "vit: no usable image_encoder.blocks.0 (norm1 / mlp.lin1.weight)");
+    int rc = 0;
+    if (in->depth == 0 || !l1 || l1->ndim != 2 || l1->shape[0] < 1 || l1->shape[0] > 16 * C) {
+        rc = err_set(err, ERR_FORMAT, "vit: no usable image_encoder.blocks.0 (norm1 / mlp.lin1.weight)");
         goto fail;
     }
-    v->info.mlp_dim = (int)l1->shape[0];
-    v->blk = calloc((size_t)v->info.depth, sizeof *v->blk);
-    if (!v->blk) { err_set(err, ERR_NOMEM, "vit: out of memory"); goto fail; }
-    if (!(v->pw = wts_f32(w, "image_encoder.patch_embed.proj.weight", err, 4, C, 3, PATCH, PATCH)) ||
-        !(v->pb = wts_f32(w, "image_encoder.patch_embed.proj.bias", err, 1, C)) ||
-        !(v->pos = wts_f32(w, "image_encoder.pos_embed", err, 4, 1, GRID, GRID, C)) ||
-        !(v->neck0 = wts_f32(w, "image_encoder.neck.0.weight", err, 4, SAM_EMB_C, C, 1, 1)) ||
-        !(v->neck1w = wts_f32(w, "image_encoder.neck.1.weight", err, 1, SAM_EMB_C)) ||
-        !(v->neck1b = wts_f32(w, "image_encoder.neck.1.bias", err, 1, SAM_EMB_C)) ||
-        !(v->neck2 = wts_f32(w, "image_encoder.neck.2.weight", err, 4, SAM_EMB_C, SAM_EMB_C, 3, 3)) ||
-        !(v->neck3w = wts_f32(w, "image_encoder.neck.3.weight", err, 1, SAM_EMB_C)) ||
-        !(v->neck3b = wts_f32(w, "image_encoder.neck.3.bias", err, 1, SAM_EMB_C)))
+    in->mlp_dim = (int)l1->shape[0];
+    vw->blk = calloc((size_t)in->depth, sizeof *vw->blk);
+    if (!vw->blk) { rc = err_set(err, ERR_NOMEM, "vit: out of memory"); goto fail; }
+    if (!(vw->pw = wts_f32(w, "image_encoder.patch_embed.proj.weight", err, 4, C, 3, PATCH, PATCH)) ||
+        !(vw->pb = wts_f32(w, "image_encoder.patch_embed.proj.bias", err, 1, C)) ||
+        !(vw->pos = wts_f32(w, "image_encoder.pos_embed", err, 4, 1, GRID, GRID, C)) ||
+        !(vw->neck0 = wts_f32(w, "image_encoder.neck.0.weight", err, 4, SAM_EMB_C, C, 1, 1)) ||
+        !(vw->neck1w = wts_f32(w, "image_encoder.neck.1.weight", err, 1, SAM_EMB_C)) ||
+        !(vw->neck1b = wts_f32(w, "image_encoder.neck.1.bias", err, 1, SAM_EMB_C)) ||
+        !(vw->neck2 = wts_f32(w, "image_encoder.neck.2.weight", err, 4, SAM_EMB_C, SAM_EMB_C, 3, 3)) ||
+        !(vw->neck3w = wts_f32(w, "image_encoder.neck.3.weight", err, 1, SAM_EMB_C)) ||
+        !(vw->neck3b = wts_f32(w, "image_encoder.neck.3.bias", err, 1, SAM_EMB_C))) {
+        rc = err ? err->code : ERR_FORMAT;
         goto fail;
+    }
+    for (int i = 0; i < in->depth; i++)
+        if ((rc = load_block(w, vw, i, err)) < 0) goto fail;
+    in->heads = C / in->head_dim;
+    if (in->first_global < 0) in->first_global = in->depth - 1;
+    return 0;
+fail:
+    vit_weights_free(vw);
+    return rc < 0 ? rc : ERR_FORMAT;
+}
+
+void vit_weights_free(vit_weights_t *vw)
+{
+    if (!vw) return;
+    free(vw->blk);
+    memset(vw, 0, sizeof *vw);
+}
+
+vit_t *vit_new(const wts_t *w, err_t *err)
+{
+    vit_t *v = calloc(1, sizeof *v);
+    if (!v) { err_set(err, ERR_NOMEM, "vit: out of memory"); return NULL; }
+    if (vit_weights_get(w, &v->wt, err) < 0) goto fail;
+    v->info = v->wt.info;
+    int C = v->info.embed_dim, M = v->info.mlp_dim;
+    v->pk = calloc((size_t)v->info.depth, sizeof *v->pk);
+    if (!v->pk) { err_set(err, ERR_NOMEM, "vit: out of memory"); goto fail; }
     size_t win_n = VIT_TOKENS;
     for (int i = 0; i < v->info.depth; i++) {
-        if (load_block(v, i, err) < 0) goto fail;
-        size_t n = (size_t)v->blk[i].nwin * v->blk[i].nwin * v->blk[i].S * v->blk[i].S;
+        const vit_block_w_t *b = &v->wt.blk[i];
+        struct { float **dst; const float *w; int n, k; } pk[4] = {
+            {&v->pk[i].qkv, b->qkvw, 3 * C, C}, {&v->pk[i].proj, b->projw, C, C},
+            {&v->pk[i].l1, b->l1w, M, C}, {&v->pk[i].l2, b->l2w, C, M}};
+        for (int j = 0; j < 4; j++) {
+            size_t n = kn_pack_size(pk[j].n, pk[j].k) * sizeof(float);
+            *pk[j].dst = aligned_alloc(64, (n + 63) / 64 * 64);
+            if (!*pk[j].dst) { err_set(err, ERR_NOMEM, "vit: out of memory packing block %d weights", i); goto fail; }
+            kn_pack_w(*pk[j].dst, pk[j].w, pk[j].n, pk[j].k);
+        }
+        size_t n = (size_t)b->nwin * b->nwin * b->S * b->S;
         if (n > win_n) win_n = n;
     }
-    v->info.heads = C / v->info.head_dim;
-    if (v->info.first_global < 0) v->info.first_global = v->info.depth - 1;
     v->win_n = win_n;
     size_t col = (size_t)3 * PATCH * PATCH * VIT_TOKENS;
     size_t col3 = (size_t)SAM_EMB_C * 9 * VIT_TOKENS;
@@ -185,13 +205,14 @@ void vit_destroy(vit_t **pv)
     vit_t *v = *pv;
     free(v->mem);
     free(v->ascr);
-    for (int i = 0; v->blk && i < v->info.depth; i++) {
-        free(v->blk[i].pk_qkv);
-        free(v->blk[i].pk_proj);
-        free(v->blk[i].pk_l1);
-        free(v->blk[i].pk_l2);
+    for (int i = 0; v->pk && i < v->info.depth; i++) {
+        free(v->pk[i].qkv);
+        free(v->pk[i].proj);
+        free(v->pk[i].l1);
+        free(v->pk[i].l2);
     }
-    free(v->blk);
+    free(v->pk);
+    vit_weights_free(&v->wt);
     free(v);
     *pv = NULL;
 }
@@ -205,11 +226,11 @@ int vit_embed(vit_t *v, const float *img, float *x, err_t *err)
     (void)err;
     int C = v->info.embed_dim;
     float *y = v->att; /* [C, 4096], att holds >= 4096*C floats */
-    kn_conv2d_fwd(y, img, v->pw, v->pb, 3, SAM_IMG, SAM_IMG, C, PATCH, PATCH, 0, 1, v->col);
+    kn_conv2d_fwd(y, img, v->wt.pw, v->wt.pb, 3, SAM_IMG, SAM_IMG, C, PATCH, PATCH, 0, 1, v->col);
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < VIT_TOKENS; t++)
         for (int c = 0; c < C; c++)
-            x[(size_t)t * C + c] = y[(size_t)c * VIT_TOKENS + t] + v->pos[(size_t)t * C + c];
+            x[(size_t)t * C + c] = y[(size_t)c * VIT_TOKENS + t] + v->wt.pos[(size_t)t * C + c];
     return 0;
 }
 
@@ -218,7 +239,7 @@ static int ensure_scratch(vit_t *v, err_t *err)
     int th = kn_get_threads();
     size_t n = 0;
     for (int i = 0; i < v->info.depth; i++) {
-        const vblock_t *b = &v->blk[i];
+        const vit_block_w_t *b = &v->wt.blk[i];
         size_t m = kn_relpos_attention_scratch(b->nwin * b->nwin, b->S, v->info.heads, v->info.head_dim, th);
         if (m > n) n = m;
     }
@@ -231,55 +252,35 @@ static int ensure_scratch(vit_t *v, err_t *err)
     return 0;
 }
 
-/* Window slot of token t = (r, c): windows row-major, tokens row-major inside. */
-static inline size_t slot(int r, int c, int S, int nwin)
-{
-    return ((size_t)(r / S) * nwin + c / S) * S * S + (size_t)(r % S) * S + c % S;
-}
-
 int vit_block(vit_t *v, int i, float *x, err_t *err)
 {
     if (i < 0 || i >= v->info.depth) return err_set(err, ERR_RANGE, "vit: block %d out of range", i);
     int rc = ensure_scratch(v, err);
     if (rc < 0) return rc;
-    const vblock_t *b = &v->blk[i];
+    const vit_block_w_t *b = &v->wt.blk[i];
+    const vpack_t *pk = &v->pk[i];
     int C = v->info.embed_dim, S = b->S, nw = b->nwin, M = v->info.mlp_dim;
     int Np = nw * nw * S * S;
     float *xn = v->att; /* LN1 output in grid order */
     kn_layernorm_fwd(xn, NULL, NULL, x, b->n1w, b->n1b, VIT_TOKENS, C, LN_EPS);
     float *win = v->win;
-    if (Np != VIT_TOKENS) {
-        memset(win, 0, (size_t)Np * C * sizeof(float)); /* pad tokens are zeros */
-#pragma omp parallel for schedule(static)
-        for (int t = 0; t < VIT_TOKENS; t++)
-            memcpy(win + slot(t / GRID, t % GRID, S, nw) * C, xn + (size_t)t * C, (size_t)C * sizeof(float));
-    } else if (S == GRID) {
-        win = xn;
-    } else {
-#pragma omp parallel for schedule(static)
-        for (int t = 0; t < VIT_TOKENS; t++)
-            memcpy(win + slot(t / GRID, t % GRID, S, nw) * C, xn + (size_t)t * C, (size_t)C * sizeof(float));
-    }
-    kn_linear_pk_fwd(v->qkv, 3 * C, win, C, b->pk_qkv, b->qkvb, NULL, 0, Np, 3 * C, C, KN_ACT_NONE);
+    if (S == GRID) win = xn;
+    else kn_window_partition(win, xn, GRID, GRID, C, S); /* pad tokens are zeros */
+    kn_linear_pk_fwd(v->qkv, 3 * C, win, C, pk->qkv, b->qkvb, NULL, 0, Np, 3 * C, C, KN_ACT_NONE);
     int hd = v->info.head_dim;
     kn_relpos_attention_fwd(v->att, v->qkv, b->rph, b->rpw, nw * nw, S, v->info.heads, hd,
                             1.0f / sqrtf((float)hd), v->ascr, v->ascr_threads);
     if (S == GRID) { /* window order is grid order: fuse the residual */
-        kn_linear_pk_fwd(x, C, v->att, C, b->pk_proj, b->projb, x, C, Np, C, C, KN_ACT_NONE);
+        kn_linear_pk_fwd(x, C, v->att, C, pk->proj, b->projb, x, C, Np, C, C, KN_ACT_NONE);
     } else {
         float *y = v->win; /* proj output, window order */
-        kn_linear_pk_fwd(y, C, v->att, C, b->pk_proj, b->projb, NULL, 0, Np, C, C, KN_ACT_NONE);
-#pragma omp parallel for schedule(static)
-        for (int t = 0; t < VIT_TOKENS; t++) {
-            const float *src = y + slot(t / GRID, t % GRID, S, nw) * C;
-            float *dst = x + (size_t)t * C;
-            for (int c = 0; c < C; c++) dst[c] += src[c];
-        }
+        kn_linear_pk_fwd(y, C, v->att, C, pk->proj, b->projb, NULL, 0, Np, C, C, KN_ACT_NONE);
+        kn_window_unpartition_add(x, y, GRID, GRID, C, S);
     }
     /* MLP: x += lin2(GELU(lin1(LN2(x)))) */
     kn_layernorm_fwd(v->att, NULL, NULL, x, b->n2w, b->n2b, VIT_TOKENS, C, LN_EPS);
-    kn_linear_pk_fwd(v->hid, M, v->att, C, b->pk_l1, b->l1b, NULL, 0, VIT_TOKENS, M, C, KN_ACT_GELU);
-    kn_linear_pk_fwd(x, C, v->hid, M, b->pk_l2, b->l2b, x, C, VIT_TOKENS, C, M, KN_ACT_NONE);
+    kn_linear_pk_fwd(v->hid, M, v->att, C, pk->l1, b->l1b, NULL, 0, VIT_TOKENS, M, C, KN_ACT_GELU);
+    kn_linear_pk_fwd(x, C, v->hid, M, pk->l2, b->l2b, x, C, VIT_TOKENS, C, M, KN_ACT_NONE);
     return 0;
 }
 
@@ -289,10 +290,10 @@ int vit_neck(vit_t *v, const float *x, float *emb, err_t *err)
     int C = v->info.embed_dim;
     float *n1 = v->att; /* [256, 4096] */
     /* conv 1×1 without bias on tokens: n1[o, t] = Σc W[o, c] x[t, c] */
-    kn_gemm(0, 1, SAM_EMB_C, VIT_TOKENS, C, 1.0f, v->neck0, C, x, C, 0.0f, n1, VIT_TOKENS);
-    kn_layernorm2d_fwd(n1, n1, v->neck1w, v->neck1b, SAM_EMB_C, VIT_TOKENS, LN_EPS);
-    kn_conv2d_fwd(emb, n1, v->neck2, NULL, SAM_EMB_C, GRID, GRID, SAM_EMB_C, 3, 1, 1, 1, v->col);
-    kn_layernorm2d_fwd(emb, emb, v->neck3w, v->neck3b, SAM_EMB_C, VIT_TOKENS, LN_EPS);
+    kn_gemm(0, 1, SAM_EMB_C, VIT_TOKENS, C, 1.0f, v->wt.neck0, C, x, C, 0.0f, n1, VIT_TOKENS);
+    kn_layernorm2d_fwd(n1, n1, v->wt.neck1w, v->wt.neck1b, SAM_EMB_C, VIT_TOKENS, LN_EPS);
+    kn_conv2d_fwd(emb, n1, v->wt.neck2, NULL, SAM_EMB_C, GRID, GRID, SAM_EMB_C, 3, 1, 1, 1, v->col);
+    kn_layernorm2d_fwd(emb, emb, v->wt.neck3w, v->wt.neck3b, SAM_EMB_C, VIT_TOKENS, LN_EPS);
     return 0;
 }
 

@@ -375,5 +375,12 @@ size_t kn_relpos_attention_scratch(int nwin, int S, int heads, int d, int thread
 void kn_relpos_attention_fwd(float *out, const float *qkv, const float *rel_h,
                              const float *rel_w, int nwin, int S, int heads, int d, float scale,
                              float *scratch, int threads);
+/* Window partition (kernels/cpu/window.c): x[H*W, C] (token t = r*W + c) -> win[nwy*nwx,
+ * S*S, C], nwy = ceil(H/S), nwx = ceil(W/S), windows row-major and tokens row-major inside;
+ * tokens of the bottom/right pad are zeros. */
+void kn_window_partition(float *win, const float *x, int H, int W, int C, int S);
+/* Inverse of kn_window_partition, accumulated: x[t] += win[slot(t)] for every real token
+ * (pad tokens dropped). */
+void kn_window_unpartition_add(float *x, const float *win, int H, int W, int C, int S);
 
 #endif

@@ -644,6 +644,32 @@ static void t_relpos_case(int nwin, int S, int heads, int d)
     free(sc);
 }
 
+/* kcu_window_partition / kcu_window_unpartition_add on B maps vs the CPU op per map:
+ * bit-exact (pure data movement; the inverse is one add per element). */
+static void t_window_case(int B, int H, int W, int C, int S)
+{
+    int nwin = ((H + S - 1) / S) * ((W + S - 1) / S);
+    size_t nx = (size_t)H * W * C, nw = (size_t)nwin * S * S * C;
+    float *x = hrand(B * nx, -1, 1), *win = hrand(B * nw, -1, 1), *y = hcopy(x, B * nx);
+    float *ref = hzero(B * nw);
+    for (int b = 0; b < B; b++) {
+        kn_window_partition(ref + b * nw, x + b * nx, H, W, C, S);
+        kn_window_unpartition_add(y + b * nx, win + b * nw, H, W, C, S);
+    }
+    float *xd = dup_(x, B * nx), *wd = dalloc(B * nw);
+    kcu_window_partition(ctx, wd, xd, B, H, W, C, S);
+    char name[96];
+    snprintf(name, sizeof name, "window_partition B%d %dx%d C%d S%d", B, H, W, C, S);
+    check(name, wd, ref, B * nw, 0);
+    kcu_window_unpartition_add(ctx, xd, dup_(win, B * nw), B, H, W, C, S);
+    snprintf(name, sizeof name, "window_unpartition_add B%d %dx%d C%d S%d", B, H, W, C, S);
+    check(name, xd, y, B * nx, 0);
+    free(x);
+    free(win);
+    free(y);
+    free(ref);
+}
+
 static void t_attn(void)
 {
     t_attention_case(3, 16, 37, 70, 1);
@@ -654,6 +680,8 @@ static void t_attn(void)
     t_winattn_case(15, 14, 3, 16, 7, 0);
     t_relpos_case(2, 5, 2, 16);
     t_relpos_case(1, 8, 3, 64);
+    t_window_case(2, 11, 9, 6, 4); /* padded both ways, C not a multiple of 4 */
+    t_window_case(1, 8, 8, 5, 8);  /* one global window */
 }
 
 /* ---- training: point sampling, losses, Adam ----------------------------------------------------- */
