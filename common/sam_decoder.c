@@ -86,12 +86,10 @@ typedef struct mlp3_w {
 
 struct samdec {
     /* prompt encoder (borrowed) */
-    const float *pe_g;          /* [2,128] */
-    const float *pt_emb[4];     /* [256] each */
-    const float *not_a_point, *no_mask;
+    samdec_prompt_w_t pw; /* the token side's inputs (shared with samdec_cuda.c) */
+    const float *no_mask;
     const float *md0w, *md0b, *md1w, *md1b, *md3w, *md3b, *md4w, *md4b, *md6w, *md6b;
     /* mask decoder (borrowed) */
-    const float *iou_tok, *mask_toks;
     layer_w_t L[2];
     attn_w_t fin;
     ln_w_t nfin;
@@ -178,14 +176,8 @@ static int load_weights(samdec_t *d, const wts_t *w, err_t *err)
 {
     int bad = 0;
     char s[256];
-    const char *pe = "prompt_encoder";
-    d->pe_g = get(w, err, &bad, "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix",
-                  2, 2, C / 2, 0, 0);
-    for (int i = 0; i < 4; i++) {
-        snprintf(s, sizeof s, "%s.point_embeddings.%d.weight", pe, i);
-        d->pt_emb[i] = get(w, err, &bad, s, 2, 1, C, 0, 0);
-    }
-    d->not_a_point = get(w, err, &bad, "prompt_encoder.not_a_point_embed.weight", 2, 1, C, 0, 0);
+    int rc = samdec_prompt_w_load(&d->pw, w, err);
+    if (rc < 0) return rc;
     d->no_mask = get(w, err, &bad, "prompt_encoder.no_mask_embed.weight", 2, 1, C, 0, 0);
     d->md0w = get(w, err, &bad, "prompt_encoder.mask_downscaling.0.weight", 4, 4, 1, 2, 2);
     d->md0b = get(w, err, &bad, "prompt_encoder.mask_downscaling.0.bias", 1, 4, 0, 0, 0);
@@ -200,8 +192,6 @@ static int load_weights(samdec_t *d, const wts_t *w, err_t *err)
 
     const char *md = "mask_decoder";
     const char *tr = "mask_decoder.transformer";
-    d->iou_tok = get(w, err, &bad, "mask_decoder.iou_token.weight", 2, 1, C, 0, 0);
-    d->mask_toks = get(w, err, &bad, "mask_decoder.mask_tokens.weight", 2, SAM_NMASK, C, 0, 0);
     for (int l = 0; l < 2; l++) {
         layer_w_t *L = &d->L[l];
         snprintf(s, sizeof s, "%s.layers.%d.self_attn", tr, l);
@@ -269,6 +259,53 @@ static void pe_encode(const float *g, float cx, float cy, float *out)
     }
 }
 
+/* ---- prompt encoder host math (sam_parts.h; also used by samdec_cuda.c) ----------------- */
+
+int samdec_prompt_w_load(samdec_prompt_w_t *p, const wts_t *w, err_t *err)
+{
+    int bad = 0;
+    char s[256];
+    p->pe_g = get(w, err, &bad, "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix",
+                  2, 2, C / 2, 0, 0);
+    for (int i = 0; i < 4; i++) {
+        snprintf(s, sizeof s, "prompt_encoder.point_embeddings.%d.weight", i);
+        p->pt_emb[i] = get(w, err, &bad, s, 2, 1, C, 0, 0);
+    }
+    p->not_a_point = get(w, err, &bad, "prompt_encoder.not_a_point_embed.weight", 2, 1, C, 0, 0);
+    p->iou_tok = get(w, err, &bad, "mask_decoder.iou_token.weight", 2, 1, C, 0, 0);
+    p->mask_toks = get(w, err, &bad, "mask_decoder.mask_tokens.weight", 2, SAM_NMASK, C, 0, 0);
+    return bad ? err_wrap(err, "sam decoder weights") : 0;
+}
+
+void samdec_prompt_tokens(const samdec_prompt_w_t *p, const sam_point_t *pts, int n, float *t0)
+{
+    memcpy(t0, p->iou_tok, sizeof(float) * C);
+    memcpy(t0 + C, p->mask_toks, sizeof(float) * SAM_NMASK * C);
+    for (int i = 0; i < n; i++) {
+        float *t = t0 + (size_t)(5 + i) * C;
+        int lab = (int)pts[i].label;
+        if (lab == -1) {
+            memcpy(t, p->not_a_point, sizeof(float) * C);
+            continue;
+        }
+        float cx = ((pts[i].x + 0.5f) / (float)SAM_IMG) * 2.0f - 1.0f;
+        float cy = ((pts[i].y + 0.5f) / (float)SAM_IMG) * 2.0f - 1.0f;
+        pe_encode(p->pe_g, cx, cy, t);
+        for (int c = 0; c < C; c++) t[c] += p->pt_emb[lab][c];
+    }
+}
+
+void samdec_dense_pe(const float *pe_g, float *pe)
+{
+    /* cell centres ((j+0.5)/64, (i+0.5)/64) mapped to [-1, 1] */
+    for (int i = 0; i < SAM_EMB; i++)
+        for (int j = 0; j < SAM_EMB; j++) {
+            float cx = 2.0f * ((j + 0.5f) / SAM_EMB) - 1.0f;
+            float cy = 2.0f * ((i + 0.5f) / SAM_EMB) - 1.0f;
+            pe_encode(pe_g, cx, cy, pe + (size_t)(i * SAM_EMB + j) * C);
+        }
+}
+
 /* ---- lifetime -------------------------------------------------------------------------- */
 
 static float *falloc(size_t n)
@@ -312,13 +349,7 @@ samdec_t *samdec_new(const wts_t *w, err_t *err)
         samdec_destroy(&d);
         return NULL;
     }
-    /* dense PE: cell centres ((j+0.5)/64, (i+0.5)/64) mapped to [-1, 1] */
-    for (int i = 0; i < SAM_EMB; i++)
-        for (int j = 0; j < SAM_EMB; j++) {
-            float cx = 2.0f * ((j + 0.5f) / SAM_EMB) - 1.0f;
-            float cy = 2.0f * ((i + 0.5f) / SAM_EMB) - 1.0f;
-            pe_encode(d->pe_g, cx, cy, d->pe + (size_t)(i * SAM_EMB + j) * C);
-        }
+    samdec_dense_pe(d->pw.pe_g, d->pe);
     return d;
 }
 
@@ -706,11 +737,11 @@ int samdec_pick_single(const float iou[SAM_NMASK], int npoints)
     return best;
 }
 
-static int check_points(const sam_point_t *pts, int n, err_t *err)
+int samdec_check_points(const sam_point_t *pts, int n, int max, err_t *err)
 {
-    if (n < 0 || n > MAX_POINTS)
+    if (n < 0 || n > max)
         return err_set(err, ERR_RANGE, "samdec_forward: %d prompt points (allowed 0..%d)", n,
-                       MAX_POINTS);
+                       max);
     if (n > 0 && !pts) return err_set(err, ERR_INVALID, "samdec_forward: points are NULL");
     for (int i = 0; i < n; i++) {
         float l = pts[i].label;
@@ -736,7 +767,7 @@ int samdec_forward_ex(samdec_t *d, const float *emb, const sam_point_t *pts, int
 {
     if (!d || !emb || !lowres || !iou)
         return err_set(err, ERR_INVALID, "samdec_forward: NULL argument");
-    int rc = check_points(pts, n, err);
+    int rc = samdec_check_points(pts, n, MAX_POINTS, err);
     if (rc < 0) return rc;
     int nt = 5 + n;
     const int H = x && x->hq_token ? 1 : 0; /* the one-way hq token, row nt */
@@ -750,20 +781,7 @@ int samdec_forward_ex(samdec_t *d, const float *emb, const sam_point_t *pts, int
     if ((rc = ensure_tokens(d, nq, err)) < 0) return rc;
 
     /* sparse prompt: tokens t0 = [iou token, mask tokens, point embeddings] */
-    memcpy(d->t0, d->iou_tok, sizeof(float) * C);
-    memcpy(d->t0 + C, d->mask_toks, sizeof(float) * SAM_NMASK * C);
-    for (int i = 0; i < n; i++) {
-        float *t = d->t0 + (size_t)(5 + i) * C;
-        int lab = (int)pts[i].label;
-        if (lab == -1) {
-            memcpy(t, d->not_a_point, sizeof(float) * C);
-            continue;
-        }
-        float cx = ((pts[i].x + 0.5f) / (float)SAM_IMG) * 2.0f - 1.0f;
-        float cy = ((pts[i].y + 0.5f) / (float)SAM_IMG) * 2.0f - 1.0f;
-        pe_encode(d->pe_g, cx, cy, t);
-        for (int c = 0; c < C; c++) t[c] += d->pt_emb[lab][c];
-    }
+    samdec_prompt_tokens(&d->pw, pts, n, d->t0);
     if (H) memcpy(d->t0 + (size_t)nt * C, x->hq_token, sizeof(float) * C);
 
     float *keys = d->keys, *kp = d->kp, *Q = d->q, *T0 = d->t0;

@@ -74,6 +74,25 @@ int samdec_forward(samdec_t *d, const float *emb, const sam_point_t *pts, int n,
  * padding and box corners included. Returns 0..3. */
 int samdec_pick_single(const float iou[SAM_NMASK], int npoints);
 
+/* The prompt encoder's host math, shared by samdec_forward and the GPU decoder
+ * (samdec_cuda.c) so both build the same token-side input. */
+typedef struct samdec_prompt_w {
+    const float *pe_g;        /* [2,128] pe_layer.positional_encoding_gaussian_matrix */
+    const float *pt_emb[4];   /* [256] point_embeddings.0..3 (labels 0, 1, 2, 3) */
+    const float *not_a_point; /* [256] the padding point's embedding (label -1) */
+    const float *iou_tok;     /* [256] mask_decoder.iou_token */
+    const float *mask_toks;   /* [4,256] mask_decoder.mask_tokens */
+} samdec_prompt_w_t;
+/* Points p into w (borrowed; validated, the message names a bad tensor). 0 or ERR_*. */
+int samdec_prompt_w_load(samdec_prompt_w_t *p, const wts_t *w, err_t *err);
+/* Checks pts[n]: 0 ≤ n ≤ max, labels -1, 0, 1, 2, 3, finite coordinates. 0, ERR_RANGE or
+ * ERR_INVALID (message names the point). */
+int samdec_check_points(const sam_point_t *pts, int n, int max, err_t *err);
+/* t0[5 + n, 256] = [iou token, 4 mask tokens, one sparse embedding per point]. */
+void samdec_prompt_tokens(const samdec_prompt_w_t *p, const sam_point_t *pts, int n, float *t0);
+/* The dense positional encoding pe[4096, 256], token-major (row y*64 + x). */
+void samdec_dense_pe(const float *pe_g, float *pe);
+
 /* ---- MoDA: the one-way hq token (adapter.h) ---------------------------------------------
  * samdec_forward_ex runs the same decoder with one extra output token appended: it attends
  * to the SAM tokens (self-attention) and to the image (token→image attentions), but no SAM

@@ -61,6 +61,8 @@ void kcu_ctx_destroy(kcu_ctx_t **ctx);
 void *kcu_stream(kcu_ctx_t *ctx);
 /* Turns TF32 math on or off for later ops. */
 void kcu_set_tf32(kcu_ctx_t *ctx, int on);
+/* 1 when TF32 math is on (so a module that needs plain fp32 can restore the setting). */
+int kcu_get_tf32(const kcu_ctx_t *ctx);
 /* Waits for every op queued on the stream. Returns 0, or the first (sticky) error of the
  * context or of the wait (ERR_DEVICE), with its message in err. Clears the sticky error. */
 int kcu_sync(kcu_ctx_t *ctx, err_t *err);

@@ -167,6 +167,11 @@ extern "C" void kcu_set_tf32(kcu_ctx_t *ctx, int on)
     cublasSetMathMode(ctx->blas, ctx->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
 }
 
+extern "C" int kcu_get_tf32(const kcu_ctx_t *ctx)
+{
+    return ctx->tf32;
+}
+
 extern "C" int kcu_sync(kcu_ctx_t *ctx, err_t *err)
 {
     cudaError_t e = cudaStreamSynchronize(ctx->stream);
