@@ -28,14 +28,6 @@
 #define MIDN (MID * MID)       /* 16384 */
 #define EN (SAM_EMB * SAM_EMB) /* 4096 */
 
-enum {
-    P_TOK = 0,
-    P_M0W, P_M0B, P_M1W, P_M1B, P_M2W, P_M2B,
-    P_F0W, P_F0B, P_F1W, P_F1B, P_F3W, P_F3B,
-    P_E0W, P_E0B, P_E1W, P_E1B, P_E3W, P_E3B,
-    P_C0W, P_C0B, P_C1W, P_C1B, P_C3W, P_C3B,
-};
-
 static float *falloc(size_t n)
 {
     return (float *)aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64);
@@ -72,31 +64,31 @@ adapter_t *adapter_new(int early_c, err_t *err)
     a->early_c = early_c;
     size_t off = 0;
     int E = early_c;
-    set_param(a, P_TOK, "hq_token", 2, 1, C, 0, 0, &off);
-    set_param(a, P_M0W, "hq_mlp.layers.0.weight", 2, C, C, 0, 0, &off);
-    set_param(a, P_M0B, "hq_mlp.layers.0.bias", 1, C, 0, 0, 0, &off);
-    set_param(a, P_M1W, "hq_mlp.layers.1.weight", 2, C, C, 0, 0, &off);
-    set_param(a, P_M1B, "hq_mlp.layers.1.bias", 1, C, 0, 0, 0, &off);
-    set_param(a, P_M2W, "hq_mlp.layers.2.weight", 2, ADP_HYP, C, 0, 0, &off);
-    set_param(a, P_M2B, "hq_mlp.layers.2.bias", 1, ADP_HYP, 0, 0, 0, &off);
-    set_param(a, P_F0W, "mask_feature.0.weight", 4, 64, ADP_HYP, 3, 3, &off);
-    set_param(a, P_F0B, "mask_feature.0.bias", 1, 64, 0, 0, 0, &off);
-    set_param(a, P_F1W, "mask_feature.1.weight", 1, 64, 0, 0, 0, &off);
-    set_param(a, P_F1B, "mask_feature.1.bias", 1, 64, 0, 0, 0, &off);
-    set_param(a, P_F3W, "mask_feature.3.weight", 4, ADP_HYP, 64, 3, 3, &off);
-    set_param(a, P_F3B, "mask_feature.3.bias", 1, ADP_HYP, 0, 0, 0, &off);
-    set_param(a, P_E0W, "embedding_encoder.0.weight", 4, C, 64, 2, 2, &off);
-    set_param(a, P_E0B, "embedding_encoder.0.bias", 1, 64, 0, 0, 0, &off);
-    set_param(a, P_E1W, "embedding_encoder.1.weight", 1, 64, 0, 0, 0, &off);
-    set_param(a, P_E1B, "embedding_encoder.1.bias", 1, 64, 0, 0, 0, &off);
-    set_param(a, P_E3W, "embedding_encoder.3.weight", 4, 64, ADP_HYP, 2, 2, &off);
-    set_param(a, P_E3B, "embedding_encoder.3.bias", 1, ADP_HYP, 0, 0, 0, &off);
-    set_param(a, P_C0W, "compress.0.weight", 4, E, C, 2, 2, &off);
-    set_param(a, P_C0B, "compress.0.bias", 1, C, 0, 0, 0, &off);
-    set_param(a, P_C1W, "compress.1.weight", 1, C, 0, 0, 0, &off);
-    set_param(a, P_C1B, "compress.1.bias", 1, C, 0, 0, 0, &off);
-    set_param(a, P_C3W, "compress.3.weight", 4, C, ADP_HYP, 2, 2, &off);
-    set_param(a, P_C3B, "compress.3.bias", 1, ADP_HYP, 0, 0, 0, &off);
+    set_param(a, ADP_P_TOK, "hq_token", 2, 1, C, 0, 0, &off);
+    set_param(a, ADP_P_M0W, "hq_mlp.layers.0.weight", 2, C, C, 0, 0, &off);
+    set_param(a, ADP_P_M0B, "hq_mlp.layers.0.bias", 1, C, 0, 0, 0, &off);
+    set_param(a, ADP_P_M1W, "hq_mlp.layers.1.weight", 2, C, C, 0, 0, &off);
+    set_param(a, ADP_P_M1B, "hq_mlp.layers.1.bias", 1, C, 0, 0, 0, &off);
+    set_param(a, ADP_P_M2W, "hq_mlp.layers.2.weight", 2, ADP_HYP, C, 0, 0, &off);
+    set_param(a, ADP_P_M2B, "hq_mlp.layers.2.bias", 1, ADP_HYP, 0, 0, 0, &off);
+    set_param(a, ADP_P_F0W, "mask_feature.0.weight", 4, 64, ADP_HYP, 3, 3, &off);
+    set_param(a, ADP_P_F0B, "mask_feature.0.bias", 1, 64, 0, 0, 0, &off);
+    set_param(a, ADP_P_F1W, "mask_feature.1.weight", 1, 64, 0, 0, 0, &off);
+    set_param(a, ADP_P_F1B, "mask_feature.1.bias", 1, 64, 0, 0, 0, &off);
+    set_param(a, ADP_P_F3W, "mask_feature.3.weight", 4, ADP_HYP, 64, 3, 3, &off);
+    set_param(a, ADP_P_F3B, "mask_feature.3.bias", 1, ADP_HYP, 0, 0, 0, &off);
+    set_param(a, ADP_P_E0W, "embedding_encoder.0.weight", 4, C, 64, 2, 2, &off);
+    set_param(a, ADP_P_E0B, "embedding_encoder.0.bias", 1, 64, 0, 0, 0, &off);
+    set_param(a, ADP_P_E1W, "embedding_encoder.1.weight", 1, 64, 0, 0, 0, &off);
+    set_param(a, ADP_P_E1B, "embedding_encoder.1.bias", 1, 64, 0, 0, 0, &off);
+    set_param(a, ADP_P_E3W, "embedding_encoder.3.weight", 4, 64, ADP_HYP, 2, 2, &off);
+    set_param(a, ADP_P_E3B, "embedding_encoder.3.bias", 1, ADP_HYP, 0, 0, 0, &off);
+    set_param(a, ADP_P_C0W, "compress.0.weight", 4, E, C, 2, 2, &off);
+    set_param(a, ADP_P_C0B, "compress.0.bias", 1, C, 0, 0, 0, &off);
+    set_param(a, ADP_P_C1W, "compress.1.weight", 1, C, 0, 0, 0, &off);
+    set_param(a, ADP_P_C1B, "compress.1.bias", 1, C, 0, 0, 0, &off);
+    set_param(a, ADP_P_C3W, "compress.3.weight", 4, C, ADP_HYP, 2, 2, &off);
+    set_param(a, ADP_P_C3B, "compress.3.bias", 1, ADP_HYP, 0, 0, 0, &off);
     a->size = off;
     a->data = falloc(off);
     if (!a->data) {
@@ -142,7 +134,7 @@ int adapter_init_from_sam(adapter_t *a, const wts_t *w, uint64_t seed, err_t *er
     const float *tok = wts_f32(w, "mask_decoder.mask_tokens.weight", err, 2, SAM_NMASK, C);
     if (!tok) return err_wrap(err, "adapter init");
     memset(a->data, 0, sizeof(float) * a->size);
-    memcpy(PW(a, P_TOK), tok, sizeof(float) * C); /* mask token 0 */
+    memcpy(PW(a, ADP_P_TOK), tok, sizeof(float) * C); /* mask token 0 */
     for (int l = 0; l < 3; l++) {
         char n[96];
         int o = l == 2 ? ADP_HYP : C;
@@ -151,22 +143,22 @@ int adapter_init_from_sam(adapter_t *a, const wts_t *w, uint64_t seed, err_t *er
         snprintf(n, sizeof n, "mask_decoder.output_hypernetworks_mlps.0.layers.%d.bias", l);
         const float *B = wts_f32(w, n, err, 1, o);
         if (!W || !B) return err_wrap(err, "adapter init");
-        memcpy(PW(a, P_M0W + 2 * l), W, sizeof(float) * (size_t)o * C);
-        memcpy(PW(a, P_M0B + 2 * l), B, sizeof(float) * (size_t)o);
+        memcpy(PW(a, ADP_P_M0W + 2 * l), W, sizeof(float) * (size_t)o * C);
+        memcpy(PW(a, ADP_P_M0B + 2 * l), B, sizeof(float) * (size_t)o);
     }
     uint64_t rng = seed ^ 0x6d6f64612d616470ULL; /* "moda-adp" */
     /* first layers: PyTorch default init, bound 1/sqrt(fan_in) (convT: fan_in = Cout·4) */
     float bf = 1.0f / sqrtf((float)(ADP_HYP * 9));
-    uniform(PW(a, P_F0W), a->params[P_F0W].n, bf, &rng);
-    uniform(PW(a, P_F0B), 64, bf, &rng);
+    uniform(PW(a, ADP_P_F0W), a->params[ADP_P_F0W].n, bf, &rng);
+    uniform(PW(a, ADP_P_F0B), 64, bf, &rng);
     float be = 1.0f / sqrtf(64.0f * 4);
-    uniform(PW(a, P_E0W), a->params[P_E0W].n, be, &rng);
-    uniform(PW(a, P_E0B), 64, be, &rng);
+    uniform(PW(a, ADP_P_E0W), a->params[ADP_P_E0W].n, be, &rng);
+    uniform(PW(a, ADP_P_E0B), 64, be, &rng);
     float bc = 1.0f / sqrtf((float)C * 4);
-    uniform(PW(a, P_C0W), a->params[P_C0W].n, bc, &rng);
-    uniform(PW(a, P_C0B), C, bc, &rng);
-    for (int i = 0; i < 64; i++) PW(a, P_F1W)[i] = PW(a, P_E1W)[i] = 1.0f;
-    for (int i = 0; i < C; i++) PW(a, P_C1W)[i] = 1.0f;
+    uniform(PW(a, ADP_P_C0W), a->params[ADP_P_C0W].n, bc, &rng);
+    uniform(PW(a, ADP_P_C0B), C, bc, &rng);
+    for (int i = 0; i < 64; i++) PW(a, ADP_P_F1W)[i] = PW(a, ADP_P_E1W)[i] = 1.0f;
+    for (int i = 0; i < C; i++) PW(a, ADP_P_C1W)[i] = 1.0f;
     /* last layers (P_F3*, P_E3*, P_C3*) stay zero: the branches start silent */
     return 0;
 }
@@ -426,25 +418,26 @@ void adapter_head_fwd(const adapter_t *a, adp_work_t *w, const float *hq_out, co
     w->emb = emb;
     w->early = early;
     /* hq_mlp -> hyper */
-    kn_linear_fwd(w->h1, w->hq_out, PW(a, P_M0W), PW(a, P_M0B), 1, C, C);
+    kn_linear_fwd(w->h1, w->hq_out, PW(a, ADP_P_M0W), PW(a, ADP_P_M0B), 1, C, C);
     kn_relu_fwd(w->h1, w->h1, C);
-    kn_linear_fwd(w->h2, w->h1, PW(a, P_M1W), PW(a, P_M1B), 1, C, C);
+    kn_linear_fwd(w->h2, w->h1, PW(a, ADP_P_M1W), PW(a, ADP_P_M1B), 1, C, C);
     kn_relu_fwd(w->h2, w->h2, C);
-    kn_linear_fwd(w->hyper, w->h2, PW(a, P_M2W), PW(a, P_M2B), 1, C, ADP_HYP);
+    kn_linear_fwd(w->hyper, w->h2, PW(a, ADP_P_M2W), PW(a, ADP_P_M2B), 1, C, ADP_HYP);
     /* mask_feature(up) -> fusedT */
     kn_transpose(w->upT, up, ADP_HYP, LRN);
-    pack_conv3(w->wp, w->wr, PW(a, P_F0W), 64, ADP_HYP, 0);
-    kn_conv3_pk_fwd(w->f1, 64, w->upT, LR, LR, ADP_HYP, 1, 0, LR, w->wp, PW(a, P_F0B), 64,
+    pack_conv3(w->wp, w->wr, PW(a, ADP_P_F0W), 64, ADP_HYP, 0);
+    kn_conv3_pk_fwd(w->f1, 64, w->upT, LR, LR, ADP_HYP, 1, 0, LR, w->wp, PW(a, ADP_P_F0B), 64,
                     KN_ACT_NONE);
-    kn_layernorm_gelu_fast_fwd(w->f1g, w->f1, PW(a, P_F1W), PW(a, P_F1B), LRN, 64, ADP_LN_EPS);
-    pack_conv3(w->wp, w->wr, PW(a, P_F3W), ADP_HYP, 64, 0);
-    kn_conv3_pk_fwd(w->fusedT, ADP_HYP, w->f1g, LR, LR, 64, 1, 0, LR, w->wp, PW(a, P_F3B),
+    kn_layernorm_gelu_fast_fwd(w->f1g, w->f1, PW(a, ADP_P_F1W), PW(a, ADP_P_F1B), LRN, 64,
+                               ADP_LN_EPS);
+    pack_conv3(w->wp, w->wr, PW(a, ADP_P_F3W), ADP_HYP, 64, 0);
+    kn_conv3_pk_fwd(w->fusedT, ADP_HYP, w->f1g, LR, LR, 64, 1, 0, LR, w->wp, PW(a, ADP_P_F3B),
                     ADP_HYP, KN_ACT_NONE);
     /* + embedding_encoder(emb) + compress(early) + up */
     head_job_t j = {.w = w};
-    branch_fwd(a, w, P_E0W, emb, C, 64, w->e1, w->e1g);
+    branch_fwd(a, w, ADP_P_E0W, emb, C, 64, w->e1, w->e1g);
     kn_parallel_for(SAM_EMB, KN_POOL_ANY, scatter_item, &j);
-    branch_fwd(a, w, P_C0W, early, a->early_c, C, w->c1, w->c1g);
+    branch_fwd(a, w, ADP_P_C0W, early, a->early_c, C, w->c1, w->c1g);
     j.add_up = 1;
     kn_parallel_for(SAM_EMB, KN_POOL_ANY, scatter_item, &j);
     /* logits = hyper · fused */
@@ -514,26 +507,26 @@ void adapter_head_bwd(const adapter_t *a, adp_work_t *w, const float *dlogits, f
     head_job_t j = {.w = w, .dlogits = dlogits};
     kn_parallel_for(LRN / PIXB, KN_POOL_ANY, dfused_item, &j);
     /* mask_feature: conv2 (dx by the flipped conv, dw), LN + GELU, conv1 (dw only) */
-    pack_conv3(w->wp, w->wr, PW(a, P_F3W), ADP_HYP, 64, 1);
+    pack_conv3(w->wp, w->wr, PW(a, ADP_P_F3W), ADP_HYP, 64, 1);
     kn_conv3_pk_fwd(w->dA, 64, w->dfT, LR, LR, ADP_HYP, 1, 0, LR, w->wp, NULL, 64, KN_ACT_NONE);
-    kn_conv3_pk_wgrad(G(P_F3W), G(P_F3B), w->dfT, w->f1g, LR, LR, 64, ADP_HYP, w->scratch);
-    kn_layernorm_gelu_bwd(w->dB, G(P_F1W), G(P_F1B), w->dA, w->f1, PW(a, P_F1W), PW(a, P_F1B),
-                          LRN, 64, ADP_LN_EPS, w->scratch);
-    kn_conv3_pk_wgrad(G(P_F0W), G(P_F0B), w->dB, w->upT, LR, LR, ADP_HYP, 64, w->scratch);
+    kn_conv3_pk_wgrad(G(ADP_P_F3W), G(ADP_P_F3B), w->dfT, w->f1g, LR, LR, 64, ADP_HYP, w->scratch);
+    kn_layernorm_gelu_bwd(w->dB, G(ADP_P_F1W), G(ADP_P_F1B), w->dA, w->f1, PW(a, ADP_P_F1W),
+                          PW(a, ADP_P_F1B), LRN, 64, ADP_LN_EPS, w->scratch);
+    kn_conv3_pk_wgrad(G(ADP_P_F0W), G(ADP_P_F0B), w->dB, w->upT, LR, LR, ADP_HYP, 64, w->scratch);
     /* the two convT branches share dfused in phase order, and the last convT bias grads */
     kn_parallel_for(SAM_EMB, KN_POOL_ANY, gather_item, &j);
-    bias_grad_ph(G(P_E3B), w->ph, MIDN);
-    bias_grad_ph(G(P_C3B), w->ph, MIDN);
+    bias_grad_ph(G(ADP_P_E3B), w->ph, MIDN);
+    bias_grad_ph(G(ADP_P_C3B), w->ph, MIDN);
     float *phT = w->dfT; /* dfT is consumed: its buffer holds phᵀ for the weight gradients */
     kn_transpose(phT, w->ph, MIDN, 4 * ADP_HYP);
-    branch_bwd(a, w, grad, P_E0W, w->emb, C, 64, w->e1, w->e1g, phT);
-    branch_bwd(a, w, grad, P_C0W, w->early, a->early_c, C, w->c1, w->c1g, phT);
+    branch_bwd(a, w, grad, ADP_P_E0W, w->emb, C, 64, w->e1, w->e1g, phT);
+    branch_bwd(a, w, grad, ADP_P_C0W, w->early, a->early_c, C, w->c1, w->c1g, phT);
     /* hq_mlp */
-    kn_linear_bwd(dh2, G(P_M2W), G(P_M2B), dhyper, w->h2, PW(a, P_M2W), 1, C, ADP_HYP);
+    kn_linear_bwd(dh2, G(ADP_P_M2W), G(ADP_P_M2B), dhyper, w->h2, PW(a, ADP_P_M2W), 1, C, ADP_HYP);
     kn_relu_bwd(dh2, dh2, w->h2, C);
-    kn_linear_bwd(dh1, G(P_M1W), G(P_M1B), dh2, w->h1, PW(a, P_M1W), 1, C, C);
+    kn_linear_bwd(dh1, G(ADP_P_M1W), G(ADP_P_M1B), dh2, w->h1, PW(a, ADP_P_M1W), 1, C, C);
     kn_relu_bwd(dh1, dh1, w->h1, C);
-    kn_linear_bwd(d_hq_out, G(P_M0W), G(P_M0B), dh1, w->hq_out, PW(a, P_M0W), 1, C, C);
+    kn_linear_bwd(d_hq_out, G(ADP_P_M0W), G(ADP_P_M0B), dh1, w->hq_out, PW(a, ADP_P_M0W), 1, C, C);
 #undef G
 }
 
@@ -550,7 +543,7 @@ int adapter_forward(const adapter_t *a, samdec_t *dec, adp_work_t *w, const floa
         return err_set(err, ERR_INVALID, "adapter_forward: work for %d early channels, adapter %d",
                        w->early_c, a->early_c);
     float iou_l[SAM_NMASK];
-    samdec_extra_t x = {.hq_token = PW(a, P_TOK), .hq_out = w->hq_out, .up = w->up,
+    samdec_extra_t x = {.hq_token = PW(a, ADP_P_TOK), .hq_out = w->hq_out, .up = w->up,
                         .trace = train ? w->trace : NULL};
     w->have_train = 0;
     int rc = samdec_forward_ex(dec, emb, pts, n, mask_in, sam_lowres ? sam_lowres : w->lowres,
@@ -575,7 +568,7 @@ int adapter_backward(const adapter_t *a, const samdec_t *dec, adp_work_t *w,
     int rc = samdec_hq_backward(dec, w->trace, d_out, d_tok, err);
     kn_set_thread_local_threads(old);
     if (rc) return rc;
-    float *g = grad + a->params[P_TOK].off;
+    float *g = grad + a->params[ADP_P_TOK].off;
     for (int c = 0; c < C; c++) g[c] += d_tok[c];
     return 0;
 }

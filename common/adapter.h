@@ -46,6 +46,15 @@
 #define ADP_NPARAM 25
 #define ADP_LN_EPS 1e-6f
 
+/* Index of each parameter in adapter_t.params (the order of the table above). */
+enum adp_param_id {
+    ADP_P_TOK = 0,
+    ADP_P_M0W, ADP_P_M0B, ADP_P_M1W, ADP_P_M1B, ADP_P_M2W, ADP_P_M2B, /* hq_mlp */
+    ADP_P_F0W, ADP_P_F0B, ADP_P_F1W, ADP_P_F1B, ADP_P_F3W, ADP_P_F3B, /* mask_feature */
+    ADP_P_E0W, ADP_P_E0B, ADP_P_E1W, ADP_P_E1B, ADP_P_E3W, ADP_P_E3B, /* embedding_encoder */
+    ADP_P_C0W, ADP_P_C0B, ADP_P_C1W, ADP_P_C1B, ADP_P_C3W, ADP_P_C3B, /* compress */
+};
+
 typedef struct adp_param {
     char name[48];
     int ndim;
