@@ -709,6 +709,13 @@ infer_t *infer_new(svc_t *svc, const cfg_t *cfg, err_t *err)
     }
     a->svc = svc;
     a->cfg = cfg;
+    /* --device first: a bad value or `cuda` without a device is a configuration error */
+    device_choice_t dev;
+    err_t de = {0};
+    if (device_select(cfg_str(cfg, "device"), 1, &dev, &de)) {
+        err_set(err, ERR_CONFIG, "%s (device from %s)", de.msg, cfg_origin(cfg, "device"));
+        goto fail;
+    }
     a->max_side = (int)cfg_int(cfg, "max_side");
     a->min_prob = cfg_double(cfg, "min_selector_prob");
     a->min_iou = cfg_double(cfg, "min_iou");
@@ -730,7 +737,7 @@ infer_t *infer_new(svc_t *svc, const cfg_t *cfg, err_t *err)
     }
     a->pool = pool_new(svc_ctx(svc), model, (int)cfg_int(cfg, "workers"),
                        (int)cfg_int(cfg, "worker_threads"), (int)cfg_int(cfg, "queue"), DONE_EP, a->banks,
-                       (int)cfg_int(cfg, "embed_cache"), err);
+                       (int)cfg_int(cfg, "embed_cache"), &dev, err);
     if (!a->pool) goto fail;
     if (!(a->pub = add_sock(a, ZMQ_PUB, cfg_str(cfg, "results"), 1, "results", pub_handler, err)))
         goto fail;

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "cfg.h"
+#include "device.h"
 #include "err.h"
 #include "image.h"
 #include "svc.h"
@@ -43,7 +44,10 @@
     {"health_ms", CFG_INT, "500", 10, 60000, "refresh of derived Health counters"},            \
     {"segment", CFG_ENDPOINT, "ipc:///tmp/moda-infer-segment.sock", 0, 0,                      \
      "interactive segmentation (ROUTER, bound; labeling tools send SegmentRequest)"},          \
-    {"embed_cache", CFG_INT, "8", 1, 1024, "image embeddings kept for interactive requests (4 MiB each)"}
+    {"embed_cache", CFG_INT, "8", 1, 1024, "image embeddings kept for interactive requests (4 MiB each)"}, \
+    {"device", CFG_STRING, "auto", 0, 16,                                                      \
+     "cpu | cuda | auto: where the workers' image encoder runs (auto: CUDA when a device is "  \
+     "present; the choice and its reason are logged as event=device)"}
 
 typedef struct infer infer_t;
 
@@ -92,9 +96,13 @@ typedef struct pool pool_t;
  * pool's bounded queue (cap) and reporting to done_ep (inproc PUSH, one byte per job).
  * threads > 0: each worker's CPU budget (kn_set_thread_local_threads), 0: the process-wide
  * count. banks: the shared swap of adapter banks (borrowed). cache_n: image embeddings kept
- * for interactive segmentation (least recently used goes first). */
+ * for interactive segmentation (least recently used goes first). dev: the device_select
+ * result (updated: `auto` falls back to the CPU for an encoder without a GPU path; `cuda`
+ * then fails with ERR_CONFIG); with CUDA each worker gets its own GPU encoder
+ * (sam_cuda.h) and everything else stays on the CPU. Logs the final choice (device_log). */
 pool_t *pool_new(void *zctx, const char *model_path, int n, int threads, int cap,
-                 const char *done_ep, swap_t *banks, int cache_n, err_t *err);
+                 const char *done_ep, swap_t *banks, int cache_n, device_choice_t *dev,
+                 err_t *err);
 void pool_destroy(pool_t **p);
 /* Queues j (ownership taken). When the queue is full the oldest queued job is returned in
  * *dropped (caller frees and counts), else *dropped = NULL. */

@@ -2,7 +2,7 @@
  * sends hard cases to moda-label, follows the registry's bank alias (docs/infer.md).
  *
  *   moda-infer [--frames EP] [--results EP] [--model FILE] [--registry EP --registry-pub EP]
- *              [--label EP] [--config FILE]
+ *              [--label EP] [--device cpu|cuda|auto] [--config FILE]
  *
  * Thin: configuration, then the service loop with infer.c's sockets until SIGTERM/SIGINT
  * (exit 0).

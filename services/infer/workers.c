@@ -18,6 +18,11 @@
  *                 the image bytes, LRU) or encoded and cached, then the request's points/box.
  *   no bank:      zero-shot SAM with a box prompt over the whole image (inset 2%): the best
  *                 predicted-IoU mask; domain "", selector probability 0.
+ * Device (`device` key, device.h): with CUDA each worker has its own GPU TinyViT encoder
+ * (sam_cuda.h) for the encoder pass (embedding, and the early feature when a bank is
+ * loaded); the decoder, the adapters and the selector run on the CPU as before, and a frame
+ * whose bank needs the selector taps is encoded on the CPU (sam_encode_taps: the taps are
+ * not on the GPU).
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -35,6 +40,7 @@
 #include "postprocess.h"
 #include "rle.h"
 #include "sam.h"
+#include "sam_cuda.h"
 #include "wts.h"
 
 typedef struct cache_entry {
@@ -50,6 +56,8 @@ typedef struct worker {
     pthread_t th;
     int started;
     sam_t *sam;
+    tinyvit_cuda_t *gpu; /* the GPU encoder (device cuda), else NULL */
+    float *x;            /* its preprocessed input [3, 1024, 1024] */
     bankrun_t *br;    /* domain choice + adapter run (selector loaded per bank version) */
     float *taps;      /* selector taps of one frame, allocated on the first multi-domain bank */
     uint64_t warned;  /* bank version whose selector problem was logged */
@@ -208,6 +216,14 @@ static int segment_zero_shot(worker_t *w, job_t *j, const sam_embedding_t *emb, 
     return rc;
 }
 
+/* The encoder pass of one image (no taps): on the worker's GPU encoder when it has one. */
+static int encode(worker_t *w, const image_t *img, sam_embedding_t *emb, int want_early,
+                  err_t *err)
+{
+    if (w->gpu) return tinyvit_cuda_encode(w->gpu, img, emb, w->x, want_early, err);
+    return sam_encode(w->sam, img, emb, NULL, want_early, err);
+}
+
 static void process(worker_t *w, job_t *j)
 {
     err_t err = {0};
@@ -224,7 +240,7 @@ static void process(worker_t *w, job_t *j)
     if (!rc && want_taps && !w->taps && !(w->taps = malloc(sizeof(float) * sam_taps_floats(w->sam))))
         rc = err_set(&err, ERR_NOMEM, "out of memory for the selector taps");
     if (!rc) rc = want_taps ? sam_encode_taps(w->sam, j->img, &emb, w->taps, &err)
-                            : sam_encode(w->sam, j->img, &emb, NULL, bank != NULL, &err);
+                            : encode(w, j->img, &emb, bank != NULL, &err);
     if (!rc) rc = bank ? segment_bank(w, j, bank, j->bank_version, want_taps ? w->taps : NULL,
                                       &emb, mask, &err)
                        : segment_zero_shot(w, j, &emb, mask, &err);
@@ -250,7 +266,7 @@ static void process_segment(worker_t *w, job_t *j)
     if (!j->cached) {
         if (!j->img)
             rc = err_set(&err, ERR_NOTFOUND, "embedding %s is not cached (send the image)", j->emb_id);
-        else if (!(rc = sam_encode(w->sam, j->img, &emb, NULL, 0, &err)))
+        else if (!(rc = encode(w, j->img, &emb, 0, &err)))
             cache_put(w->pool, j->emb_id, &emb);
     }
     sam_prompt_t pr = {.points = j->points, .n_points = j->n_points, .has_box = j->has_box};
@@ -301,8 +317,26 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* After worker 0's model loaded: the GPU encoder exists for TinyViT only (`auto` falls back,
+ * `cuda` is a configuration error); logs the choice once. */
+static int settle_device(device_choice_t *dev, const sam_t *sam, err_t *err)
+{
+    err_t e = {0};
+    const char *enc = sam_encoder_name(sam);
+    if (device_require_path(dev, !strcmp(enc, "tinyvit_5m"), enc, &e))
+        return err_set(err, ERR_CONFIG, "%s", e.msg);
+    if (dev->device == KN_DEV_CUDA) {
+        size_t l = strlen(dev->reason);
+        snprintf(dev->reason + l, sizeof dev->reason - l,
+                 "; the encoder only: decoder, adapters and selector taps on the CPU");
+    }
+    device_log(dev);
+    return 0;
+}
+
 pool_t *pool_new(void *zctx, const char *model_path, int n, int threads, int cap,
-                 const char *done_ep, swap_t *banks, int cache_n, err_t *err)
+                 const char *done_ep, swap_t *banks, int cache_n, device_choice_t *dev,
+                 err_t *err)
 {
     pool_t *p = calloc(1, sizeof *p);
     if (!p || !(p->w = calloc((size_t)n, sizeof *p->w)) ||
@@ -325,6 +359,14 @@ pool_t *pool_new(void *zctx, const char *model_path, int n, int threads, int cap
         w->pool = p;
         w->id = i;
         if (!(w->sam = sam_load(model_path, err))) goto fail;
+        if (i == 0 && settle_device(dev, w->sam, err)) goto fail;
+        if (dev->device == KN_DEV_CUDA) {
+            if (!(w->gpu = tinyvit_cuda_new(sam_weights(w->sam), 0, 1, err))) goto fail;
+            if (!(w->x = malloc(sizeof(float) * 3 * SAM_IMG * SAM_IMG))) {
+                err_set(err, ERR_NOMEM, "out of memory");
+                goto fail;
+            }
+        }
         if (!(w->br = bankrun_new(w->sam, err))) goto fail;
         int hwm = 100000, linger = 0;
         w->done = zmq_socket(zctx, ZMQ_PUSH);
@@ -364,6 +406,8 @@ void pool_destroy(pool_t **pp)
         if (w->done) zmq_close(w->done);
         bankrun_destroy(&w->br);
         free(w->taps);
+        tinyvit_cuda_destroy(&w->gpu);
+        free(w->x);
         sam_destroy(&w->sam);
     }
     for (job_t *j = p->head, *nx; j; j = nx) nx = j->next, job_free(j);

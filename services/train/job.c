@@ -232,6 +232,7 @@ int job_run(const job_env_t *e, const char *domain, job_out_t *out, err_t *err)
         lc.train.epochs = c->epochs;
         lc.train.seed = c->seed;
         lc.train.fixed_loss = c->fixed_loss;
+        lc.train.device = c->device;
         lc.train.progress = e->hooks.progress;
         lc.train.ctx = e->hooks.ctx;
         lc.replay = c->replay;

@@ -47,6 +47,7 @@ typedef struct job_cfg {
     double min_gain_pts;  /* gate: the trained domain must beat its reference by more */
     int prompt;           /* TRAIN_PROMPT_BOX or TRAIN_PROMPT_AUTO for the gate */
     int fixed_loss;       /* 1: measure the box-prompt train loss before/after (metrics) */
+    kn_device_t device;   /* the adapter training step's device (train_cfg_t.device) */
 } job_cfg_t;
 
 /* Progress sink (called on the training thread). */

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cfg.h"
+#include "device.h"
 #include "log.h"
 #include "paths.h"
 #include "svc.h"
@@ -52,8 +53,26 @@ static const cfg_key_t keys[] = {
     {"stop_wait_ms", CFG_INT, "2000", 0, 600000, "at SIGTERM, wait this long for the job thread"},
     {"threads", CFG_INT, "0", 0, 1024, "kernel threads for training (0: all cores)"},
     {"actor", CFG_STRING, "moda-train", 0, 100, "actor recorded with every registry put"},
+    {"device", CFG_STRING, "auto", 0, 16,
+     "cpu | cuda | auto: where the adapter training step runs (auto: CUDA when a device is present "
+     "and the step has a GPU path; the choice and its reason are logged as event=device)"},
     CFG_END,
 };
+
+/* 1 once train_adapter has a GPU step (train_cfg_t.device = KN_DEV_CUDA accepted). Until then
+ * `auto` stays on the CPU with that reason and `cuda` is refused at startup, not by every job. */
+#define TRAIN_GPU_STEP 0
+
+/* --device → *dev (logged); a bad value or an impossible `cuda` is a configuration error. */
+static int select_device(const cfg_t *cfg, device_choice_t *dev, err_t *err)
+{
+    err_t e = {0};
+    if (device_select(cfg_str(cfg, "device"), 1, dev, &e) ||
+        device_require_path(dev, TRAIN_GPU_STEP, "the adapter training step", &e))
+        return err_set(err, ERR_CONFIG, "%s (device from %s)", e.msg, cfg_origin(cfg, "device"));
+    device_log(dev);
+    return 0;
+}
 
 typedef struct app {
     trainer_t *tr;
@@ -157,15 +176,18 @@ int main(int argc, char **argv)
         tc.job.fixed_loss = cfg_bool(cfg, "fixed_loss");
         tc.job.prompt = !strcmp(pr, "auto") ? TRAIN_PROMPT_AUTO : TRAIN_PROMPT_BOX;
     }
+    device_choice_t dev;
+    if (!rc) rc = select_device(cfg, &dev, &err);
+    if (!rc) tc.job.device = dev.device;
     if (!rc && !(app.tr = trainer_new(&tc, &err))) rc = err.code ? err.code : ERR_INVALID;
     if (!rc && !(svc = svc_new(&opts, &err))) rc = err.code;
     if (!rc) rc = svc_add_timer(svc, 200, sync_status, &app, &err);
     if (!rc) {
         log_info("event=config label=%s registry=%s model=%s state_dir=%s min_new=%d epochs=%d policy=%s "
-                 "gate_margin=%.2f gate_min_gain=%.2f gate_prompt=%s poll_ms=%d",
+                 "gate_margin=%.2f gate_min_gain=%.2f gate_prompt=%s poll_ms=%d device=%s",
                  tc.label, tc.registry, tc.model, tc.state_dir, tc.min_new, tc.job.epochs,
                  tc.policy_auto ? "auto" : "manual", tc.job.margin_pts, tc.job.min_gain_pts,
-                 cfg_str(cfg, "gate_prompt"), tc.poll_ms);
+                 cfg_str(cfg, "gate_prompt"), tc.poll_ms, device_name(tc.job.device));
         rc = trainer_start(app.tr, &err);
     }
     if (!rc) rc = svc_run(svc, &err);

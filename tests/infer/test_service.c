@@ -15,7 +15,12 @@
  *    faster; unknown id NOT_FOUND, point outside INVALID/RANGE, no prompt INVALID, garbage
  *    image FORMAT.
  * 5. SIGTERM -> exit 0. Every wait has a deadline; alarm() guards the whole test.
+ * 0. Runtime selection first (a few seconds): `--device tpu` exits 2 naming the value;
+ *    without a GPU `--device cuda` exits 2 naming the reason (no CUDA device) before the
+ *    model loads, and `--set device=auto` serves after logging event=device device=cpu with
+ *    that reason (with a GPU: device=cuda). The main run above uses `--device cpu`.
  */
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +32,7 @@
 
 #include "../unit/t_check.h"
 #include "image.h"
+#include "kn_cuda.h"
 #include "msg.h"
 #include "rle.h"
 
@@ -40,7 +46,7 @@ static pid_t start(const char *bin, const char *model)
         execl(bin, bin, "--bind", ctl_ep, "--frames", frames_ep, "--results", results_ep,
               "--model", model, "--label", label_ep, "--segment", seg_ep, "--min_iou", "1", "--min_stability", "1", "--hc_queue", "2",
               "--hc_burst", "100", "--hc_rate", "100", "--hc_ack_timeout_ms", "300",
-              "--health_ms", "50", "--queue", "16", (char *)NULL);
+              "--health_ms", "50", "--queue", "16", "--device", "cpu", (char *)NULL);
         _exit(127);
     }
     return p;
@@ -143,14 +149,70 @@ static uint8_t *read_file(const char *path, size_t *len)
     fseek(f, 0, SEEK_END);
     long n = ftell(f);
     fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)n);
+    uint8_t *b = malloc((size_t)n + 1); /* NUL-terminated: logs are searched as text */
     if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
         free(b);
         b = NULL;
     }
+    if (b) b[n] = 0;
     fclose(f);
     *len = (size_t)n;
     return b;
+}
+
+/* moda-infer with `--model model` plus extra (two arguments), stdout and stderr to log. */
+static pid_t start_logged(const char *bin, const char *model, const char *opt, const char *val,
+                          const char *log)
+{
+    pid_t p = fork();
+    if (p == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) dup2(fd, 1), dup2(fd, 2);
+        execl(bin, bin, "--bind", ctl_ep, "--frames", frames_ep, "--results", results_ep,
+              "--segment", seg_ep, "--model", model, opt, val, (char *)NULL);
+        _exit(127);
+    }
+    return p;
+}
+
+/* Exit status of p within ms (-2: still running, killed). */
+static int wait_exit(pid_t p, int ms)
+{
+    for (int t = 0; t < ms; t += 10) {
+        int st = 0;
+        if (waitpid(p, &st, WNOHANG) == p) return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+        usleep(10000);
+    }
+    kill(p, SIGKILL);
+    waitpid(p, NULL, 0);
+    return -2;
+}
+
+/* ---- 0. --device cpu|cuda|auto ---- */
+static void device_checks(const char *bin, const char *model, const char *out)
+{
+    char why[256] = "", log[1200];
+    size_t len = 0;
+    int gpu = kcu_device_probe(why, sizeof why) > 0;
+    snprintf(log, sizeof log, "%s/device.log", out);
+    T(wait_exit(start_logged(bin, model, "--device", "tpu", log), 30000) == 2);
+    char *text = (char *)read_file(log, &len);
+    T_HAS(text, "--device 'tpu': use cpu, cuda or auto");
+    free(text);
+    if (!gpu) {
+        T(wait_exit(start_logged(bin, model, "--device", "cuda", log), 30000) == 2);
+        text = (char *)read_file(log, &len);
+        T_HAS(text, "--device cuda: no CUDA device (");
+        free(text);
+    }
+    pid_t p = start_logged(bin, model, "--set", "device=auto", log);
+    T(wait_counter("msgs_in", 0, 60000) != UINT64_MAX); /* serving */
+    T(stop(p) == 0);
+    text = (char *)read_file(log, &len);
+    T_HAS(text, gpu ? "event=device device=cuda requested=auto"
+                    : "event=device device=cpu requested=auto reason=\"no CUDA device (");
+    if (!gpu) T_HAS(text, why);
+    free(text);
 }
 
 typedef struct expect {
@@ -264,6 +326,9 @@ int main(int argc, char **argv)
     void *router = msg_socket_new(ctx, ZMQ_ROUTER, NULL, NULL);
     T(router && msg_bind(router, label_ep, NULL) == 0);
 
+    double t_dev = msg_now_us();
+    device_checks(bin, model, out);
+    printf("--device checks: %.1f s\n", (msg_now_us() - t_dev) / 1e6);
     pid_t pid = start(bin, model);
     T(wait_counter("msgs_in", 0, 30000) != UINT64_MAX); /* Health answers: loaded and serving */
 

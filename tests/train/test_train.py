@@ -1,7 +1,7 @@
 """tests/train/test_train.py — moda-train with real moda-label and moda-registry processes.
 
 usage: test_train.py SCENARIO BIN_DIR SUB_BANK DATA_DIR WORKDIR
-  SCENARIO  auto | refuse | manual | kill | two
+  SCENARIO  auto | refuse | manual | kill | two | device
   BIN_DIR   folder with moda (CLI), moda-train, moda-label, moda-registry
   SUB_BANK  the train_test_sub_bank helper (prints every BankChanged)
   DATA_DIR  ../shared/data/cl/magtile
@@ -24,6 +24,11 @@ links, split.txt from the data) and runs moda-train with tiny settings (1-3 epoc
           two-domain candidate (selector retrained, holdout taps): either version 2 with
           both domains, magtile's adapter bit-identical and its holdout IoU within the
           margin, or a refusal logged as forgetting.
+  device  (no label store, no registry, a few seconds) runtime selection: `--device tpu`
+          exits 2 naming the value; `--set device=auto` logs event=device with its reason and
+          serves with the model loaded; `--device cuda` exits 2 at startup naming that reason
+          (no CUDA device, or no GPU training step yet) unless auto chose CUDA;
+          `--device cpu` serves and logs device=cpu requested=cpu.
 Exit 1 on the first failed check (each wait has a deadline).
 """
 import json
@@ -179,12 +184,52 @@ def second_domain(ep, tr, c):
     log("PASS two")
 
 
+def device_checks(ep):
+    base = [os.path.join(BIN, "moda-train"), "--bind", ep["train"], "--label", ep["lab"], "--registry", ep["reg"],
+            "--state-dir", WORK + "/state", "--stop-wait-ms", "1500"]
+
+    def startup_error(args, logname, want):
+        p = start(base + args, logname)
+        try:
+            code = p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            fail("%s did not exit at startup" % args)
+        text = open(os.path.join(WORK, logname)).read()
+        if code != 2 or want not in text:
+            fail("%s: exit %s, log %r (want exit 2 and %r)" % (args, code, text, want))
+        log("%s: exit 2, %s" % (" ".join(args), [l for l in text.splitlines() if "event=exit" in l][0][-160:]))
+
+    def serve(args, logname, want):
+        p = start(base + args, logname)
+        wait_for("model_ready with %s" % args, lambda: counters(ep["train"]).get("model_ready") == 1, 120)
+        p.send_signal(signal.SIGTERM)
+        if p.wait(timeout=10) != 0:
+            fail("%s: exit status after SIGTERM" % args)
+        line = [l for l in open(os.path.join(WORK, logname)).read().splitlines() if "event=device" in l]
+        if len(line) != 1 or want not in line[0]:
+            fail("%s: event=device lines %s (want one with %r)" % (args, line, want))
+        log("%s: %s" % (" ".join(args), line[0][line[0].find("event="):]))
+        return line[0]
+
+    startup_error(["--device", "tpu"], "tpu.log", "--device 'tpu': use cpu, cuda or auto")
+    auto = serve(["--set", "device=auto"], "auto.log", "requested=auto reason=\"")
+    if "device=cpu" in auto:
+        reason = "no CUDA device (" if 'reason="no CUDA device' in auto else "no GPU path for the adapter training step"
+        if reason not in auto:
+            fail("auto chose the CPU without a known reason: %s" % auto)
+        startup_error(["--device", "cuda"], "cuda.log", "--device cuda: " + reason)
+    serve(["--device", "cpu"], "cpu.log", "event=device device=cpu requested=cpu")
+    log("PASS device")
+
+
 def main():
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
     run_dir = tempfile.mkdtemp(prefix="mt", dir="/tmp")  # ipc paths < 100 chars
     ep = {k: "ipc://%s/%s.sock" % (run_dir, k) for k in ("reg", "pub", "lab", "labhc", "train")}
     try:
+        if SCEN == "device":
+            return device_checks(ep)
         make_data(os.path.join(WORK, "data", "magtile"))
         start([os.path.join(BIN, "moda-registry"), "--data", WORK + "/reg", "--bind", ep["reg"], "--pub", ep["pub"],
                "--no-sync", "--republish-ms", "0"], "registry.log")
