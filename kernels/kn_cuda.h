@@ -240,8 +240,10 @@ int kcu_cross_entropy_loss(kcu_ctx_t *ctx, float *out, float *dlogits, const flo
 /* kn_uncertain_points on the device: logits[H, W] (device) → pts[P, 2] (device, overwritten).
  * The random numbers come from the HOST rng, drawn in exactly kn_uncertain_points's order
  * (2·M candidate coordinates, M = P·oversample, then 2·(P − n_imp) fresh ones) and uploaded,
- * so for the same rng state the GPU picks the same points as the CPU (up to candidates whose
- * logits differ only by rounding). ERR_INVALID for the arguments kn_uncertain_points refuses. */
+ * so for the same rng state the GPU picks exactly the CPU's points (its point sampling rounds
+ * like the CPU's) and leaves *rng in the same state; on an error *rng is unchanged. Uses the
+ * workspace. ERR_INVALID for the arguments kn_uncertain_points refuses (and for P·oversample
+ * > INT_MAX/4). kernels/cuda/points.cu. */
 int kcu_uncertain_points(kcu_ctx_t *ctx, float *pts, const float *logits, int H, int W, int P,
                          int oversample, float importance, uint64_t *rng);
 /* kn_adam_step on device p, g, m, v. */
