@@ -200,30 +200,22 @@ void sam_result_free(sam_result_t *r)
     memset(r, 0, sizeof *r);
 }
 
-int sam_predict(sam_t *s, const sam_embedding_t *emb, const sam_prompt_t *p, sam_result_t *out,
-                err_t *err)
+int sam_result_from_lowres(const prep_info_t *info, const sam_prompt_t *p, int n,
+                           const float *all, const float iou_all[SAM_NMASK], sam_result_t *out,
+                           err_t *err)
 {
     memset(out, 0, sizeof *out);
-    sam_point_t pts[SAM_MAX_POINTS + 2];
-    const prep_info_t *info = &emb->info;
-    int n = sam_prompt_points(info, p, pts, err);
-    if (n < 0) return n;
     int h = info->h, w = info->w;
-    float *all = malloc(sizeof(float) * SAM_NMASK * LR_N);
     float *logits = malloc(sizeof(float) * (size_t)h * w);
     int nm = p->multimask ? 3 : 1;
     out->lowres = malloc(sizeof(float) * nm * LR_N);
     out->mask = malloc((size_t)nm * h * w);
     int rc = 0;
-    if (!all || !logits || !out->lowres || !out->mask) {
+    if (!logits || !out->lowres || !out->mask) {
         rc = err_set(err, ERR_NOMEM, "sam: out of memory for %d masks of %dx%d", nm, w, h);
         goto done;
     }
-    rc = samdec_forward(s->dec, emb->emb, pts, n, p->mask_in, all, out->iou_all, err);
-    if (rc) {
-        err_wrap(err, "mask decoder");
-        goto done;
-    }
+    memcpy(out->iou_all, iou_all, sizeof out->iou_all);
     out->n = nm;
     out->h = h;
     out->w = w;
@@ -240,8 +232,24 @@ int sam_predict(sam_t *s, const sam_embedding_t *emb, const sam_prompt_t *p, sam
         if (out->iou[i] > out->iou[out->best]) out->best = i;
     }
 done:
-    free(all);
     free(logits);
     if (rc) sam_result_free(out);
+    return rc;
+}
+
+int sam_predict(sam_t *s, const sam_embedding_t *emb, const sam_prompt_t *p, sam_result_t *out,
+                err_t *err)
+{
+    memset(out, 0, sizeof *out);
+    sam_point_t pts[SAM_MAX_POINTS + 2];
+    int n = sam_prompt_points(&emb->info, p, pts, err);
+    if (n < 0) return n;
+    float *all = malloc(sizeof(float) * SAM_NMASK * LR_N);
+    float iou_all[SAM_NMASK];
+    if (!all) return err_set(err, ERR_NOMEM, "sam: out of memory for the low-res masks");
+    int rc = samdec_forward(s->dec, emb->emb, pts, n, p->mask_in, all, iou_all, err);
+    if (rc) err_wrap(err, "mask decoder");
+    else rc = sam_result_from_lowres(&emb->info, p, n, all, iou_all, out, err);
+    free(all);
     return rc;
 }

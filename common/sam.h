@@ -91,6 +91,12 @@ typedef struct sam_result {
 int sam_predict(sam_t *s, const sam_embedding_t *emb, const sam_prompt_t *p, sam_result_t *out,
                 err_t *err);
 void sam_result_free(sam_result_t *r);
+/* sam_predict's second half, for decoder outputs computed elsewhere (e.g. the GPU decoder,
+ * samdec_cuda.h): the result for prompt p from all[4,256,256] low-res logits and iou_all[4]
+ * of a decoder run on the n points sam_prompt_points gave for p. out is overwritten. */
+int sam_result_from_lowres(const prep_info_t *info, const sam_prompt_t *p, int n,
+                           const float *all, const float iou_all[SAM_NMASK], sam_result_t *out,
+                           err_t *err);
 
 /* The decoder's prompt points (1024 frame) for p, exactly as passed to samdec_forward:
  * mapped points, then box corners (labels 2, 3), else the padding point (0, 0, −1).

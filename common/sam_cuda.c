@@ -337,6 +337,12 @@ int tinyvit_cuda_forward(tinyvit_cuda_t *e, const float *x, int B, float *emb, f
     return sync_err(e, rc, err);
 }
 
+const float *tinyvit_cuda_emb_dev(const tinyvit_cuda_t *e, int i)
+{
+    if (!e || i < 0 || i >= e->max_batch) return NULL;
+    return e->emb + (size_t)i * 256 * 4096;
+}
+
 int tinyvit_cuda_encode(tinyvit_cuda_t *e, const image_t *img, sam_embedding_t *out, float *x,
                         int want_early, err_t *err)
 {
@@ -363,6 +369,13 @@ int tinyvit_cuda_encode(tinyvit_cuda_t *e, const image_t *img, sam_embedding_t *
 struct tinyvit_cuda {
     int unused;
 };
+
+const float *tinyvit_cuda_emb_dev(const tinyvit_cuda_t *e, int i)
+{
+    (void)e;
+    (void)i;
+    return NULL;
+}
 
 tinyvit_cuda_t *tinyvit_cuda_new(const wts_t *w, int device, int max_batch, err_t *err)
 {

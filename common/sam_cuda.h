@@ -37,6 +37,14 @@ int tinyvit_cuda_forward(tinyvit_cuda_t *e, const float *x, int B, float *emb, f
  * copies in or out), waiting for the GPU: for timing the encoder alone. */
 int tinyvit_cuda_forward_resident(tinyvit_cuda_t *e, int B, err_t *err);
 
+/* The device embedding [256, 64, 64] of image i (0 ≤ i < max_batch) of the last forward
+ * (tinyvit_cuda_forward / _resident / _encode), for a GPU decoder (samdec_cuda.h) to read
+ * without a host round trip. Borrowed: valid while e lives and overwritten by the next
+ * forward. The forward calls return after the GPU finished, so a decoder on another context
+ * may read it at once, but it must be done (kcu_sync on its context) before the next
+ * forward. NULL for a bad e or i. */
+const float *tinyvit_cuda_emb_dev(const tinyvit_cuda_t *e, int i);
+
 /* sam_encode on the GPU: preprocesses img into x[3,1024,1024] (caller-allocated, not NULL),
  * runs the encoder with B = 1 and fills out (emb, and early when want_early; free with
  * sam_embedding_free). Same errors as tinyvit_cuda_forward and prep_sam_input. */

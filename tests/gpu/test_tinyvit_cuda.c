@@ -1,13 +1,16 @@
 /* test_tinyvit_cuda.c — the GPU TinyViT encoder (common/sam_cuda.h) against the CPU encoder
  * (sam_encode) on real images from ../shared/data, encoded together as one batch:
  * embedding and early feature relative L2 ≤ 2e-3 (TF32), and the decoder's mask from the
- * GPU embedding vs from the CPU embedding (same centre-click prompt) IoU ≥ 0.99.
+ * GPU embedding vs from the CPU embedding (same centre-click prompt) IoU ≥ 0.99. Then the
+ * full GPU pipeline: the GPU decoder (samdec_cuda.h) on the device embedding
+ * (tinyvit_cuda_emb_dev), its final mask against the all-CPU pipeline's, IoU ≥ 0.99.
  * Usage: test_tinyvit_cuda MODEL IMAGE... ; exit 77 without a CUDA device or when the model
  * or an image is missing. */
 #include "kn_cuda.h"
 #include "preprocess.h"
 #include "sam.h"
 #include "sam_cuda.h"
+#include "samdec_cuda.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -65,7 +68,11 @@ int main(int argc, char **argv)
     sam_embedding_t *cpu = calloc(B, sizeof *cpu);
     image_t **img = calloc(B, sizeof *img);
     tinyvit_cuda_t *gpu = NULL;
-    if (!x || !emb || !early || !cpu || !img) {
+    kcu_ctx_t *dctx = NULL;
+    samdec_cuda_t *dec = NULL;
+    float *lr_d = NULL, *iou_d = NULL;
+    float *lr = malloc(sizeof(float) * SAM_NMASK * SAM_LOWRES * SAM_LOWRES);
+    if (!x || !emb || !early || !cpu || !img || !lr) {
         printf("FAIL out of memory\n");
         return 1;
     }
@@ -79,6 +86,14 @@ int main(int argc, char **argv)
     gpu = tinyvit_cuda_new(sam_weights(sam), 0, B, &e);
     if (!gpu) {
         printf("FAIL tinyvit_cuda_new: %s\n", e.msg);
+        return 1;
+    }
+    /* the GPU decoder on its own context (it reads the encoder's device embedding) */
+    if (!(dctx = kcu_ctx_new(0, (size_t)256 << 20, KCU_TF32, &e)) ||
+        !(dec = samdec_cuda_new(sam_weights(sam), dctx, &e)) ||
+        !(lr_d = kcu_allocf(dctx, SAM_NMASK * SAM_LOWRES * SAM_LOWRES)) ||
+        !(iou_d = kcu_allocf(dctx, SAM_NMASK))) {
+        printf("FAIL GPU decoder: %s %s\n", e.msg, dctx ? kcu_errmsg(dctx) : "");
         return 1;
     }
     double t0 = now_ms();
@@ -108,9 +123,34 @@ int main(int argc, char **argv)
             }
             iou = un ? (double)in / un : 1.0;
         }
-        ok = ok && iou >= 0.99;
-        printf("%s %s: embedding rel L2 %.2e, early rel L2 %.2e (tol 2e-3), mask IoU %.4f "
-               "(min 0.99)\n", ok ? "ok  " : "FAIL", argv[2 + b], re, rr, iou);
+        /* full GPU pipeline: GPU decoder on the device embedding, final mask vs all-CPU */
+        double iou_full = -1;
+        sam_point_t pts[SAM_MAX_POINTS + 2];
+        float iou4[SAM_NMASK];
+        sam_result_t rf = {0};
+        int n = sam_prompt_points(&cpu[b].info, &p, pts, &e);
+        if (n > 0 &&
+            !samdec_cuda_forward(dec, tinyvit_cuda_emb_dev(gpu, b), pts, n, NULL, lr_d, iou_d,
+                                 NULL, &e) &&
+            !kcu_sync(dctx, &e) &&
+            !kcu_download(dctx, lr, lr_d, sizeof(float) * SAM_NMASK * SAM_LOWRES * SAM_LOWRES) &&
+            !kcu_download(dctx, iou4, iou_d, sizeof iou4) &&
+            !sam_result_from_lowres(&cpu[b].info, &p, n, lr, iou4, &rf, &e) && rc.mask) {
+            size_t hw = (size_t)rc.h * rc.w, in = 0, un = 0;
+            const uint8_t *mc = rc.mask + rc.best * hw, *mg = rf.mask + rf.best * hw;
+            for (size_t i = 0; i < hw; i++) {
+                in += mc[i] && mg[i];
+                un += mc[i] || mg[i];
+            }
+            iou_full = un ? (double)in / un : 1.0;
+        } else {
+            printf("     GPU decoder failed: %s\n", e.msg);
+        }
+        sam_result_free(&rf);
+        ok = ok && iou >= 0.99 && iou_full >= 0.99;
+        printf("%s %s: embedding rel L2 %.2e, early rel L2 %.2e (tol 2e-3), mask IoU %.4f, "
+               "GPU encoder+decoder mask IoU %.4f (min 0.99)\n", ok ? "ok  " : "FAIL",
+               argv[2 + b], re, rr, iou, iou_full);
         fails += !ok;
         sam_result_free(&rc);
         sam_result_free(&rg);
@@ -130,6 +170,28 @@ int main(int argc, char **argv)
         printf("GPU encoder resident batch %d: best %.2f ms (%.0f images/s)\n", bb, best,
                bb * 1e3 / best);
     }
+    /* decoder time per prompt, device-resident embedding, box prompt */
+    {
+        sam_prompt_t bp = {.has_box = 1, .box = {img[0]->w * 0.25f, img[0]->h * 0.25f,
+                                                 img[0]->w * 0.75f, img[0]->h * 0.75f}};
+        sam_point_t pts[SAM_MAX_POINTS + 2];
+        int n = sam_prompt_points(&cpu[0].info, &bp, pts, &e);
+        double best = 1e30;
+        for (int r = 0; r < 5 && n > 0; r++) {
+            t0 = now_ms();
+            if (samdec_cuda_forward(dec, tinyvit_cuda_emb_dev(gpu, 0), pts, n, NULL, lr_d, iou_d,
+                                    NULL, &e) || kcu_sync(dctx, &e)) {
+                printf("FAIL GPU decoder: %s\n", e.msg);
+                return 1;
+            }
+            double t = now_ms() - t0;
+            best = t < best ? t : best;
+        }
+        printf("GPU decoder per box prompt: best %.3f ms\n", best);
+    }
+    samdec_cuda_destroy(&dec);
+    kcu_ctx_destroy(&dctx);
+    free(lr);
     tinyvit_cuda_destroy(&gpu);
     for (int b = 0; b < B; b++) {
         sam_embedding_free(&cpu[b]);
