@@ -6,6 +6,13 @@
  * 256×256 map and back-propagate into one flat gradient; then one Adam step over all
  * adapter parameters. Every random draw comes from one splitmix64 stream seeded by
  * cfg.seed, in a fixed order, so a run is reproducible for a fixed thread count.
+ *
+ * One recipe loop for both devices: the seam is the trainer (sample_step, trainer_zero_grad,
+ * trainer_adam, trainer_fetch_losses). On the CPU it is the code below; with cfg.device
+ * KN_DEV_CUDA the per-sample forward + loss + backward and the Adam update run on the GPU
+ * (train_cuda.h) while prompts and candidate points are still drawn here from the same
+ * host stream, so both devices see the same prompts and points. The GPU keeps the losses
+ * on the device until the epoch ends (per-sample loss slots, one download per epoch).
  */
 #include "train.h"
 
@@ -16,11 +23,16 @@
 
 #include "kn.h"
 #include "postprocess.h"
+#include "train_cuda.h"
 
 #define LR SAM_LOWRES
 #define LRN (LR * LR)
 #define EMBN (SAM_EMB_C * SAM_EMB * SAM_EMB)
 #define EN (SAM_EMB * SAM_EMB)
+/* Adam constants of the recipe (train.h) */
+#define ADAM_B1 0.9f
+#define ADAM_B2 0.999f
+#define ADAM_EPS 1e-8f
 
 static double now_s(void)
 {
@@ -261,31 +273,54 @@ void train_cfg_default(train_cfg_t *c)
     c->fixed_loss = 1;
 }
 
+/* The backend seam: gpu != NULL runs the step on the GPU (train_cuda.h), else on the CPU
+ * (dec, w, grad, m, v and the point buffers). mask_in, fg_idx (prompt drawing) and loss
+ * (per-sample weighted losses of the epoch, by slot) serve both. */
 typedef struct trainer {
+    train_cuda_t *gpu;
     samdec_t *dec;
     adp_work_t *w;
     float *grad, *m, *v;
-    float *logits, *dmap, *mask_in, *pts, *lp, *tp, *dlp, *scr;
+    float *logits, *dmap, *mask_in, *pts, *lp, *tp, *dlp, *scr, *loss;
     int *fg_idx;
-    int P;
+    int P, slots;
 } trainer_t;
 
 static void trainer_free(trainer_t *t)
 {
+    train_cuda_destroy(&t->gpu);
     samdec_destroy(&t->dec);
     adp_work_destroy(&t->w);
     float *b[] = {t->grad, t->m, t->v, t->logits, t->dmap, t->mask_in, t->pts, t->lp, t->tp,
-                  t->dlp, t->scr};
+                  t->dlp, t->scr, t->loss};
     for (size_t i = 0; i < sizeof b / sizeof b[0]; i++) free(b[i]);
     free(t->fg_idx);
     memset(t, 0, sizeof *t);
 }
 
-static int trainer_init(trainer_t *t, sam_t *sam, const adapter_t *a, int P, int oversample,
-                        err_t *err)
+/* A trainer on `device` for P points; slots = loss slots per epoch. The GPU trainer copies
+ * ts (every sample) and a's parameters to the device. */
+static int trainer_init(trainer_t *t, sam_t *sam, const train_set_t *ts, const adapter_t *a,
+                        int P, int oversample, int slots, kn_device_t device, err_t *err)
 {
     memset(t, 0, sizeof *t);
     t->P = P;
+    t->slots = slots;
+    t->mask_in = malloc(sizeof(float) * LRN);
+    t->fg_idx = malloc(sizeof(int) * LRN);
+    t->loss = malloc(sizeof(float) * (size_t)slots);
+    if (!t->mask_in || !t->fg_idx || !t->loss) {
+        trainer_free(t);
+        return err_set(err, ERR_NOMEM, "train: out of memory");
+    }
+    if (device == KN_DEV_CUDA) {
+        t->gpu = train_cuda_new(sam, ts, a, P, slots, err);
+        if (!t->gpu) {
+            trainer_free(t);
+            return err ? err->code : ERR_DEVICE;
+        }
+        return 0;
+    }
     t->dec = samdec_new(sam_weights(sam), err);
     if (!t->dec) return err ? err->code : ERR_NOMEM;
     t->w = adp_work_new(a->early_c, err);
@@ -298,29 +333,31 @@ static int trainer_init(trainer_t *t, sam_t *sam, const adapter_t *a, int P, int
     t->v = calloc(a->size, sizeof(float));
     t->logits = malloc(sizeof(float) * LRN);
     t->dmap = malloc(sizeof(float) * LRN);
-    t->mask_in = malloc(sizeof(float) * LRN);
     t->pts = malloc(sizeof(float) * 2 * (size_t)P);
     t->lp = malloc(sizeof(float) * (size_t)P);
     t->tp = malloc(sizeof(float) * (size_t)P);
     t->dlp = malloc(sizeof(float) * (size_t)P);
     t->scr = malloc(sizeof(float) * kn_uncertain_points_scratch(P, oversample));
-    t->fg_idx = malloc(sizeof(int) * LRN);
-    if (!t->grad || !t->m || !t->v || !t->logits || !t->dmap || !t->mask_in || !t->pts ||
-        !t->lp || !t->tp || !t->dlp || !t->scr || !t->fg_idx) {
+    if (!t->grad || !t->m || !t->v || !t->logits || !t->dmap || !t->pts || !t->lp || !t->tp ||
+        !t->dlp || !t->scr) {
         trainer_free(t);
         return err_set(err, ERR_NOMEM, "train: out of memory");
     }
     return 0;
 }
 
-/* Forward + loss + backward of one sample into t->grad. Returns the weighted loss in *loss. */
-static int sample_step(trainer_t *t, const adapter_t *a, const train_sample_t *s,
-                       const train_cfg_t *c, uint64_t *rng, float weight, float *loss,
-                       err_t *err)
+/* Forward + loss + backward of sample i of ts into the gradient; the weighted loss goes to
+ * t->loss[slot] (on the GPU: to the device slot, see trainer_fetch_losses). */
+static int sample_step(trainer_t *t, const adapter_t *a, const train_set_t *ts, int i,
+                       const train_cfg_t *c, uint64_t *rng, float weight, int slot, err_t *err)
 {
+    const train_sample_t *s = &ts->s[i];
     sam_point_t pts[16];
     int kind;
     int n = draw_prompt(s, c, rng, pts, t->mask_in, &kind, t->fg_idx);
+    if (t->gpu)
+        return train_cuda_sample(t->gpu, i, pts, n, kind == PR_MASK ? t->mask_in : NULL,
+                                 c->oversample, c->importance, rng, weight, slot, err);
     int rc = adapter_forward(a, t->dec, t->w, s->emb, s->early, pts, n,
                              kind == PR_MASK ? t->mask_in : NULL, t->logits, NULL, NULL, 1, err);
     if (rc) return rc;
@@ -329,10 +366,45 @@ static int sample_step(trainer_t *t, const adapter_t *a, const train_sample_t *s
         return err_set(err, ERR_INVALID, "train: bad point sampling settings");
     kn_point_sample_fwd(t->lp, t->logits, t->pts, 1, LR, LR, t->P);
     kn_point_sample_fwd(t->tp, s->gt, t->pts, 1, LR, LR, t->P);
-    *loss = kn_bce_dice_loss(t->dlp, NULL, t->lp, t->tp, t->P, weight);
+    t->loss[slot] = kn_bce_dice_loss(t->dlp, NULL, t->lp, t->tp, t->P, weight);
     memset(t->dmap, 0, sizeof(float) * LRN);
     kn_point_sample_bwd(t->dmap, t->dlp, t->pts, 1, LR, LR, t->P);
     return adapter_backward(a, t->dec, t->w, t->dmap, t->grad, err);
+}
+
+static int trainer_zero_grad(trainer_t *t, const adapter_t *a, err_t *err)
+{
+    if (t->gpu) return train_cuda_zero_grad(t->gpu, err);
+    memset(t->grad, 0, sizeof(float) * a->size);
+    return 0;
+}
+
+/* One Adam step (1-based) over all parameters; the GPU updates its own copy (trainer_sync_to
+ * brings it back into a). */
+static int trainer_adam(trainer_t *t, adapter_t *a, float lr, int step, err_t *err)
+{
+    if (t->gpu) return train_cuda_adam(t->gpu, lr, ADAM_B1, ADAM_B2, ADAM_EPS, 0.0f, step, err);
+    kn_adam_step(a->data, t->grad, t->m, t->v, a->size, lr, ADAM_B1, ADAM_B2, ADAM_EPS, 0.0f,
+                 step);
+    return 0;
+}
+
+/* t->loss[0..n-1] valid on return (the GPU's one wait + download per epoch). */
+static int trainer_fetch_losses(trainer_t *t, int n, err_t *err)
+{
+    return t->gpu ? train_cuda_losses(t->gpu, t->loss, n, err) : 0;
+}
+
+/* Waits for the queued step (the GPU's work is asynchronous; the CPU's is done). */
+static int trainer_wait(trainer_t *t, err_t *err)
+{
+    return t->gpu ? train_cuda_sync(t->gpu, err) : 0;
+}
+
+/* The trained parameters into a (the CPU trains a in place). */
+static int trainer_sync_to(trainer_t *t, adapter_t *a, err_t *err)
+{
+    return t->gpu ? train_cuda_download(t->gpu, a, err) : 0;
 }
 
 int train_adapter(sam_t *sam, const train_set_t *ts, adapter_t *a, const train_cfg_t *c,
@@ -344,10 +416,10 @@ int train_adapter(sam_t *sam, const train_set_t *ts, adapter_t *a, const train_c
     if (ts->early_c != a->early_c)
         return err_set(err, ERR_INVALID, "train: samples have %d early channels, adapter %d",
                        ts->early_c, a->early_c);
-    if (c->device != KN_DEV_CPU)
-        return err_set(err, ERR_UNSUPPORTED, "train: no GPU training step yet");
+    if (c->device != KN_DEV_CPU && c->device != KN_DEV_CUDA)
+        return err_set(err, ERR_INVALID, "train: unknown device %d", (int)c->device);
     trainer_t t;
-    int rc = trainer_init(&t, sam, a, c->points, c->oversample, err);
+    int rc = trainer_init(&t, sam, ts, a, c->points, c->oversample, ts->n, c->device, err);
     if (rc) return rc;
     int *order = malloc(sizeof(int) * (size_t)ts->n);
     if (!order) {
@@ -379,22 +451,24 @@ int train_adapter(sam_t *sam, const train_set_t *ts, adapter_t *a, const train_c
         for (int b0 = 0; b0 < ts->n && !rc; b0 += c->batch) {
             double ts0 = now_s();
             int nb = ts->n - b0 < c->batch ? ts->n - b0 : c->batch;
-            memset(t.grad, 0, sizeof(float) * a->size);
-            for (int k = 0; k < nb && !rc; k++) {
-                float l;
-                rc = sample_step(&t, a, &ts->s[order[b0 + k]], c, &rng, 1.0f / nb, &l, err);
-                ep_loss += l * nb;
-            }
+            rc = trainer_zero_grad(&t, a, err);
+            for (int k = 0; k < nb && !rc; k++)
+                rc = sample_step(&t, a, ts, order[b0 + k], c, &rng, 1.0f / nb, b0 + k, err);
             if (rc) break;
             step++;
             float lr_s = c->warmup_steps > 0 && step < c->warmup_steps
                              ? lr * (float)step / (float)c->warmup_steps
                              : lr;
-            kn_adam_step(a->data, t.grad, t.m, t.v, a->size, lr_s, 0.9f, 0.999f, 1e-8f, 0.0f,
-                         step);
+            rc = trainer_adam(&t, a, lr_s, step, err);
+            if (!rc) rc = trainer_wait(&t, err); /* step_time is the device's, too */
             step_time += now_s() - ts0;
         }
+        if (!rc) rc = trainer_fetch_losses(&t, ts->n, err);
         if (rc) break;
+        for (int b0 = 0; b0 < ts->n; b0 += c->batch) { /* sample order, as the steps ran */
+            int nb = ts->n - b0 < c->batch ? ts->n - b0 : c->batch;
+            for (int k = 0; k < nb; k++) ep_loss += t.loss[b0 + k] * nb;
+        }
         ep_loss /= ts->n;
         if (ep == 0) st.first_loss = ep_loss;
         st.last_loss = ep_loss;
@@ -409,6 +483,7 @@ int train_adapter(sam_t *sam, const train_set_t *ts, adapter_t *a, const train_c
     }
     st.steps = step;
     st.seconds = now_s() - t0;
+    if (!rc) rc = trainer_sync_to(&t, a, err);
     if (!rc && c->fixed_loss) rc = train_fixed_loss(sam, ts, a, &st.fixed_after, err);
     st.step_ms = step ? step_time / step * 1e3 : 0;
     if (stats) *stats = st;
@@ -418,27 +493,29 @@ int train_adapter(sam_t *sam, const train_set_t *ts, adapter_t *a, const train_c
 }
 
 int train_bench_step(sam_t *sam, const train_set_t *ts, adapter_t *a, int batch, int reps,
-                     double *ms, err_t *err)
+                     kn_device_t device, double *ms, err_t *err)
 {
+    if (!ts || ts->n < 1 || batch < 1 || reps < 1)
+        return err_set(err, ERR_INVALID, "train_bench_step: no samples, batch or reps < 1");
     trainer_t t;
     train_cfg_t c;
     train_cfg_default(&c);
     c.share_box = 1.0f; /* box prompts: the paper protocol */
-    int rc = trainer_init(&t, sam, a, c.points, c.oversample, err);
+    int rc = trainer_init(&t, sam, ts, a, c.points, c.oversample, batch, device, err);
     if (rc) return rc;
     uint64_t rng = 1;
     double best = 1e30;
     for (int r = 0; r < reps + 1 && !rc; r++) { /* the first rep warms up */
         double t0 = now_s();
-        memset(t.grad, 0, sizeof(float) * a->size);
-        for (int k = 0; k < batch && !rc; k++) {
-            float l;
-            rc = sample_step(&t, a, &ts->s[k % ts->n], &c, &rng, 1.0f / batch, &l, err);
-        }
-        kn_adam_step(a->data, t.grad, t.m, t.v, a->size, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, r + 1);
+        rc = trainer_zero_grad(&t, a, err);
+        for (int k = 0; k < batch && !rc; k++)
+            rc = sample_step(&t, a, ts, k % ts->n, &c, &rng, 1.0f / batch, k, err);
+        if (!rc) rc = trainer_adam(&t, a, 1e-3f, r + 1, err);
+        if (!rc) rc = trainer_wait(&t, err);
         double dt = (now_s() - t0) * 1e3;
         if (r > 0 && dt < best) best = dt;
     }
+    if (!rc) rc = trainer_sync_to(&t, a, err);
     *ms = best;
     trainer_free(&t);
     return rc;
@@ -452,7 +529,7 @@ int train_fixed_loss(sam_t *sam, const train_set_t *ts, const adapter_t *a, doub
     trainer_t t;
     train_cfg_t c;
     train_cfg_default(&c);
-    int rc = trainer_init(&t, sam, a, c.points, c.oversample, err);
+    int rc = trainer_init(&t, sam, ts, a, c.points, c.oversample, 1, KN_DEV_CPU, err);
     if (rc) return rc;
     double sum = 0;
     for (int i = 0; i < ts->n && !rc; i++) {

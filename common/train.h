@@ -1,4 +1,4 @@
-/* train.h — training one MoDA adapter on one domain's labelled samples (CPU).
+/* train.h — training one MoDA adapter on one domain's labelled samples (CPU or GPU step).
  *
  *   train_set_t *ts = train_set_new(sam, &err);
  *   train_set_add(ts, img, mask, &err);              // encoder runs once per sample (cached)
@@ -24,6 +24,15 @@
  * point), none 20 % (padding point only: the promptless "auto" mode).
  *
  * Deterministic given cfg.seed and the thread count (kn_set_threads).
+ *
+ * Devices (cfg.device): KN_DEV_CPU runs everything here; KN_DEV_CUDA runs each sample's
+ * decoder + head forward, point loss, backward and the Adam update on CUDA device 0
+ * (train_cuda.h; the training set is uploaded once) while the loop, the prompts and the
+ * random candidate points stay on the host, drawn from the same stream: a GPU run sees the
+ * same prompts and candidates as a CPU run, and its losses and parameters differ only by
+ * float rounding (reduction order, TF32 in the head's convolutions, atomic adds in the point
+ * gradient), so it is not bit-reproducible run to run. train_fixed_loss and train_eval run on
+ * the CPU on either device.
  */
 #ifndef MODA_TRAIN_H
 #define MODA_TRAIN_H
@@ -88,7 +97,9 @@ typedef struct train_cfg {
     float importance;  /* 0.75 */
     float share_box, share_points, share_mask; /* 0.4, 0.3, 0.1; the rest: no prompt */
     int fixed_loss;    /* 1: measure train_fixed_loss before and after (stats) */
-    kn_device_t device; /* KN_DEV_CPU; KN_DEV_CUDA: the step runs on CUDA device 0 */
+    kn_device_t device; /* KN_DEV_CPU; KN_DEV_CUDA: the step runs on CUDA device 0
+                         * (ERR_UNSUPPORTED in a build without CUDA, ERR_DEVICE without a
+                         * device) */
     void (*progress)(const train_progress_t *p, void *ctx); /* after every epoch, or NULL */
     void *ctx;
 } train_cfg_t;
@@ -104,7 +115,8 @@ typedef struct train_stats {
 } train_stats_t;
 
 /* Trains adapter a (updated in place; initialise it first) on every sample of ts.
- * The frozen decoder is built from sam_weights(sam). stats may be NULL. */
+ * The frozen decoder is built from sam_weights(sam). stats may be NULL. On CUDA, a receives
+ * the trained parameters at the end (and is unchanged when training fails). */
 int train_adapter(sam_t *sam, const train_set_t *ts, adapter_t *a, const train_cfg_t *cfg,
                   train_stats_t *stats, err_t *err);
 
@@ -124,8 +136,10 @@ int train_eval(sam_t *sam, const train_set_t *ts, const adapter_t *a, int prompt
                double *per_sample, err_t *err);
 
 /* One timed training step for the benchmark: batch `batch` of samples (cycled from ts)
- * with box prompts, forward + backward + Adam on a. Returns the wall ms in *ms. */
+ * with box prompts, forward + backward + Adam on a (updated), on `device` (KN_DEV_CUDA: the
+ * GPU step of train_adapter, samples device-resident, the time includes waiting for the
+ * device). The best of reps steps after one warm-up step, wall ms, in *ms. */
 int train_bench_step(sam_t *sam, const train_set_t *ts, adapter_t *a, int batch, int reps,
-                     double *ms, err_t *err);
+                     kn_device_t device, double *ms, err_t *err);
 
 #endif
