@@ -64,10 +64,12 @@ if [ -x "$moda" ]; then
     else
         say "bench infer skipped: no model at $model (./moda.sh setup makes it)"
     fi
-    # the training step has no GPU path yet: --device cuda exits 2 by design (logged, not a
-    # failure); `auto` would run it on the CPU with a log line saying why
-    step bench-train-cuda 30 bash -c "'$moda' bench train --device cuda --model '$model'; \
-        rc=\$?; echo \"(exit \$rc; 2 = no GPU training path yet)\"; [ \$rc -eq 0 ] || [ \$rc -eq 2 ]"
+    # the adapter training step, GPU (batch 4, device-resident samples) next to the CPU step
+    if [ -f "$model" ]; then
+        step bench-train-cuda 60 "$moda" bench train --device cuda --model "$model" --reps 5
+        step bench-train-cuda-json 60 "$moda" bench train --device cuda --model "$model" \
+            --reps 3 --json
+    fi
 fi
 say "done in $(($(date +%s) - start)) s, status $status; log: $log"
 exit "$status"

@@ -27,6 +27,7 @@
 
 #include "cmds.h"
 #include "dataset.h"
+#include "device.h"
 #include "json.h"
 #include "kn.h"
 #include "learn.h"
@@ -39,7 +40,8 @@
 static const char *HELP =
     "usage: moda cl-bench --data DIR --domains a,b,c [--methods zeroshot,naive,joint,moda]\n"
     "                     [--prompts box,auto] [--epochs N] [--lr X] [--seed S] [--out FILE]\n"
-    "                     [--model M] [--threads T] [--max-train N] [--max-test N] [--quiet]\n\n"
+    "                     [--model M] [--threads T] [--max-train N] [--max-test N] [--quiet]\n"
+    "                     [--device D]\n\n"
     "Run the MoDA continual-learning benchmark (../shared/design/MODA.md, docs/moda.md):\n"
     "domains arrive in order; after each one every seen domain's test split is evaluated.\n"
     "Prints a table and writes every number (IoU in percent) as JSON.\n\n"
@@ -55,7 +57,9 @@ static const char *HELP =
     "  --threads T      CPU threads (default: all cores)\n"
     "  --max-train N    use only N train samples per domain, spread over the split (quick runs)\n"
     "  --max-test N     evaluate only N test samples per domain, spread over the split\n"
-    "  --quiet          no per-epoch progress lines\n";
+    "  --quiet          no per-epoch progress lines\n"
+    "  --device D       where the adapter training steps run: cpu (default, bit-reproducible),\n"
+    "                   cuda or auto (cuda when a device is present); the rest stays on the CPU\n";
 
 enum { M_ZS, M_NAIVE, M_JOINT, M_MODA, M_N };
 static const char *METHOD[M_N] = {"zeroshot", "naive", "joint", "moda"};
@@ -157,7 +161,7 @@ static void json_matrix(json_writer_t *w, double a[CB_MAXD][CB_MAXD], int T)
 
 int cmd_clbench(int argc, char **argv)
 {
-    const char *data = NULL, *model = NULL, *out = "cl-bench.json";
+    const char *data = NULL, *model = NULL, *out = "cl-bench.json", *device = "cpu";
     char dom_buf[1024] = "", meth_buf[256] = "zeroshot,naive,joint,moda", pr_buf[64] = "box,auto";
     long epochs = -1, seed = 0, threads = 0, max_train = 0, max_test = 0;
     double lr = -1;
@@ -199,6 +203,7 @@ int cmd_clbench(int argc, char **argv)
                 return 2;
             }
         } else if (!strcmp(a, "--data")) data = v;
+        else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--model")) model = v;
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--domains") || !strcmp(a, "--methods") || !strcmp(a, "--prompts")) {
@@ -254,9 +259,15 @@ int cmd_clbench(int argc, char **argv)
         model = model_buf;
     }
     if (threads) kn_set_threads((int)threads);
+    err_t e = {0};
+    device_choice_t dc;
+    if (device_select(device, 1, &dc, &e)) {
+        fprintf(stderr, "moda cl-bench: %s\n", e.msg);
+        return 2;
+    }
+    device_log(&dc);
 
     double t_start = now_s();
-    err_t e = {0};
     int rc = 0;
     dataset_t *ds[CB_MAXD] = {0};
     train_set_t *tr[CB_MAXD] = {0}, *te[CB_MAXD] = {0}, *all = NULL;
@@ -288,6 +299,7 @@ int cmd_clbench(int argc, char **argv)
     if (epochs > 0) lc.train.epochs = (int)epochs;
     if (lr > 0) lc.train.lr = (float)lr;
     lc.train.seed = lc.sel_seed = (uint64_t)seed;
+    lc.train.device = dc.device;
     lc.train.progress = progress;
     lc.note = note;
     printf("cl-bench: %d domains, methods", T);

@@ -3,6 +3,7 @@
  *   moda train-domain [--bank IN] --out OUT --domain NAME --data DOMAIN_DIR [--epochs N]
  *                     [--lr X] [--seed S] [--model M] [--threads T] [--max-train N]
  *                     [--max-test N] [--prompts mixed|box] [--replay K] [--no-eval] [--quiet]
+ *                     [--device cpu|cuda|auto]
  *
  * Reads IN (absent or missing file: a new bank for the model) and adds NAME with the MoDA
  * engine (learn.h: adapter trained on DOMAIN_DIR's train split from the zero-shot start, K
@@ -22,6 +23,7 @@
 #include "adapter_bank.h"
 #include "cmds.h"
 #include "dataset.h"
+#include "device.h"
 #include "kn.h"
 #include "learn.h"
 #include "paths.h"
@@ -32,7 +34,7 @@ static const char *HELP =
     "usage: moda train-domain [--bank IN] --out OUT --domain NAME --data DOMAIN_DIR\n"
     "                         [--epochs N] [--lr X] [--seed S] [--model M] [--threads T]\n"
     "                         [--max-train N] [--max-test N] [--prompts mixed|box]\n"
-    "                         [--replay K] [--no-eval] [--quiet]\n\n"
+    "                         [--replay K] [--no-eval] [--quiet] [--device D]\n\n"
     "Train the MoDA adapter of one domain and write the updated adapter bank.\n\n"
     "  --bank IN        existing bank (may be omitted or not exist yet for the first domain)\n"
     "  --out OUT        the bank to write (may equal IN)\n"
@@ -52,7 +54,11 @@ static const char *HELP =
     "                   none 20%) or box (box prompts only, the paper's evaluation protocol)\n"
     "  --replay K       labelled samples kept in the bank for selector retraining (default 10)\n"
     "  --no-eval        skip the test-split evaluation\n"
-    "  --quiet          no progress lines\n";
+    "  --quiet          no progress lines\n"
+    "  --device D       where the adapter training step runs: cpu (default: bit-reproducible\n"
+    "                   for a fixed --threads), cuda (GPU step; same prompts and points, losses\n"
+    "                   within float rounding) or auto (cuda when a device is present). The\n"
+    "                   encoder, the selector and the evaluation stay on the CPU\n";
 
 static double now_s(void)
 {
@@ -92,6 +98,7 @@ static int parse_int(const char *opt, const char *v, long lo, long hi, long *out
 int cmd_train(int argc, char **argv)
 {
     const char *in = NULL, *out = NULL, *name = NULL, *data = NULL, *model = NULL;
+    const char *device = "cpu";
     long epochs = 0, seed = 0, threads = 0, max_train = 0, max_test = 0;
     long replay = ABANK_DEFAULT_REPLAY, warmup = 0;
     int no_eval = 0, quiet = 0, box_only = 0;
@@ -116,6 +123,7 @@ int cmd_train(int argc, char **argv)
         else if (!strcmp(a, "--domain")) name = v;
         else if (!strcmp(a, "--data")) data = v;
         else if (!strcmp(a, "--model")) model = v;
+        else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--prompts")) {
             if (strcmp(v, "mixed") && strcmp(v, "box")) {
                 fprintf(stderr, "moda train-domain: --prompts '%s': use mixed or box\n", v);
@@ -147,6 +155,12 @@ int cmd_train(int argc, char **argv)
         return 2;
     }
     err_t e = {0};
+    device_choice_t dc;
+    if (device_select(device, 1, &dc, &e)) {
+        fprintf(stderr, "moda train-domain: %s\n", e.msg);
+        return 2;
+    }
+    device_log(&dc);
     int rc = 0;
     char model_buf[4096];
     if (!model) {
@@ -195,6 +209,7 @@ int cmd_train(int argc, char **argv)
     if (lr > 0) lc.train.lr = (float)lr;
     lc.train.seed = (uint64_t)seed;
     lc.train.warmup_steps = (int)warmup;
+    lc.train.device = dc.device;
     lc.replay = (int)replay;
     lc.sel_seed = (uint64_t)seed;
     if (box_only) lc.train.share_box = 1.0f;
