@@ -104,6 +104,7 @@ struct samdec_cuda {
     float *up;                      /* [32, 256, 256] when the caller gives none */
     float *hh, *hyp;                /* heads: [2, 256] hidden, [4, 32] hypernetwork vectors */
     float *bw;                      /* backward scratch */
+    float *lr_d, *iou_d, *mask_d;   /* samdec_cuda_predict's own outputs and mask prompt */
     int trace_valid, trace_nt;
 };
 
@@ -299,7 +300,9 @@ static int alloc_act(samdec_cuda_t *d)
            (d->y1 = kcu_allocf(c, (size_t)64 * 128 * 128)) &&
            (d->up = kcu_allocf(c, (size_t)HYP * LR_N)) && (d->hh = kcu_allocf(c, 2 * C)) &&
            (d->hyp = kcu_allocf(c, SAM_NMASK * HYP)) &&
-           (d->bw = kcu_allocf(c, 4 * (size_t)HEADS * NP + 16 * (size_t)C + MLP_DIM));
+           (d->bw = kcu_allocf(c, 4 * (size_t)HEADS * NP + 16 * (size_t)C + MLP_DIM)) &&
+           (d->lr_d = kcu_allocf(c, SAM_NMASK * LR_N)) &&
+           (d->iou_d = kcu_allocf(c, SAM_NMASK)) && (d->mask_d = kcu_allocf(c, LR_N));
 }
 
 samdec_cuda_t *samdec_cuda_new(const wts_t *w, kcu_ctx_t *ctx, err_t *err)
@@ -540,6 +543,40 @@ int samdec_cuda_forward(samdec_cuda_t *d, const float *emb_dev, const sam_point_
     return op_err(d, rc, "samdec_cuda_forward", err);
 }
 
+int samdec_cuda_forward_resident(samdec_cuda_t *d, const float *emb_dev, const sam_point_t *pts,
+                                 int n, err_t *err)
+{
+    int rc = samdec_cuda_forward(d, emb_dev, pts, n, NULL, d ? d->lr_d : NULL,
+                                 d ? d->iou_d : NULL, NULL, err);
+    return rc ? rc : kcu_sync(d->ctx, err);
+}
+
+int samdec_cuda_predict(samdec_cuda_t *d, const float *emb_dev, const prep_info_t *info,
+                        const sam_prompt_t *p, sam_result_t *out, err_t *err)
+{
+    memset(out, 0, sizeof *out);
+    if (!d || !info || !p) return err_set(err, ERR_INVALID, "samdec_cuda_predict: NULL argument");
+    sam_point_t pts[SAM_MAX_POINTS + 2];
+    int n = sam_prompt_points(info, p, pts, err);
+    if (n < 0) return n;
+    if (n > SAMDEC_CUDA_MAX_PTS)
+        return err_set(err, ERR_RANGE, "samdec_cuda_predict: %d decoder points (the GPU decoder "
+                       "takes at most %d)", n, SAMDEC_CUDA_MAX_PTS);
+    float *lr = malloc(sizeof(float) * SAM_NMASK * LR_N), iou[SAM_NMASK];
+    if (!lr) return err_set(err, ERR_NOMEM, "samdec_cuda_predict: out of memory");
+    int rc = p->mask_in ? kcu_upload(d->ctx, d->mask_d, p->mask_in, sizeof(float) * LR_N) : 0;
+    if (rc) rc = op_err(d, rc, "samdec_cuda_predict", err);
+    if (!rc) rc = samdec_cuda_forward(d, emb_dev, pts, n, p->mask_in ? d->mask_d : NULL, d->lr_d,
+                                      d->iou_d, NULL, err);
+    if (!rc) rc = kcu_sync(d->ctx, err);
+    if (!rc && (kcu_download(d->ctx, lr, d->lr_d, sizeof(float) * SAM_NMASK * LR_N) ||
+                kcu_download(d->ctx, iou, d->iou_d, sizeof iou)))
+        rc = op_err(d, ERR_DEVICE, "samdec_cuda_predict", err);
+    if (!rc) rc = sam_result_from_lowres(info, p, n, lr, iou, out, err);
+    free(lr);
+    return rc;
+}
+
 /* ---- hq token backward (samdec_hq_backward's algebra on the kept buffers, row r) ----------- */
 
 /* LayerNorm backward of row r: dx = d LN(x_r) / dx_r · dy */
@@ -664,6 +701,27 @@ int samdec_cuda_forward(samdec_cuda_t *d, const float *emb_dev, const sam_point_
     (void)lowres_dev;
     (void)iou_dev;
     (void)x;
+    return err_set(err, ERR_UNSUPPORTED, "samdec_cuda: this build has no CUDA kernels");
+}
+
+int samdec_cuda_predict(samdec_cuda_t *d, const float *emb_dev, const prep_info_t *info,
+                        const sam_prompt_t *p, sam_result_t *out, err_t *err)
+{
+    (void)d;
+    (void)emb_dev;
+    (void)info;
+    (void)p;
+    memset(out, 0, sizeof *out);
+    return err_set(err, ERR_UNSUPPORTED, "samdec_cuda: this build has no CUDA kernels");
+}
+
+int samdec_cuda_forward_resident(samdec_cuda_t *d, const float *emb_dev, const sam_point_t *pts,
+                                 int n, err_t *err)
+{
+    (void)d;
+    (void)emb_dev;
+    (void)pts;
+    (void)n;
     return err_set(err, ERR_UNSUPPORTED, "samdec_cuda: this build has no CUDA kernels");
 }
 

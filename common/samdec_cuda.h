@@ -10,8 +10,11 @@
  *
  * Memory: samdec_cuda_new uploads the decoder weights (mask_decoder.*, prompt_encoder.*)
  * and allocates every activation (for up to SAMDEC_CUDA_MAX_PTS prompt points) from ctx's
- * arena, once; it never resets the arena. ctx is borrowed and must outlive d. Every pointer
- * argument named *_dev or documented "device" is device memory.
+ * arena, once; it never resets the arena (about 71 MB: weights 16 MB, the rest activations,
+ * so give ctx 128 MB). ctx is borrowed and must outlive d. Every pointer argument named *_dev
+ * or documented "device" is device memory. The decoder's GEMMs and convolutions run in plain
+ * fp32 whatever ctx's TF32 setting (restored on return), so it matches the CPU decoder to
+ * float rounding.
  *
  * Ops are queued on ctx's stream and return without waiting (except where a small host →
  * device upload of the prompt needs its host buffer; that is internal). Errors: 0 or
@@ -26,6 +29,7 @@
 
 #include "err.h"
 #include "kn_cuda.h"
+#include "sam.h"
 #include "sam_parts.h"
 #include "wts.h"
 
@@ -59,5 +63,17 @@ int samdec_cuda_forward(samdec_cuda_t *d, const float *emb_dev, const sam_point_
  * in, d_hq_token_dev [256] out (overwritten). ERR_STATE when no traced forward is recorded. */
 int samdec_cuda_hq_backward(samdec_cuda_t *d, const float *d_hq_out_dev, float *d_hq_token_dev,
                             err_t *err);
+
+/* sam_predict on the GPU: decodes prompt p (original pixels, mapped with info, as
+ * sam_prompt_points) on emb_dev (device [256, 64, 64], e.g. tinyvit_cuda_emb_dev) into the
+ * decoder's own device buffers, waits, downloads the 4 low-res masks and fills out exactly as
+ * sam_predict does (sam_result_from_lowres). p->mask_in is HOST memory here. ERR_RANGE when
+ * p needs more than SAMDEC_CUDA_MAX_PTS decoder points (use the CPU decoder). */
+int samdec_cuda_predict(samdec_cuda_t *d, const float *emb_dev, const prep_info_t *info,
+                        const sam_prompt_t *p, sam_result_t *out, err_t *err);
+/* samdec_cuda_forward into the decoder's own low-res and IoU buffers, waiting for the GPU
+ * (no host copies): for timing the decoder alone, like tinyvit_cuda_forward_resident. */
+int samdec_cuda_forward_resident(samdec_cuda_t *d, const float *emb_dev, const sam_point_t *pts,
+                                 int n, err_t *err);
 
 #endif

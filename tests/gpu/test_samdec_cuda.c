@@ -6,6 +6,8 @@
  * logits > 0 ≥ 0.99, the 4 IoU predictions within 2e-3. With the hq token (mask token 0,
  * and a perturbed copy): hq_out and the upscaled feature relative L2 ≤ 2e-3, the SAM
  * outputs unchanged by it, and the hq backward for a random d_hq_out relative L2 ≤ 2e-3.
+ * Last, samdec_cuda_predict (the GPU decoder's sam_predict) against sam_predict: the final
+ * mask at the image's size, IoU ≥ 0.99, and the same mask index.
  * Usage: test_samdec_cuda MODEL IMAGE ; exit 77 without a CUDA device or when the model or
  * the image is missing. */
 #include "kn_cuda.h"
@@ -206,6 +208,7 @@ int main(int argc, char **argv)
         printf("FAIL GPU setup: %s\n", e.msg);
         return 1;
     }
+    printf("decoder arena: %.1f MB\n", kcu_arena_used(f.ctx) / 1048576.0);
     f.emb_d = kcu_upload_new(f.ctx, emb.emb, NE);
     f.mask_d = kcu_allocf(f.ctx, LR_N);
     f.lr_d = kcu_allocf(f.ctx, SAM_NMASK * LR_N);
@@ -254,6 +257,23 @@ int main(int argc, char **argv)
     if ((n = sam_prompt_points(&emb.info, &box, pts, &e)) < 0 ||
         run_hq(&f, "hq=perturbed, box", pts, n, tok, 2))
         return 1;
+    /* samdec_cuda_predict vs sam_predict: final masks (box prompt) */
+    sam_result_t rc_ = {0}, rg_ = {0};
+    if (sam_predict(f.sam, &emb, &box, &rc_, &e) ||
+        samdec_cuda_predict(f.gpu, f.emb_d, &emb.info, &box, &rg_, &e)) {
+        printf("FAIL predict: %s\n", e.msg);
+        return 1;
+    }
+    size_t hw = (size_t)rc_.h * rc_.w, in = 0, un = 0;
+    for (size_t i = 0; i < hw; i++) {
+        in += rc_.mask[i] && rg_.mask[i];
+        un += rc_.mask[i] || rg_.mask[i];
+    }
+    double fi = un ? (double)in / un : 1.0;
+    check(fi >= 0.99 && rc_.index[0] == rg_.index[0], "samdec_cuda_predict final mask, 1 - IoU",
+          1 - fi, 0.01);
+    sam_result_free(&rc_);
+    sam_result_free(&rg_);
     /* the backward refuses without a traced forward */
     if (samdec_cuda_forward(f.gpu, f.emb_d, pts, n, NULL, f.lr_d, NULL, NULL, &e) ||
         samdec_cuda_hq_backward(f.gpu, f.g_d, f.gt_d, &e) != ERR_STATE) {
