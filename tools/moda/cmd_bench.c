@@ -26,7 +26,7 @@
 #include "device.h"
 #include "paths.h"
 #include "sam.h"
-#include "sam_cuda.h"
+#include "enc_cuda.h"
 
 static const char *HELP =
     "usage: moda bench infer [--model M] [--image IMG] [--iters N] [--threads T] [--vs-ort] [--json]\n"
@@ -40,8 +40,9 @@ static const char *HELP =
     "(tests/ref/ort_run.js, needs node and .deps/npm) and prints time ratios and the\n"
     "embedding relative L2 / low-res logits max abs difference.\n"
     "  --iters N (default 3)  --threads T (default: all cores)  --json: one JSON object\n"
-    "  --device D  cpu, cuda or auto (default auto: the GPU TinyViT encoder when a CUDA device\n"
-    "              is present; the decoder runs on the CPU; one log line says which)\n"
+    "  --device D  cpu, cuda or auto (default auto: the GPU encoder (TinyViT or ViT-B/L/H)\n"
+    "              when a CUDA device is present; the decoder runs on the CPU; one log line\n"
+    "              says which)\n"
     "  --batch B   with the GPU encoder: also time batches of B images (device-resident input;\n"
     "              images/s), and the batch-1 pass without host copies\n\n"
     "example: write the generated example image (800x600 RGB PNG) used by the demo.\n"
@@ -375,15 +376,14 @@ static int bench_infer(int argc, char **argv)
         fprintf(stderr, "moda bench infer: %s\n", e.msg);
         return err_exit_status(e.code);
     }
-    if (device_require_path(&dc, !strcmp(sam_encoder_name(sam), "tinyvit_5m"),
-                            sam_encoder_name(sam), &e)) {
+    if (device_require_path(&dc, enc_cuda_supported(sam), sam_encoder_name(sam), &e)) {
         fprintf(stderr, "moda bench infer: %s\n", e.msg);
         sam_destroy(&sam);
         image_destroy(&img);
         return 2;
     }
     device_log(&dc);
-    tinyvit_cuda_t *gpu = NULL;
+    enc_cuda_t *gpu = NULL;
     stats_t sb = {0}, sr = {0}; /* GPU: batch-B and resident batch-1 encoder times */
     float *xb = NULL;
     float *x = malloc(sizeof(float) * 3 * SAM_IMG * SAM_IMG);
@@ -401,7 +401,7 @@ static int bench_infer(int argc, char **argv)
     double prep_ms = now_ms() - t0;
     float pt[3] = {image ? img->w / 2.0f : EX_DISK_X, image ? img->h / 2.0f : EX_DISK_Y, 1};
     sam_prompt_t prompt = {.points = pt, .n_points = 1};
-    if (dc.device == KN_DEV_CUDA && !(gpu = tinyvit_cuda_new(sam_weights(sam), 0, batch, &e))) {
+    if (dc.device == KN_DEV_CUDA && !(gpu = enc_cuda_new(sam, 0, batch, &e))) {
         rc = e.code;
         goto done;
     }
@@ -411,7 +411,7 @@ static int bench_infer(int argc, char **argv)
         if (gpu) { /* host copies in and out included, like the CPU path's */
             emb.info = info;
             emb.emb = malloc(sizeof(float) * SAM_EMB_C * SAM_EMB * SAM_EMB);
-            rc = emb.emb ? tinyvit_cuda_forward(gpu, x, 1, emb.emb, NULL, &e)
+            rc = emb.emb ? enc_cuda_forward(gpu, x, 1, emb.emb, NULL, &e)
                          : err_set(&e, ERR_NOMEM, "out of memory");
             if (rc) goto done;
         } else if ((rc = sam_encode_input(sam, x, &info, &emb, 0, &e)))
@@ -421,7 +421,7 @@ static int bench_infer(int argc, char **argv)
     if (gpu) { /* device-resident timings: batch 1, then batch B */
         for (int i = -1; i < iters; i++) {
             t0 = now_ms();
-            if ((rc = tinyvit_cuda_forward_resident(gpu, 1, &e))) goto done;
+            if ((rc = enc_cuda_forward_resident(gpu, 1, &e))) goto done;
             if (i >= 0) te[i] = now_ms() - t0;
         }
         sr = stats_of(te, iters);
@@ -432,12 +432,12 @@ static int bench_infer(int argc, char **argv)
         }
         float *eb = malloc(sizeof(float) * SAM_EMB_C * SAM_EMB * SAM_EMB * (size_t)batch);
         for (int b = 0; b < batch; b++) memcpy(xb + b * nx, x, sizeof(float) * nx);
-        rc = eb ? tinyvit_cuda_forward(gpu, xb, batch, eb, NULL, &e)
+        rc = eb ? enc_cuda_forward(gpu, xb, batch, eb, NULL, &e)
                 : err_set(&e, ERR_NOMEM, "out of memory for the batch");
         free(eb);
         for (int i = 0; i < iters && !rc; i++) {
             t0 = now_ms();
-            rc = tinyvit_cuda_forward_resident(gpu, batch, &e);
+            rc = enc_cuda_forward_resident(gpu, batch, &e);
             te[i] = now_ms() - t0;
         }
         if (rc) goto done;
@@ -445,7 +445,7 @@ static int bench_infer(int argc, char **argv)
         /* te again holds the host-inclusive batch-1 times for the common report */
         for (int i = 0; i < iters; i++) {
             t0 = now_ms();
-            if ((rc = tinyvit_cuda_forward(gpu, x, 1, emb.emb, NULL, &e))) goto done;
+            if ((rc = enc_cuda_forward(gpu, x, 1, emb.emb, NULL, &e))) goto done;
             te[i] = now_ms() - t0;
         }
     }
@@ -537,7 +537,7 @@ static int bench_infer(int argc, char **argv)
     }
 done:
     if (rc) fprintf(stderr, "moda bench infer: %s\n", e.msg);
-    tinyvit_cuda_destroy(&gpu);
+    enc_cuda_destroy(&gpu);
     free(xb);
     sam_result_free(&res);
     sam_embedding_free(&emb);

@@ -23,7 +23,7 @@
 #include "device.h"
 #include "paths.h"
 #include "sam.h"
-#include "sam_cuda.h"
+#include "enc_cuda.h"
 
 static const char *HELP =
     "usage: moda segment --image IMG [--model M] [--point X,Y,LABEL]... [--box X0,Y0,X1,Y1]\n"
@@ -46,7 +46,8 @@ static const char *HELP =
     "                     lowres.f32 from --dump) as the mask prompt, to refine it\n"
     "  --threads T        CPU threads (default: all cores)\n"
     "  --device D         cpu, cuda or auto (default auto: the GPU encoder when a CUDA device\n"
-    "                     is present and the model is TinyViT; one log line says which)\n"
+    "                     is present (TinyViT or ViT-B/L/H encoder; the decoder runs on the\n"
+    "                     CPU); one log line says which)\n"
     "  --bank B           segment with a MoDA adapter from adapter bank B (docs/moda.md)\n"
     "  --domain NAME      with --bank: use this domain's adapter (default: the bank's only\n"
     "                     domain, or the one the bank's selector picks; prints the domain\n"
@@ -285,8 +286,7 @@ int cmd_segment(int argc, char **argv)
         image_destroy(&img);
         return fail(e.code, &e);
     }
-    if (device_require_path(&dc, !strcmp(sam_encoder_name(sam), "tinyvit_5m"),
-                            sam_encoder_name(sam), &e)) {
+    if (device_require_path(&dc, enc_cuda_supported(sam), sam_encoder_name(sam), &e)) {
         fprintf(stderr, "moda segment: %s\n", e.msg);
         sam_destroy(&sam);
         free(mask_logits);
@@ -331,10 +331,10 @@ int cmd_segment(int argc, char **argv)
         goto done;
     }
     if (dc.device == KN_DEV_CUDA) { /* GPU encoder (weights uploaded here), CPU decoder */
-        tinyvit_cuda_t *gpu = tinyvit_cuda_new(sam_weights(sam), 0, 1, &e);
+        enc_cuda_t *gpu = enc_cuda_new(sam, 0, 1, &e);
         t0 = now_ms();
-        rc = gpu ? tinyvit_cuda_encode(gpu, img, &emb, x, 0, &e) : e.code;
-        tinyvit_cuda_destroy(&gpu);
+        rc = gpu ? enc_cuda_encode(gpu, img, &emb, x, 0, &e) : e.code;
+        enc_cuda_destroy(&gpu);
     } else
         rc = sam_encode(sam, img, &emb, x, 0, &e);
     double t1 = now_ms();
