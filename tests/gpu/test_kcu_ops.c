@@ -680,6 +680,7 @@ static void t_attn(void)
     t_winattn_case(15, 14, 3, 16, 7, 0);
     t_relpos_case(2, 5, 2, 16);
     t_relpos_case(1, 8, 3, 64);
+    t_relpos_case(2, 6, 2, 80); /* ViT-H's head dim (the d <= 128 path) */
     t_window_case(2, 11, 9, 6, 4); /* padded both ways, C not a multiple of 4 */
     t_window_case(1, 8, 8, 5, 8);  /* one global window */
 }
