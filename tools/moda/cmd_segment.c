@@ -24,6 +24,7 @@
 #include "paths.h"
 #include "sam.h"
 #include "enc_cuda.h"
+#include "samdec_cuda.h"
 
 static const char *HELP =
     "usage: moda segment --image IMG [--model M] [--point X,Y,LABEL]... [--box X0,Y0,X1,Y1]\n"
@@ -46,8 +47,8 @@ static const char *HELP =
     "                     lowres.f32 from --dump) as the mask prompt, to refine it\n"
     "  --threads T        CPU threads (default: all cores)\n"
     "  --device D         cpu, cuda or auto (default auto: the GPU encoder when a CUDA device\n"
-    "                     is present (TinyViT or ViT-B/L/H encoder; the decoder runs on the\n"
-    "                     CPU); one log line says which)\n"
+    "                     is present (TinyViT or ViT-B/L/H encoder, and then the decoder on\n"
+    "                     the GPU too); one log line says which)\n"
     "  --bank B           segment with a MoDA adapter from adapter bank B (docs/moda.md)\n"
     "  --domain NAME      with --bank: use this domain's adapter (default: the bank's only\n"
     "                     domain, or the one the bank's selector picks; prints the domain\n"
@@ -133,6 +134,30 @@ static int save_mask(const uint8_t *m, int w, int h, const char *path, err_t *er
 {
     image_t im = {.w = w, .h = h, .c = 1, .data = (uint8_t *)m};
     return image_save_png(&im, path, err);
+}
+
+/* --device cuda: the decoder on the GPU (samdec_cuda_predict), reading the encoder's device
+ * embedding emb_dev; res as sam_predict gives it, *ms the decode time. A prompt with more
+ * points than the GPU decoder takes (SAMDEC_CUDA_MAX_PTS) runs on the CPU decoder. */
+static int gpu_decode(sam_t *sam, const sam_embedding_t *emb, const float *emb_dev,
+                      const sam_prompt_t *p, sam_result_t *res, double *ms, err_t *e)
+{
+    sam_point_t pts[SAM_MAX_POINTS + 2];
+    int n = sam_prompt_points(&emb->info, p, pts, e), rc;
+    if (n < 0) return n;
+    double t = now_ms();
+    if (n > SAMDEC_CUDA_MAX_PTS) {
+        rc = sam_predict(sam, emb, p, res, e);
+    } else {
+        kcu_ctx_t *ctx = kcu_ctx_new(0, (size_t)128 << 20, KCU_TF32, e);
+        samdec_cuda_t *dec = ctx ? samdec_cuda_new(sam_weights(sam), ctx, e) : NULL;
+        t = now_ms(); /* the decode, not the weight upload */
+        rc = dec ? samdec_cuda_predict(dec, emb_dev, &emb->info, p, res, e) : e->code;
+        samdec_cuda_destroy(&dec);
+        kcu_ctx_destroy(&ctx);
+    }
+    *ms = now_ms() - t;
+    return rc;
 }
 
 static int fail(int code, const err_t *e)
@@ -330,17 +355,22 @@ int cmd_segment(int argc, char **argv)
         free(bm);
         goto done;
     }
-    if (dc.device == KN_DEV_CUDA) { /* GPU encoder (weights uploaded here), CPU decoder */
+    double t1, t2;
+    if (dc.device == KN_DEV_CUDA) { /* GPU encoder and decoder (weights uploaded here) */
         enc_cuda_t *gpu = enc_cuda_new(sam, 0, 1, &e);
         t0 = now_ms();
         rc = gpu ? enc_cuda_encode(gpu, img, &emb, x, 0, &e) : e.code;
+        t1 = now_ms();
+        double dec_ms = 0;
+        if (!rc) rc = gpu_decode(sam, &emb, enc_cuda_emb_dev(gpu, 0), &prompt, &res, &dec_ms, &e);
+        t2 = t1 + dec_ms;
         enc_cuda_destroy(&gpu);
-    } else
+    } else {
         rc = sam_encode(sam, img, &emb, x, 0, &e);
-    double t1 = now_ms();
-    if (rc) goto done;
-    rc = sam_predict(sam, &emb, &prompt, &res, &e);
-    double t2 = now_ms();
+        t1 = now_ms();
+        if (!rc) rc = sam_predict(sam, &emb, &prompt, &res, &e);
+        t2 = now_ms();
+    }
     if (rc) goto done;
     int b = res.best;
     size_t hw = (size_t)res.h * res.w;
