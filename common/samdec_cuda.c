@@ -26,7 +26,7 @@
  * (restored on return): the decoder is a few GFLOP, and the mask logits then match the CPU
  * decoder to float rounding rather than to TF32's 1e-3.
  *
- * Device arena: weights ~16 MB, activations ~60 MB (for SAMDEC_CUDA_MAX_PTS points).
+ * Device arena: 71 MB measured (weights 16 MB, activations for SAMDEC_CUDA_MAX_PTS points).
  */
 #include "samdec_cuda.h"
 
