@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bankrun_cuda.h"
+#include "samdec_cuda.h"
 #include "selector.h"
 
 struct bankrun {
@@ -18,6 +20,11 @@ struct bankrun {
     int have_key;
     samdec_t *dec;    /* created on the first adapter run */
     adp_work_t *work; /* idem */
+    bankrun_cuda_t *gpu;      /* the GPU backend (bankrun_use_cuda), else NULL */
+    const adapter_t *gpu_ad;  /* the adapter whose parameters are on the device, or NULL */
+    const abank_t *gpu_bank;  /* ... of this bank (borrowed), */
+    uint64_t gpu_key;         /* with this key, */
+    int gpu_dom;              /* domain index */
 };
 
 bankrun_t *bankrun_new(sam_t *sam, err_t *err)
@@ -42,6 +49,7 @@ void bankrun_destroy(bankrun_t **rp)
     selector_destroy(&r->sel);
     adp_work_destroy(&r->work);
     samdec_destroy(&r->dec);
+    bankrun_cuda_destroy(&r->gpu);
     free(r);
     *rp = NULL;
 }
@@ -137,7 +145,8 @@ int bankrun_choose(bankrun_t *r, const abank_t *b, const char *forced, const flo
 }
 
 int bankrun_adapter(bankrun_t *r, const abank_t *b, int d, const sam_embedding_t *emb,
-                    const sam_point_t *pts, int n, float *logits, float *iou, err_t *err)
+                    const float *emb_dev, const sam_point_t *pts, int n, float *logits,
+                    float *iou, err_t *err)
 {
     if (!r || !b || !emb || !logits) return err_set(err, ERR_INVALID, "bankrun_adapter: NULL argument");
     if (d < 0 || d >= b->n_domains)
@@ -148,18 +157,59 @@ int bankrun_adapter(bankrun_t *r, const abank_t *b, int d, const sam_embedding_t
         return err_set(err, ERR_INVALID,
                        "bankrun_adapter: the embedding has no early feature of %d channels "
                        "(encode with the early feature)", ad->early_c);
-    if (!r->dec && !(r->dec = samdec_new(sam_weights(r->sam), err)))
-        return err->code ? err->code : ERR_NOMEM;
-    if (!r->work && !(r->work = adp_work_new(ad->early_c, err)))
-        return err->code ? err->code : ERR_NOMEM;
     sam_point_t pad = {0, 0, -1.0f};
     if (!pts || n < 1) {
         pts = &pad;
         n = 1;
     }
+    if (r->gpu && n <= SAMDEC_CUDA_MAX_PTS) {
+        /* the parameters on the device are this adapter's only when set_bank named this bank
+         * with the same key and the domain is the same; else upload them again */
+        int same = r->gpu_ad == ad && r->gpu_bank == b && r->bank == b && r->have_key &&
+                   r->gpu_key == r->key && r->gpu_dom == d;
+        r->gpu_ad = NULL; /* unknown until the upload succeeded */
+        int rc = bankrun_cuda_adapter(r->gpu, ad, !same, emb, emb_dev, pts, n, logits, iou, err);
+        if (rc) return rc;
+        r->gpu_ad = ad;
+        r->gpu_bank = b;
+        r->gpu_key = r->key;
+        r->gpu_dom = d;
+        return 0;
+    }
+    if (!r->dec && !(r->dec = samdec_new(sam_weights(r->sam), err)))
+        return err->code ? err->code : ERR_NOMEM;
+    if (!r->work && !(r->work = adp_work_new(ad->early_c, err)))
+        return err->code ? err->code : ERR_NOMEM;
     float io[SAM_NMASK] = {0};
     int rc = adapter_forward(ad, r->dec, r->work, emb->emb, emb->early, pts, n, NULL, logits,
                              NULL, io, 0, err);
     if (!rc && iou) *iou = io[0];
     return rc;
+}
+
+int bankrun_predict(bankrun_t *r, const sam_embedding_t *emb, const float *emb_dev,
+                    const sam_prompt_t *p, sam_result_t *out, err_t *err)
+{
+    if (!r || !emb || !p || !out) return err_set(err, ERR_INVALID, "bankrun_predict: NULL argument");
+    if (r->gpu) {
+        sam_point_t pts[SAM_MAX_POINTS + 2];
+        int n = sam_prompt_points(&emb->info, p, pts, err);
+        if (n < 0) return n;
+        if (n <= SAMDEC_CUDA_MAX_PTS) return bankrun_cuda_predict(r->gpu, emb, emb_dev, p, out, err);
+    }
+    return sam_predict(r->sam, emb, p, out, err);
+}
+
+int bankrun_use_cuda(bankrun_t *r, int device, err_t *err)
+{
+    if (!r) return err_set(err, ERR_INVALID, "bankrun_use_cuda: NULL argument");
+    if (r->gpu) return err_set(err, ERR_STATE, "bankrun_use_cuda: already on CUDA");
+    r->gpu = bankrun_cuda_new(r->sam, device, sam_early_channels(r->sam), err);
+    r->gpu_ad = NULL;
+    return r->gpu ? 0 : (err && err->code ? err->code : ERR_DEVICE);
+}
+
+int bankrun_on_cuda(const bankrun_t *r)
+{
+    return r && r->gpu;
 }

@@ -46,8 +46,9 @@
      "interactive segmentation (ROUTER, bound; labeling tools send SegmentRequest)"},          \
     {"embed_cache", CFG_INT, "8", 1, 1024, "image embeddings kept for interactive requests (4 MiB each)"}, \
     {"device", CFG_STRING, "auto", 0, 16,                                                      \
-     "cpu | cuda | auto: where the workers' image encoder runs (auto: CUDA when a device is "  \
-     "present; the choice and its reason are logged as event=device)"}
+     "cpu | cuda | auto: where the workers' encoder, decoder and adapters run (the selector "  \
+     "stays on the CPU; auto: CUDA when a device is present; the choice and its reason are "   \
+     "logged as event=device)"}
 
 typedef struct infer infer_t;
 
@@ -98,8 +99,9 @@ typedef struct pool pool_t;
  * count. banks: the shared swap of adapter banks (borrowed). cache_n: image embeddings kept
  * for interactive segmentation (least recently used goes first). dev: the device_select
  * result (updated: `auto` falls back to the CPU for an encoder without a GPU path; `cuda`
- * then fails with ERR_CONFIG); with CUDA each worker gets its own GPU encoder
- * (sam_cuda.h) and everything else stays on the CPU. Logs the final choice (device_log). */
+ * then fails with ERR_CONFIG); with CUDA each worker gets its own GPU encoder (enc_cuda.h)
+ * and its bankrun decodes and runs the adapters on the GPU (bankrun_use_cuda); the selector
+ * stays on the CPU. Logs the final choice (device_log). */
 pool_t *pool_new(void *zctx, const char *model_path, int n, int threads, int cap,
                  const char *done_ep, swap_t *banks, int cache_n, device_choice_t *dev,
                  err_t *err);

@@ -18,11 +18,13 @@
  *                 the image bytes, LRU) or encoded and cached, then the request's points/box.
  *   no bank:      zero-shot SAM with a box prompt over the whole image (inset 2%): the best
  *                 predicted-IoU mask; domain "", selector probability 0.
- * Device (`device` key, device.h): with CUDA each worker has its own GPU TinyViT encoder
- * (sam_cuda.h) for the encoder pass (embedding, and the early feature when a bank is
- * loaded); the decoder, the adapters and the selector run on the CPU as before, and a frame
- * whose bank needs the selector taps is encoded on the CPU (sam_encode_taps: the taps are
- * not on the GPU).
+ * Device (`device` key, device.h): with CUDA each worker has its own GPU encoder (enc_cuda.h:
+ * embedding, and the early feature when a bank is loaded) and its bankrun runs on the GPU
+ * (bankrun_use_cuda: the decoder, the domain's adapter head, and the zero-shot and
+ * interactive SAM decodes), reading the encoder's device embedding (enc_cuda_emb_dev) instead
+ * of uploading it again. The selector stays on the CPU: a frame whose bank needs the
+ * selector taps is encoded on the CPU (sam_encode_taps: the taps are not on the GPU), and its
+ * embedding is uploaded for the GPU decoder. Cached embeddings (interactive) are uploaded.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -39,8 +41,8 @@
 #include "msg.h"
 #include "postprocess.h"
 #include "rle.h"
+#include "enc_cuda.h"
 #include "sam.h"
-#include "sam_cuda.h"
 #include "wts.h"
 
 typedef struct cache_entry {
@@ -56,7 +58,7 @@ typedef struct worker {
     pthread_t th;
     int started;
     sam_t *sam;
-    tinyvit_cuda_t *gpu; /* the GPU encoder (device cuda), else NULL */
+    enc_cuda_t *gpu;     /* the GPU encoder (device cuda), else NULL */
     float *x;            /* its preprocessed input [3, 1024, 1024] */
     bankrun_t *br;    /* domain choice + adapter run (selector loaded per bank version) */
     float *taps;      /* selector taps of one frame, allocated on the first multi-domain bank */
@@ -169,7 +171,8 @@ static float stability_of(const float *logits, size_t n)
 }
 
 static int segment_bank(worker_t *w, job_t *j, const abank_t *b, uint64_t version,
-                        const float *taps, const sam_embedding_t *emb, uint8_t *mask, err_t *err)
+                        const float *taps, const sam_embedding_t *emb, const float *emb_dev,
+                        uint8_t *mask, err_t *err)
 {
     float prob = 0;
     int d = 0;
@@ -181,7 +184,7 @@ static int segment_bank(worker_t *w, job_t *j, const abank_t *b, uint64_t versio
     float *full = malloc(sizeof(float) * hw);
     rc = (!logits || !full) ? err_set(err, ERR_NOMEM, "out of memory") : 0;
     float iou = 0;
-    if (!rc) rc = bankrun_adapter(w->br, b, d, emb, NULL, 0, logits, &iou, err);
+    if (!rc) rc = bankrun_adapter(w->br, b, d, emb, emb_dev, NULL, 0, logits, &iou, err);
     if (!rc)
         rc = post_upscale(logits, SAM_LOWRES, emb->info.new_h, emb->info.new_w, emb->info.h,
                           emb->info.w, full, err);
@@ -197,14 +200,14 @@ static int segment_bank(worker_t *w, job_t *j, const abank_t *b, uint64_t versio
     return rc;
 }
 
-static int segment_zero_shot(worker_t *w, job_t *j, const sam_embedding_t *emb, uint8_t *mask,
-                             err_t *err)
+static int segment_zero_shot(worker_t *w, job_t *j, const sam_embedding_t *emb,
+                             const float *emb_dev, uint8_t *mask, err_t *err)
 {
     const image_t *im = j->img;
     float mx = 0.02f * (float)im->w, my = 0.02f * (float)im->h;
     sam_prompt_t p = {.has_box = 1, .box = {mx, my, (float)im->w - mx, (float)im->h - my}};
     sam_result_t r = {0};
-    int rc = sam_predict(w->sam, emb, &p, &r, err);
+    int rc = bankrun_predict(w->br, emb, emb_dev, &p, &r, err);
     if (!rc) {
         memcpy(mask, r.mask + (size_t)r.best * r.h * r.w, (size_t)r.h * r.w);
         j->iou = r.iou[r.best];
@@ -216,12 +219,16 @@ static int segment_zero_shot(worker_t *w, job_t *j, const sam_embedding_t *emb, 
     return rc;
 }
 
-/* The encoder pass of one image (no taps): on the worker's GPU encoder when it has one. */
+/* The encoder pass of one image (no taps): on the worker's GPU encoder when it has one, and
+ * then *emb_dev = its device embedding (valid until the next encode), else NULL. */
 static int encode(worker_t *w, const image_t *img, sam_embedding_t *emb, int want_early,
-                  err_t *err)
+                  const float **emb_dev, err_t *err)
 {
-    if (w->gpu) return tinyvit_cuda_encode(w->gpu, img, emb, w->x, want_early, err);
-    return sam_encode(w->sam, img, emb, NULL, want_early, err);
+    *emb_dev = NULL;
+    if (!w->gpu) return sam_encode(w->sam, img, emb, NULL, want_early, err);
+    int rc = enc_cuda_encode(w->gpu, img, emb, w->x, want_early, err);
+    if (!rc) *emb_dev = enc_cuda_emb_dev(w->gpu, 0);
+    return rc;
 }
 
 static void process(worker_t *w, job_t *j)
@@ -231,6 +238,7 @@ static void process(worker_t *w, job_t *j)
     const abank_t *bank = ref ? ref->obj : NULL;
     j->bank_version = ref ? ref->version : 0;
     sam_embedding_t emb = {0};
+    const float *emb_dev = NULL;
     uint8_t *mask = malloc((size_t)j->img->w * j->img->h);
     int rc = mask ? 0 : err_set(&err, ERR_NOMEM, "out of memory");
     /* taps only when the selector will choose: a bank with >= 2 domains and a usable selector */
@@ -240,10 +248,10 @@ static void process(worker_t *w, job_t *j)
     if (!rc && want_taps && !w->taps && !(w->taps = malloc(sizeof(float) * sam_taps_floats(w->sam))))
         rc = err_set(&err, ERR_NOMEM, "out of memory for the selector taps");
     if (!rc) rc = want_taps ? sam_encode_taps(w->sam, j->img, &emb, w->taps, &err)
-                            : encode(w, j->img, &emb, bank != NULL, &err);
+                            : encode(w, j->img, &emb, bank != NULL, &emb_dev, &err);
     if (!rc) rc = bank ? segment_bank(w, j, bank, j->bank_version, want_taps ? w->taps : NULL,
-                                      &emb, mask, &err)
-                       : segment_zero_shot(w, j, &emb, mask, &err);
+                                      &emb, emb_dev, mask, &err)
+                       : segment_zero_shot(w, j, &emb, emb_dev, mask, &err);
     if (!rc) rc = rle_encode_string(mask, (uint32_t)j->img->h, (uint32_t)j->img->w, &j->rle, &err);
     swap_release(w->pool->banks, ref);
     j->rc = rc;
@@ -261,17 +269,18 @@ static void process_segment(worker_t *w, job_t *j)
     err_t err = {0};
     sam_embedding_t emb = {0};
     sam_result_t r = {0};
+    const float *emb_dev = NULL; /* a cached embedding is uploaded by the GPU decoder */
     int rc = 0;
     j->cached = cache_get(w->pool, j->emb_id, &emb);
     if (!j->cached) {
         if (!j->img)
             rc = err_set(&err, ERR_NOTFOUND, "embedding %s is not cached (send the image)", j->emb_id);
-        else if (!(rc = encode(w, j->img, &emb, 0, &err)))
+        else if (!(rc = encode(w, j->img, &emb, 0, &emb_dev, &err)))
             cache_put(w->pool, j->emb_id, &emb);
     }
     sam_prompt_t pr = {.points = j->points, .n_points = j->n_points, .has_box = j->has_box};
     memcpy(pr.box, j->box, sizeof pr.box);
-    if (!rc) rc = sam_predict(w->sam, &emb, &pr, &r, &err);
+    if (!rc) rc = bankrun_predict(w->br, &emb, emb_dev, &pr, &r, &err);
     if (!rc) {
         j->iou = r.iou[r.best];
         j->stability = r.stability[r.best];
@@ -317,18 +326,20 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* After worker 0's model loaded: the GPU encoder exists for TinyViT only (`auto` falls back,
- * `cuda` is a configuration error); logs the choice once. */
+/* After worker 0's model loaded: a GPU encoder exists for TinyViT and ViT-B/L/H
+ * (enc_cuda_supported; otherwise `auto` falls back, `cuda` is a configuration error); logs
+ * the choice once, saying what runs where. */
 static int settle_device(device_choice_t *dev, const sam_t *sam, err_t *err)
 {
     err_t e = {0};
     const char *enc = sam_encoder_name(sam);
-    if (device_require_path(dev, !strcmp(enc, "tinyvit_5m"), enc, &e))
+    if (device_require_path(dev, enc_cuda_supported(sam), enc, &e))
         return err_set(err, ERR_CONFIG, "%s", e.msg);
     if (dev->device == KN_DEV_CUDA) {
         size_t l = strlen(dev->reason);
         snprintf(dev->reason + l, sizeof dev->reason - l,
-                 "; the encoder only: decoder, adapters and selector taps on the CPU");
+                 "; encoder, decoder and adapters on the GPU; the selector on the CPU (a bank "
+                 "with >= 2 domains is encoded on the CPU for its taps)");
     }
     device_log(dev);
     return 0;
@@ -361,13 +372,14 @@ pool_t *pool_new(void *zctx, const char *model_path, int n, int threads, int cap
         if (!(w->sam = sam_load(model_path, err))) goto fail;
         if (i == 0 && settle_device(dev, w->sam, err)) goto fail;
         if (dev->device == KN_DEV_CUDA) {
-            if (!(w->gpu = tinyvit_cuda_new(sam_weights(w->sam), 0, 1, err))) goto fail;
+            if (!(w->gpu = enc_cuda_new(w->sam, 0, 1, err))) goto fail;
             if (!(w->x = malloc(sizeof(float) * 3 * SAM_IMG * SAM_IMG))) {
                 err_set(err, ERR_NOMEM, "out of memory");
                 goto fail;
             }
         }
         if (!(w->br = bankrun_new(w->sam, err))) goto fail;
+        if (dev->device == KN_DEV_CUDA && bankrun_use_cuda(w->br, 0, err)) goto fail;
         int hwm = 100000, linger = 0;
         w->done = zmq_socket(zctx, ZMQ_PUSH);
         if (!w->done || zmq_setsockopt(w->done, ZMQ_SNDHWM, &hwm, sizeof hwm) ||
@@ -406,7 +418,7 @@ void pool_destroy(pool_t **pp)
         if (w->done) zmq_close(w->done);
         bankrun_destroy(&w->br);
         free(w->taps);
-        tinyvit_cuda_destroy(&w->gpu);
+        enc_cuda_destroy(&w->gpu);
         free(w->x);
         sam_destroy(&w->sam);
     }

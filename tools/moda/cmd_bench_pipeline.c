@@ -178,7 +178,7 @@ static int bare_frame(sam_t *sam, bankrun_t *br, const abank_t *b, float *taps, 
     bankrun_choice_t c = {0};
     float iou = 0;
     if (!rc && (b->n_domains < 2 || want_taps)) rc = bankrun_choose(br, b, NULL, want_taps ? taps : NULL, &c, err);
-    if (!rc) rc = bankrun_adapter(br, b, c.domain, &emb, NULL, 0, logits, &iou, err);
+    if (!rc) rc = bankrun_adapter(br, b, c.domain, &emb, NULL, NULL, 0, logits, &iou, err);
     if (!rc)
         rc = post_upscale(logits, SAM_LOWRES, emb.info.new_h, emb.info.new_w, emb.info.h, emb.info.w,
                           full, err);

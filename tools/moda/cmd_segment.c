@@ -24,7 +24,6 @@
 #include "paths.h"
 #include "sam.h"
 #include "enc_cuda.h"
-#include "samdec_cuda.h"
 
 static const char *HELP =
     "usage: moda segment --image IMG [--model M] [--point X,Y,LABEL]... [--box X0,Y0,X1,Y1]\n"
@@ -48,7 +47,9 @@ static const char *HELP =
     "  --threads T        CPU threads (default: all cores)\n"
     "  --device D         cpu, cuda or auto (default auto: the GPU encoder when a CUDA device\n"
     "                     is present (TinyViT or ViT-B/L/H encoder, and then the decoder on\n"
-    "                     the GPU too); one log line says which)\n"
+    "                     the GPU too, and with --bank the adapter; a bank's selector and\n"
+    "                     the encoder pass for its taps stay on the CPU); one log line says\n"
+    "                     which)\n"
     "  --bank B           segment with a MoDA adapter from adapter bank B (docs/moda.md)\n"
     "  --domain NAME      with --bank: use this domain's adapter (default: the bank's only\n"
     "                     domain, or the one the bank's selector picks; prints the domain\n"
@@ -136,27 +137,19 @@ static int save_mask(const uint8_t *m, int w, int h, const char *path, err_t *er
     return image_save_png(&im, path, err);
 }
 
-/* --device cuda: the decoder on the GPU (samdec_cuda_predict), reading the encoder's device
- * embedding emb_dev; res as sam_predict gives it, *ms the decode time. A prompt with more
- * points than the GPU decoder takes (SAMDEC_CUDA_MAX_PTS) runs on the CPU decoder. */
+/* --device cuda: the decoder on the GPU through bankrun (bankrun_predict: samdec_cuda_predict,
+ * or the CPU decoder for a prompt of more than SAMDEC_CUDA_MAX_PTS decoder points), reading
+ * the encoder's device embedding emb_dev; res as sam_predict gives it, *ms the decode time
+ * (not the weight upload). */
 static int gpu_decode(sam_t *sam, const sam_embedding_t *emb, const float *emb_dev,
                       const sam_prompt_t *p, sam_result_t *res, double *ms, err_t *e)
 {
-    sam_point_t pts[SAM_MAX_POINTS + 2];
-    int n = sam_prompt_points(&emb->info, p, pts, e), rc;
-    if (n < 0) return n;
+    bankrun_t *br = bankrun_new(sam, e);
+    int rc = br ? bankrun_use_cuda(br, 0, e) : e->code;
     double t = now_ms();
-    if (n > SAMDEC_CUDA_MAX_PTS) {
-        rc = sam_predict(sam, emb, p, res, e);
-    } else {
-        kcu_ctx_t *ctx = kcu_ctx_new(0, (size_t)128 << 20, KCU_TF32, e);
-        samdec_cuda_t *dec = ctx ? samdec_cuda_new(sam_weights(sam), ctx, e) : NULL;
-        t = now_ms(); /* the decode, not the weight upload */
-        rc = dec ? samdec_cuda_predict(dec, emb_dev, &emb->info, p, res, e) : e->code;
-        samdec_cuda_destroy(&dec);
-        kcu_ctx_destroy(&ctx);
-    }
+    if (!rc) rc = bankrun_predict(br, emb, emb_dev, p, res, e);
     *ms = now_ms() - t;
+    bankrun_destroy(&br);
     return rc;
 }
 
@@ -253,8 +246,7 @@ int cmd_segment(int argc, char **argv)
     }
     err_t e = {0};
     device_choice_t dc;
-    if (device_select(device, 1, &dc, &e) ||
-        device_require_path(&dc, !bank, "--bank (adapters run on the CPU)", &e)) {
+    if (device_select(device, 1, &dc, &e)) {
         fprintf(stderr, "moda segment: %s\n", e.msg);
         return 2;
     }
@@ -334,8 +326,9 @@ int cmd_segment(int argc, char **argv)
         char chosen[80];
         float prob = 0;
         int how = 0;
-        rc = bm ? seg_bank_predict(sam, img, auto_mode ? NULL : &prompt, bank, domain, bm, chosen,
-                                   sizeof chosen, &prob, &how, &e)
+        rc = bm ? seg_bank_predict(sam, img, auto_mode ? NULL : &prompt, bank, domain,
+                                   dc.device == KN_DEV_CUDA, bm, chosen, sizeof chosen, &prob,
+                                   &how, &e)
                 : err_set(&e, ERR_NOMEM, "out of memory");
         if (!rc) rc = save_mask(bm, img->w, img->h, out, &e);
         static const uint8_t bcolor[3] = {40, 230, 90};

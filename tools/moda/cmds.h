@@ -34,9 +34,11 @@ int cmd_up(int argc, char **argv);
  * bankrun.h and runs its adapter. p NULL = no prompt. domain NULL: the only domain or the
  * selector's choice. mask: h·w bytes 0/255 (caller-allocated); chosen receives the domain
  * name, *prob the selector probability and *how how it was chosen (BANKRUN_* of bankrun.h:
- * selected, the only domain, forced). */
+ * selected, the only domain, forced). cuda != 0: the encoder (enc_cuda, unless the
+ * selector needs the CPU encoder's taps), the decoder and the adapter on CUDA device 0
+ * (bankrun_use_cuda). */
 int seg_bank_predict(sam_t *sam, const image_t *img, const sam_prompt_t *p,
-                     const char *bank_path, const char *domain, uint8_t *mask, char *chosen,
-                     size_t chosen_n, float *prob, int *how, err_t *err);
+                     const char *bank_path, const char *domain, int cuda, uint8_t *mask,
+                     char *chosen, size_t chosen_n, float *prob, int *how, err_t *err);
 
 #endif
