@@ -271,6 +271,7 @@ void train_cfg_default(train_cfg_t *c)
     c->share_points = 0.3f;
     c->share_mask = 0.1f;
     c->fixed_loss = 1;
+    c->tf32 = 1;
 }
 
 /* The backend seam: gpu != NULL runs the step on the GPU (train_cuda.h), else on the CPU
@@ -301,7 +302,8 @@ static void trainer_free(trainer_t *t)
 /* A trainer on `device` for P points; slots = loss slots per epoch. The GPU trainer copies
  * ts (every sample) and a's parameters to the device. */
 static int trainer_init(trainer_t *t, sam_t *sam, const train_set_t *ts, const adapter_t *a,
-                        int P, int oversample, int slots, kn_device_t device, err_t *err)
+                        int P, int oversample, int slots, kn_device_t device, int tf32,
+                        err_t *err)
 {
     memset(t, 0, sizeof *t);
     t->P = P;
@@ -314,7 +316,7 @@ static int trainer_init(trainer_t *t, sam_t *sam, const train_set_t *ts, const a
         return err_set(err, ERR_NOMEM, "train: out of memory");
     }
     if (device == KN_DEV_CUDA) {
-        t->gpu = train_cuda_new(sam, ts, a, P, slots, err);
+        t->gpu = train_cuda_new(sam, ts, a, P, slots, tf32, err);
         if (!t->gpu) {
             trainer_free(t);
             return err ? err->code : ERR_DEVICE;
@@ -419,7 +421,8 @@ int train_adapter(sam_t *sam, const train_set_t *ts, adapter_t *a, const train_c
     if (c->device != KN_DEV_CPU && c->device != KN_DEV_CUDA)
         return err_set(err, ERR_INVALID, "train: unknown device %d", (int)c->device);
     trainer_t t;
-    int rc = trainer_init(&t, sam, ts, a, c->points, c->oversample, ts->n, c->device, err);
+    int rc = trainer_init(&t, sam, ts, a, c->points, c->oversample, ts->n, c->device, c->tf32,
+                          err);
     if (rc) return rc;
     int *order = malloc(sizeof(int) * (size_t)ts->n);
     if (!order) {
@@ -501,7 +504,7 @@ int train_bench_step(sam_t *sam, const train_set_t *ts, adapter_t *a, int batch,
     train_cfg_t c;
     train_cfg_default(&c);
     c.share_box = 1.0f; /* box prompts: the paper protocol */
-    int rc = trainer_init(&t, sam, ts, a, c.points, c.oversample, batch, device, err);
+    int rc = trainer_init(&t, sam, ts, a, c.points, c.oversample, batch, device, c.tf32, err);
     if (rc) return rc;
     uint64_t rng = 1;
     double best = 1e30;
@@ -529,7 +532,7 @@ int train_fixed_loss(sam_t *sam, const train_set_t *ts, const adapter_t *a, doub
     trainer_t t;
     train_cfg_t c;
     train_cfg_default(&c);
-    int rc = trainer_init(&t, sam, ts, a, c.points, c.oversample, 1, KN_DEV_CPU, err);
+    int rc = trainer_init(&t, sam, ts, a, c.points, c.oversample, 1, KN_DEV_CPU, 0, err);
     if (rc) return rc;
     double sum = 0;
     for (int i = 0; i < ts->n && !rc; i++) {

@@ -100,6 +100,9 @@ typedef struct train_cfg {
     kn_device_t device; /* KN_DEV_CPU; KN_DEV_CUDA: the step runs on CUDA device 0
                          * (ERR_UNSUPPORTED in a build without CUDA, ERR_DEVICE without a
                          * device) */
+    int tf32;          /* CUDA only. 1: the head's GEMMs and convolutions may use TF32 tensor
+                        * cores (fast; gradients ~1e-3 relative off fp32); 0: plain fp32. The
+                        * decoder runs fp32 either way */
     void (*progress)(const train_progress_t *p, void *ctx); /* after every epoch, or NULL */
     void *ctx;
 } train_cfg_t;

@@ -38,7 +38,7 @@ static int dev_fail(train_cuda_t *g, int rc, const char *what, err_t *err)
 }
 
 train_cuda_t *train_cuda_new(sam_t *sam, const train_set_t *ts, const adapter_t *a, int P,
-                             int slots, err_t *err)
+                             int slots, int tf32, err_t *err)
 {
     if (!sam || !ts || !a || P < 1 || slots < 1 || ts->early_c != a->early_c) {
         err_set(err, ERR_INVALID, "train_cuda_new: bad arguments");
@@ -69,7 +69,7 @@ train_cuda_t *train_cuda_new(sam_t *sam, const train_set_t *ts, const adapter_t 
     size_t arena = DEC_ARENA + adapter_cuda_arena_bytes(a) +
                    (sizeof(float) * per_sample + 1024) * (size_t)ts->n +
                    sizeof(float) * per_step + ((size_t)16 << 20);
-    g->ctx = kcu_ctx_new(0, arena, KCU_TF32, err);
+    g->ctx = kcu_ctx_new(0, arena, tf32 ? KCU_TF32 : 0, err);
     if (!g->ctx) goto fail;
     if (!(g->dec = samdec_cuda_new(sam_weights(sam), g->ctx, err))) goto fail;
     if (!(g->ad = adapter_cuda_new(a, g->ctx, err))) goto fail;
@@ -186,13 +186,14 @@ int train_cuda_download(train_cuda_t *g, adapter_t *a, err_t *err)
 #else /* no CUDA */
 
 train_cuda_t *train_cuda_new(sam_t *sam, const train_set_t *ts, const adapter_t *a, int P,
-                             int slots, err_t *err)
+                             int slots, int tf32, err_t *err)
 {
     (void)sam;
     (void)ts;
     (void)a;
     (void)P;
     (void)slots;
+    (void)tf32;
     err_set(err, ERR_UNSUPPORTED, "train: this build has no CUDA kernels (device cuda)");
     return NULL;
 }

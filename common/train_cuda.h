@@ -3,7 +3,7 @@
  * progress) and the host random stream; per sample it hands the drawn prompt here, and per
  * batch the Adam update:
  *
- *   train_cuda_t *g = train_cuda_new(sam, ts, a, P, slots, &err);  // set uploaded once
+ *   train_cuda_t *g = train_cuda_new(sam, ts, a, P, slots, 1, &err);  // set uploaded once
  *   train_cuda_zero_grad(g, &err);
  *   train_cuda_sample(g, i, pts, n, mask_in, oversample, importance, &rng, 1.0f / nb, slot, &err);
  *   train_cuda_adam(g, lr, b1, b2, eps, wd, step, &err);
@@ -39,9 +39,9 @@ typedef struct train_cuda train_cuda_t;
 
 /* A device copy of a's parameters (fresh Adam moments) and of every sample of ts, for P
  * loss points per sample and `slots` loss slots. sam's weights give the frozen decoder.
- * Caller owns result. */
+ * tf32: the head may use TF32 (train_cfg_t.tf32). Caller owns result. */
 train_cuda_t *train_cuda_new(sam_t *sam, const train_set_t *ts, const adapter_t *a, int P,
-                             int slots, err_t *err);
+                             int slots, int tf32, err_t *err);
 void train_cuda_destroy(train_cuda_t **g);
 
 int train_cuda_zero_grad(train_cuda_t *g, err_t *err);

@@ -1,14 +1,15 @@
 /* test_train_cuda.c — the GPU adapter training step (train_adapter with cfg.device =
  * KN_DEV_CUDA) against the CPU step on real samples: MobileSAM, a few training images of one
  * domain of ../shared/data/cl (learn_load_split, spread over the split), the default recipe
- * for one epoch (seed 0), both runs from the same zero-shot adapter. Checked:
- *   - the epoch's mean loss: GPU within 1 % of the CPU's (the issue's criterion);
- *   - the parameter update (trained − initial): relative L2 of GPU vs CPU update ≤ 5 % over
- *     all parameters, and the update is not zero (the step really trained);
- *   - the hq token moved on both (its gradient comes through the decoder's hq backward).
- * Both runs draw prompts and candidate points from the same host stream (train.c); the
- * remaining differences are float rounding (GPU reduction order, TF32 in the head), which
- * Adam's first steps amplify to sign flips of near-zero gradient components only.
+ * for one epoch (seed 0), all runs from the same zero-shot adapter. The GPU epoch runs twice:
+ *   FP32 (cfg.tf32 = 0), the exact check: epoch mean loss within 1e-3 relative of the CPU's,
+ *     parameter update (trained − initial) within 1e-2 relative L2 of the CPU's update, not
+ *     zero, and the hq token's update (through the decoder's hq backward) within 1e-2;
+ *   TF32 (the default), the issue's criterion: loss within 1 %; the update within 25 %
+ *     relative L2 (TF32 perturbs the gradients by ~1e-3 relative, and Adam's first steps turn
+ *     that into sign flips of the near-zero components, each worth a full lr step).
+ * All runs draw prompts and candidate points from the same host stream (train.c); what is
+ * left is float rounding (GPU reduction order, atomic adds, TF32).
  * Usage: test_train_cuda MODEL DOMAIN_DIR [n_samples=8] [batch=4] [points=12544]
  * Exit 77 without a CUDA device or when the model / data are missing. */
 #include "adapter.h"
@@ -92,36 +93,41 @@ int main(int argc, char **argv)
         printf("FAIL CPU training: %s\n", e.msg);
         return 1;
     }
-    cfg.device = KN_DEV_CUDA;
-    t0 = now_s();
-    rc = train_adapter(sam, ts, ag, &cfg, &sg, &e);
-    double tg = now_s() - t0;
-    if (rc) {
-        printf("FAIL GPU training: %s\n", e.msg);
-        return 1;
-    }
-    printf("%d samples of %s, batch %d, %d points, %d steps: CPU %.1f s (%.1f ms/step), "
-           "GPU %.1f s (%.1f ms/step)\n", ts->n, argv[2], batch, points, sg.steps, tc,
-           sc.step_ms, tg, sg.step_ms);
     int fails = 0;
-    double dl = fabs(sg.first_loss - sc.first_loss) / fabs(sc.first_loss);
-    int ok = dl <= 0.01 && sg.steps == sc.steps;
-    printf("%s epoch mean loss: CPU %.6f GPU %.6f (rel diff %.2e, tol 1e-2)\n",
-           ok ? "ok  " : "FAIL", sc.first_loss, sg.first_loss, dl);
-    fails += !ok;
-    double norm, ru = update_rel(ag->data, ac->data, a0->data, a0->size, &norm);
-    ok = ru <= 0.05 && norm > 0;
-    printf("%s parameter update: |CPU update| %.3e, GPU vs CPU rel L2 %.2e (tol 5e-2)\n",
-           ok ? "ok  " : "FAIL", norm, ru);
-    fails += !ok;
-    for (int i = 0; i < ADP_NPARAM; i++) { /* per parameter, for the record */
-        const adp_param_t *p = &a0->params[i];
-        double pn, pr = update_rel(ag->data + p->off, ac->data + p->off, a0->data + p->off, p->n,
-                                   &pn);
-        printf("     %-30s |update| %.3e rel %.2e\n", p->name, pn, pr);
-        if (i == ADP_P_TOK && !(pn > 0 && pr <= 0.05)) {
-            printf("FAIL hq_token update (decoder hq backward on the GPU)\n");
-            fails++;
+    cfg.device = KN_DEV_CUDA;
+    for (int tf32 = 0; tf32 < 2; tf32++) {
+        double tol_loss = tf32 ? 1e-2 : 1e-3, tol_upd = tf32 ? 0.25 : 1e-2;
+        memcpy(ag->data, a0->data, sizeof(float) * a0->size);
+        cfg.tf32 = tf32;
+        t0 = now_s();
+        rc = train_adapter(sam, ts, ag, &cfg, &sg, &e);
+        double tg = now_s() - t0;
+        if (rc) {
+            printf("FAIL GPU training (%s): %s\n", tf32 ? "TF32" : "FP32", e.msg);
+            return 1;
+        }
+        printf("-- GPU %s: %d samples of %s, batch %d, %d points, %d steps: CPU %.1f s (%.1f "
+               "ms/step), GPU %.1f s (%.1f ms/step)\n", tf32 ? "TF32" : "FP32", ts->n, argv[2],
+               batch, points, sg.steps, tc, sc.step_ms, tg, sg.step_ms);
+        double dl = fabs(sg.first_loss - sc.first_loss) / fabs(sc.first_loss);
+        int ok = dl <= tol_loss && sg.steps == sc.steps;
+        printf("%s epoch mean loss: CPU %.6f GPU %.6f (rel diff %.2e, tol %.0e)\n",
+               ok ? "ok  " : "FAIL", sc.first_loss, sg.first_loss, dl, tol_loss);
+        fails += !ok;
+        double norm, ru = update_rel(ag->data, ac->data, a0->data, a0->size, &norm);
+        ok = ru <= tol_upd && norm > 0;
+        printf("%s parameter update: |CPU update| %.3e, GPU vs CPU rel L2 %.2e (tol %.2g)\n",
+               ok ? "ok  " : "FAIL", norm, ru, tol_upd);
+        fails += !ok;
+        for (int i = 0; i < ADP_NPARAM; i++) { /* per parameter, for the record */
+            const adp_param_t *p = &a0->params[i];
+            double pn, pr = update_rel(ag->data + p->off, ac->data + p->off, a0->data + p->off,
+                                       p->n, &pn);
+            printf("     %-30s |update| %.3e rel %.2e\n", p->name, pn, pr);
+            if (i == ADP_P_TOK && !(pn > 0 && pr <= tol_upd)) {
+                printf("FAIL hq_token update (decoder hq backward on the GPU)\n");
+                fails++;
+            }
         }
     }
     adapter_destroy(&a0);
