@@ -70,6 +70,13 @@ if [ -x "$moda" ]; then
         step bench-train-cuda-json 60 "$moda" bench train --device cuda --model "$model" \
             --reps 3 --json
     fi
+    # moda segment --bank on the GPU (GPU encoder -> bankrun: decoder + adapter head) vs the
+    # CPU on a tiny one-domain bank trained here (~20 s of CPU training on 16 cores)
+    data=${MODA_TEST_DATA:-$repo/../shared/data}
+    if [ -f "$model" ] && [ -d "$data/cl/magtile" ]; then
+        step segment-bank 60 sh "$repo/tests/gpu/segment_bank.sh" "$moda" "$model" "$data/cl" \
+            "$out/segment-bank"
+    fi
 fi
 # Full-size ViT-B encoder on random weights with the official shapes, made in the test (no
 # model file, no PyTorch): images 0 and 7 of a batch of 8 checked against the CPU encoder,
