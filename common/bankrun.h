@@ -95,7 +95,7 @@ int bankrun_predict(bankrun_t *r, const sam_embedding_t *emb, const float *emb_d
                     const sam_prompt_t *p, sam_result_t *out, err_t *err);
 
 /* Runs the decoder and the adapters of r on CUDA device `device` from now on (uploads the
- * decoder weights and allocates about 270 MB of device memory now, so a missing device or
+ * decoder weights and reserves a device arena of about 305 MB now, so a missing device or
  * a full GPU fails here, not per image). Call once, before the first run.
  * emb_dev (bankrun_adapter / bankrun_predict; may be NULL): emb's embedding already on that
  * device (e.g. tinyvit_cuda_emb_dev), read instead of uploading emb->emb; ignored on the

@@ -22,7 +22,8 @@
  *
  * Memory: one CUDA context on `device` whose arena holds the decoder (~71 MB), one adapter
  * (parameters, unused gradient / Adam slots and head activations: adapter_cuda_arena_bytes,
- * ~180 MB for early_c 160) and the per-image buffers (~15 MB), all allocated at creation.
+ * 162 MB for early_c 160) and the per-image buffers (~15 MB), all allocated at creation: an
+ * arena of about 305 MB (128 MB reserved for the decoder), about 250 MB of it used.
  * Errors: ERR_UNSUPPORTED (build without CUDA), ERR_DEVICE, ERR_NOMEM, ERR_INVALID, ERR_RANGE
  * (more than SAMDEC_CUDA_MAX_PTS decoder points: the caller uses the CPU decoder).
  * One thread at a time.
