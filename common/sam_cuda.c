@@ -343,27 +343,6 @@ const float *tinyvit_cuda_emb_dev(const tinyvit_cuda_t *e, int i)
     return e->emb + (size_t)i * 256 * 4096;
 }
 
-int tinyvit_cuda_encode(tinyvit_cuda_t *e, const image_t *img, sam_embedding_t *out, float *x,
-                        int want_early, err_t *err)
-{
-    memset(out, 0, sizeof *out);
-    if (!e || !img || !x) return err_set(err, ERR_INVALID, "tinyvit_cuda_encode: NULL argument");
-    int rc = prep_sam_input(img, x, NULL, &out->info, err);
-    if (rc) return rc;
-    out->emb = malloc(sizeof(float) * SAM_EMB_C * SAM_EMB * SAM_EMB);
-    if (want_early) {
-        out->early_c = 160;
-        out->early = malloc(sizeof(float) * 160 * SAM_EMB * SAM_EMB);
-    }
-    if (!out->emb || (want_early && !out->early)) {
-        sam_embedding_free(out);
-        return err_set(err, ERR_NOMEM, "tinyvit_cuda_encode: out of memory for the embedding");
-    }
-    rc = tinyvit_cuda_forward(e, x, 1, out->emb, out->early, err);
-    if (rc) sam_embedding_free(out);
-    return rc;
-}
-
 #else /* no CUDA in this build */
 
 struct tinyvit_cuda {
@@ -406,17 +385,6 @@ int tinyvit_cuda_forward_resident(tinyvit_cuda_t *e, int B, err_t *err)
 {
     (void)e;
     (void)B;
-    return err_set(err, ERR_UNSUPPORTED, "tinyvit_cuda: this build has no CUDA kernels");
-}
-
-int tinyvit_cuda_encode(tinyvit_cuda_t *e, const image_t *img, sam_embedding_t *out, float *x,
-                        int want_early, err_t *err)
-{
-    (void)e;
-    (void)img;
-    (void)x;
-    (void)want_early;
-    memset(out, 0, sizeof *out);
     return err_set(err, ERR_UNSUPPORTED, "tinyvit_cuda: this build has no CUDA kernels");
 }
 

@@ -45,10 +45,4 @@ int tinyvit_cuda_forward_resident(tinyvit_cuda_t *e, int B, err_t *err);
  * forward. NULL for a bad e or i. */
 const float *tinyvit_cuda_emb_dev(const tinyvit_cuda_t *e, int i);
 
-/* sam_encode on the GPU: preprocesses img into x[3,1024,1024] (caller-allocated, not NULL),
- * runs the encoder with B = 1 and fills out (emb, and early when want_early; free with
- * sam_embedding_free). Same errors as tinyvit_cuda_forward and prep_sam_input. */
-int tinyvit_cuda_encode(tinyvit_cuda_t *e, const image_t *img, sam_embedding_t *out, float *x,
-                        int want_early, err_t *err);
-
 #endif
