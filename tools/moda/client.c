@@ -117,6 +117,19 @@ void client_run_dir(const cfg_t *cfg, char *out, size_t n)
     else snprintf(out, n, "/tmp/moda-%u", (unsigned)getuid());
 }
 
+int client_int_opt(const char *cmd, const char *opt, const char *v, int lo, int hi, int *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long x = v ? strtol(v, &end, 10) : 0;
+    if (!v || !*v || *end || errno || x < lo || x > hi) {
+        fprintf(stderr, "moda %s: %s '%s': need an integer %d..%d\n", cmd, opt, v ? v : "", lo, hi);
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
+}
+
 int client_read_file(const char *path, unsigned char **out, size_t *len, err_t *err)
 {
     return paths_read_file(path, out, len, err);

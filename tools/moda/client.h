@@ -6,7 +6,8 @@
  * most timeout_ms and shows as ERR_TIMEOUT "no reply within N ms". Errors name the endpoint
  * (transport failures: "<endpoint>: <why>") or the service (a reply with a non-OK Status:
  * "<service>: <its message>"; a reply of the wrong kind: "<service> answered with X, expected Y").
- * Not thread-safe: a client belongs to one thread. Nothing here prints or exits.
+ * Not thread-safe: a client belongs to one thread. Nothing here exits; only the two
+ * command-line helpers (client_help_version, client_int_opt) print.
  */
 #ifndef MODA_CLIENT_H
 #define MODA_CLIENT_H
@@ -62,6 +63,10 @@ int client_help_version(const cfg_t *cfg, int rc);
 /* The run directory of `moda up` / `moda status`: the configured value (the cfg key
  * `run_dir`) when not empty, else /tmp/moda-<uid> (short, for ipc:// socket paths). */
 void client_run_dir(const cfg_t *cfg, char *out, size_t n);
+/* A subcommand's integer option: v must be a whole decimal number in lo..hi; then *out = it
+ * and 0. Otherwise prints "moda <cmd>: <opt> '<v>': need an integer lo..hi" to stderr and
+ * returns -1 (the command then exits 2). v may be NULL (missing value). */
+int client_int_opt(const char *cmd, const char *opt, const char *v, int lo, int hi, int *out);
 
 int client_read_file(const char *path, unsigned char **out, size_t *len, err_t *err);
 /* Create/truncate path with data. ERR_IO "creating P: ..." / "writing P: ...". */

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "client.h"
 #include "cmds.h"
 #include "image.h"
 #include "json.h"
@@ -354,23 +355,11 @@ static int bench_infer(int argc, char **argv)
         else if (!strcmp(a, "--image") && v) image = argv[++i];
         else if (!strcmp(a, "--device") && v) device = argv[++i];
         else if (!strcmp(a, "--batch") && v) {
-            char *end;
-            long n = strtol(v, &end, 10);
-            if (*end || n < 1 || n > 64) {
-                fprintf(stderr, "moda bench infer: --batch '%s': need an integer 1..64\n", v);
-                return 2;
-            }
-            batch = (int)n;
-            i++;
+            if (client_int_opt("bench infer", a, argv[++i], 1, 64, &batch)) return 2;
         } else if ((!strcmp(a, "--iters") || !strcmp(a, "--threads")) && v) {
-            char *end;
-            long n = strtol(v, &end, 10);
-            if (*end || n < 1 || n > 1000) {
-                fprintf(stderr, "moda bench infer: %s '%s': need an integer 1..1000\n", a, v);
+            if (client_int_opt("bench infer", a, argv[++i], 1, 1000,
+                               !strcmp(a, "--iters") ? &iters : &threads))
                 return 2;
-            }
-            *(!strcmp(a, "--iters") ? &iters : &threads) = (int)n;
-            i++;
         } else {
             fprintf(stderr, "moda bench infer: bad argument '%s' (see --help)\n", a);
             return 2;

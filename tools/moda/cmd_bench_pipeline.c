@@ -40,6 +40,7 @@
 
 #include "adapter_bank.h"
 #include "bankrun.h"
+#include "client.h"
 #include "cmds.h"
 #include "image.h"
 #include "json.h"
@@ -350,18 +351,6 @@ static int send_frame(moda_ingest_t *cam, const frame_t *f, err_t *err)
 
 /* ---- the command ----------------------------------------------------------------------------- */
 
-static int parse_pos(const char *opt, const char *v, int lo, int hi, int *out)
-{
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (*end || x < lo || x > hi) {
-        fprintf(stderr, "moda bench pipeline: %s '%s': need an integer %d..%d\n", opt, v, lo, hi);
-        return -1;
-    }
-    *out = (int)x;
-    return 0;
-}
-
 int cmd_bench_pipeline(int argc, char **argv)
 {
     const char *images = NULL, *model = NULL, *bank_path = NULL;
@@ -391,11 +380,19 @@ int cmd_bench_pipeline(int argc, char **argv)
         if (!strcmp(a, "--images")) images = v;
         else if (!strcmp(a, "--model")) model = v;
         else if (!strcmp(a, "--bank")) bank_path = v;
-        else if (!strcmp(a, "--frames") && parse_pos(a, v, 2, MAX_FRAMES, &nframes)) return 2;
-        else if (!strcmp(a, "--latency-frames") && parse_pos(a, v, 1, MAX_FRAMES, &nlat)) return 2;
-        else if (!strcmp(a, "--rounds") && parse_pos(a, v, 1, 100, &rounds)) return 2;
-        else if (!strcmp(a, "--workers") && parse_pos(a, v, 1, 64, &workers)) return 2;
-        else if (!strcmp(a, "--threads") && parse_pos(a, v, 1, 1024, &threads)) return 2;
+        else if (!strcmp(a, "--frames") &&
+                 client_int_opt("bench pipeline", a, v, 2, MAX_FRAMES, &nframes))
+            return 2;
+        else if (!strcmp(a, "--latency-frames") &&
+                 client_int_opt("bench pipeline", a, v, 1, MAX_FRAMES, &nlat))
+            return 2;
+        else if (!strcmp(a, "--rounds") && client_int_opt("bench pipeline", a, v, 1, 100, &rounds))
+            return 2;
+        else if (!strcmp(a, "--workers") && client_int_opt("bench pipeline", a, v, 1, 64, &workers))
+            return 2;
+        else if (!strcmp(a, "--threads") &&
+                 client_int_opt("bench pipeline", a, v, 1, 1024, &threads))
+            return 2;
     }
     err_t e = {0};
     char bindir[4096], model_buf[4096], img_buf[4200], infer_bin[4200], reg_bin[4200];

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "client.h"
 #include "cmds.h"
 #include "device.h"
 #include "json.h"
@@ -62,15 +63,11 @@ int cmd_bench_train(int argc, char **argv)
         else if (!strcmp(a, "--script")) script = v;
         else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--batch") || !strcmp(a, "--reps") || !strcmp(a, "--threads")) {
-            char *end;
-            long x = strtol(v, &end, 10);
-            if (*end || x < 1 || x > 1024) {
-                fprintf(stderr, "moda bench train: %s '%s': need an integer 1..1024\n", a, v);
+            if (client_int_opt("bench train", a, v, 1, 1024,
+                               a[2] == 'b'   ? &batch
+                               : a[2] == 'r' ? &reps
+                                             : &threads))
                 return 2;
-            }
-            if (a[2] == 'b') batch = (int)x;
-            else if (a[2] == 'r') reps = (int)x;
-            else threads = (int)x;
         } else {
             fprintf(stderr, "moda bench train: unknown argument '%s' (see --help)\n", a);
             return 2;

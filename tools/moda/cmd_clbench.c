@@ -20,11 +20,13 @@
  * Exit 0 ok, 2 bad arguments or data, 1 other failures.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "client.h"
 #include "cmds.h"
 #include "dataset.h"
 #include "device.h"
@@ -163,7 +165,7 @@ int cmd_clbench(int argc, char **argv)
 {
     const char *data = NULL, *model = NULL, *out = "cl-bench.json", *device = "cpu";
     char dom_buf[1024] = "", meth_buf[256] = "zeroshot,naive,joint,moda", pr_buf[64] = "box,auto";
-    long epochs = -1, seed = 0, threads = 0, max_train = 0, max_test = 0;
+    int epochs = -1, seed = 0, threads = 0, max_train = 0, max_test = 0;
     double lr = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -183,19 +185,14 @@ int cmd_clbench(int argc, char **argv)
         }
         i++;
         char *end;
-        long *ip = !strcmp(a, "--epochs")      ? &epochs
-                   : !strcmp(a, "--seed")      ? &seed
-                   : !strcmp(a, "--threads")   ? &threads
-                   : !strcmp(a, "--max-train") ? &max_train
-                   : !strcmp(a, "--max-test")  ? &max_test
-                                               : NULL;
+        int *ip = !strcmp(a, "--epochs")      ? &epochs
+                  : !strcmp(a, "--seed")      ? &seed
+                  : !strcmp(a, "--threads")   ? &threads
+                  : !strcmp(a, "--max-train") ? &max_train
+                  : !strcmp(a, "--max-test")  ? &max_test
+                                              : NULL;
         if (ip) {
-            errno = 0;
-            *ip = strtol(v, &end, 10);
-            if (*end || errno || *ip < (ip == &seed ? 0 : 1) || *ip > 2147483647L) {
-                fprintf(stderr, "moda cl-bench: %s '%s': need a positive integer\n", a, v);
-                return 2;
-            }
+            if (client_int_opt("cl-bench", a, v, ip == &seed ? 0 : 1, INT_MAX, ip)) return 2;
         } else if (!strcmp(a, "--lr")) {
             lr = strtod(v, &end);
             if (*end || !(lr > 0 && lr < 1)) {
@@ -305,7 +302,7 @@ int cmd_clbench(int argc, char **argv)
     printf("cl-bench: %d domains, methods", T);
     for (int m = 0; m < M_N; m++)
         if (want[m]) printf(" %s", METHOD[m]);
-    printf("; recipe: %d epochs, lr %.0e, batch %d, seed %ld, %d threads\n", lc.train.epochs,
+    printf("; recipe: %d epochs, lr %.0e, batch %d, seed %d, %d threads\n", lc.train.epochs,
            (double)lc.train.lr, lc.train.batch, seed, kn_get_threads());
     for (int t = 0; t < T && !rc; t++) {
         double t0 = now_s();

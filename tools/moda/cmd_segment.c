@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "bankrun.h"
+#include "client.h"
 #include "cmds.h"
 #include "image.h"
 #include "json.h"
@@ -201,13 +202,7 @@ int cmd_segment(int argc, char **argv)
         else if (!strcmp(a, "--prompt")) pmode = v;
         else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--threads")) {
-            char *end;
-            long t = strtol(v, &end, 10);
-            if (*end || t < 1 || t > 1024) {
-                fprintf(stderr, "moda segment: --threads '%s': need an integer 1..1024\n", v);
-                return 2;
-            }
-            threads = (int)t;
+            if (client_int_opt("segment", a, v, 1, 1024, &threads)) return 2;
         } else if (!strcmp(a, "--point")) {
             if (npts == SAM_MAX_POINTS) {
                 fprintf(stderr, "moda segment: at most %d --point prompts\n", SAM_MAX_POINTS);

@@ -14,6 +14,7 @@
  * Exit 0 ok, 2 bad arguments or data, 1 other failures.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #include <time.h>
 
 #include "adapter_bank.h"
+#include "client.h"
 #include "cmds.h"
 #include "dataset.h"
 #include "device.h"
@@ -82,25 +84,12 @@ static void note(const char *line, void *ctx)
     fflush(stdout);
 }
 
-static int parse_int(const char *opt, const char *v, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (*end || errno || x < lo || x > hi) {
-        fprintf(stderr, "moda train-domain: %s '%s': need an integer %ld..%ld\n", opt, v, lo, hi);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
 int cmd_train(int argc, char **argv)
 {
     const char *in = NULL, *out = NULL, *name = NULL, *data = NULL, *model = NULL;
     const char *device = "cpu";
-    long epochs = 0, seed = 0, threads = 0, max_train = 0, max_test = 0;
-    long replay = ABANK_DEFAULT_REPLAY, warmup = 0;
+    int epochs = 0, seed = 0, threads = 0, max_train = 0, max_test = 0;
+    int replay = ABANK_DEFAULT_REPLAY, warmup = 0;
     int no_eval = 0, quiet = 0, box_only = 0;
     double lr = 0;
     for (int i = 1; i < argc; i++) {
@@ -137,14 +126,21 @@ int cmd_train(int argc, char **argv)
                 fprintf(stderr, "moda train-domain: --lr '%s': need a number in (0, 1)\n", v);
                 return 2;
             }
-        } else if (!strcmp(a, "--epochs")) { if (parse_int(a, v, 1, 10000, &epochs)) return 2; }
-        else if (!strcmp(a, "--seed")) { if (parse_int(a, v, 0, 2147483647L, &seed)) return 2; }
-        else if (!strcmp(a, "--threads")) { if (parse_int(a, v, 1, 1024, &threads)) return 2; }
-        else if (!strcmp(a, "--max-train")) { if (parse_int(a, v, 1, 1000000, &max_train)) return 2; }
-        else if (!strcmp(a, "--warmup")) { if (parse_int(a, v, 0, 1000000, &warmup)) return 2; }
-        else if (!strcmp(a, "--max-test")) { if (parse_int(a, v, 1, 1000000, &max_test)) return 2; }
-        else if (!strcmp(a, "--replay")) { if (parse_int(a, v, 0, 1000, &replay)) return 2; }
-        else {
+        } else if (!strcmp(a, "--epochs")) {
+            if (client_int_opt("train-domain", a, v, 1, 10000, &epochs)) return 2;
+        } else if (!strcmp(a, "--seed")) {
+            if (client_int_opt("train-domain", a, v, 0, INT_MAX, &seed)) return 2;
+        } else if (!strcmp(a, "--threads")) {
+            if (client_int_opt("train-domain", a, v, 1, 1024, &threads)) return 2;
+        } else if (!strcmp(a, "--max-train")) {
+            if (client_int_opt("train-domain", a, v, 1, 1000000, &max_train)) return 2;
+        } else if (!strcmp(a, "--warmup")) {
+            if (client_int_opt("train-domain", a, v, 0, 1000000, &warmup)) return 2;
+        } else if (!strcmp(a, "--max-test")) {
+            if (client_int_opt("train-domain", a, v, 1, 1000000, &max_test)) return 2;
+        } else if (!strcmp(a, "--replay")) {
+            if (client_int_opt("train-domain", a, v, 0, 1000, &replay)) return 2;
+        } else {
             fprintf(stderr, "moda train-domain: unknown argument '%s' (see --help)\n", a);
             return 2;
         }
