@@ -11,6 +11,7 @@
 #include "adapter_cuda.h"
 #include "kn.h"
 #include "kn_cuda.h"
+#include "gpu_check.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -21,27 +22,9 @@
 #define LRN (SAM_LOWRES * SAM_LOWRES)
 #define EN (SAM_EMB * SAM_EMB)
 
-static double rel_l2(const float *a, const float *ref, size_t n)
-{
-    double d = 0, r = 0;
-    for (size_t i = 0; i < n; i++) {
-        double t = (double)a[i] - ref[i];
-        d += t * t;
-        r += (double)ref[i] * ref[i];
-    }
-    return r > 0 ? sqrt(d / r) : sqrt(d);
-}
-
 static void fill(float *x, size_t n, float scale, float shift, uint64_t *rng)
 {
     for (size_t i = 0; i < n; i++) x[i] = shift + scale * (2.0f * kn_rng_uniform(rng) - 1.0f);
-}
-
-static double now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
 }
 
 static int fails;

@@ -23,6 +23,7 @@
 #include "kn_cuda.h"
 #include "postprocess.h"
 #include "sam.h"
+#include "gpu_check.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -36,17 +37,6 @@
 #define TOL 2e-3
 
 static int fails;
-
-static double rel_l2(const float *a, const float *ref, size_t n)
-{
-    double d = 0, r = 0;
-    for (size_t i = 0; i < n; i++) {
-        double t = (double)a[i] - ref[i];
-        d += t * t;
-        r += (double)ref[i] * ref[i];
-    }
-    return r > 0 ? sqrt(d / r) : sqrt(d);
-}
 
 static double iou_u8(const uint8_t *a, const uint8_t *b, size_t n)
 {
@@ -62,13 +52,6 @@ static void check(int ok, const char *what, double v, double tol)
 {
     printf("%s %-48s %.3e (tol %.0e)\n", ok ? "ok  " : "FAIL", what, v, tol);
     fails += !ok;
-}
-
-static double now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
 }
 
 /* The final mask at the image size from low-res logits, as seg_bank.c / workers.c make it. */

@@ -14,6 +14,7 @@
 #include "sam.h"
 #include "sam_parts.h"
 #include "samdec_cuda.h"
+#include "gpu_check.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -28,17 +29,6 @@
 #define TOL 2e-3
 
 static int fails;
-
-static double rel_l2(const float *a, const float *ref, size_t n)
-{
-    double d = 0, r = 0;
-    for (size_t i = 0; i < n; i++) {
-        double t = (double)a[i] - ref[i];
-        d += t * t;
-        r += (double)ref[i] * ref[i];
-    }
-    return r > 0 ? sqrt(d / r) : sqrt(d);
-}
 
 static double mask_iou(const float *a, const float *b, size_t n)
 {
@@ -55,13 +45,6 @@ static void check(int ok, const char *what, double v, double tol)
 {
     printf("%s %-44s %.3e (tol %.0e)\n", ok ? "ok  " : "FAIL", what, v, tol);
     fails += !ok;
-}
-
-static double now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
 }
 
 typedef struct {

@@ -11,6 +11,7 @@
 #include "sam.h"
 #include "sam_cuda.h"
 #include "samdec_cuda.h"
+#include "gpu_check.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -18,24 +19,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-static double rel_l2(const float *a, const float *ref, size_t n)
-{
-    double d = 0, r = 0;
-    for (size_t i = 0; i < n; i++) {
-        double t = (double)a[i] - ref[i];
-        d += t * t;
-        r += (double)ref[i] * ref[i];
-    }
-    return r > 0 ? sqrt(d / r) : sqrt(d);
-}
-
-static double now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
 
 int main(int argc, char **argv)
 {
